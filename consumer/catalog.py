@@ -1,0 +1,345 @@
+"""The error catalog: every user-facing error and warning the integration raises.
+
+Each entry's ``message`` is the exact text of the specification (the seed error catalog); users grep for it,
+so nothing else in the service invents user-facing error text. ``CatalogError`` is the exception that
+carries an entry, plus the facts the runtime needs to decide what to do with a failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Flow(StrEnum):
+    """The integration's flows, named as in the catalog."""
+
+    AUTHORIZATION = "Authorization and Connection"
+    ADD_PROFILE_FROM_IPAAS = "Add Klaviyo Profile FROM iPaaS.com"
+    UPDATE_PROFILE_FROM_IPAAS = "Update Klaviyo Profile FROM iPaaS.com"
+    ADD_PROFILE_TO_IPAAS = "Add Klaviyo Profile TO iPaaS.com"
+    UPDATE_PROFILE_TO_IPAAS = "Update Klaviyo Profile TO iPaaS.com"
+    ADD_PROFILE_ADDRESS_TO_IPAAS = "Add Klaviyo Profile Address TO iPaaS.com"
+    UPDATE_PROFILE_ADDRESS_TO_IPAAS = "Update Klaviyo Profile Address TO iPaaS.com"
+    PLACED_ORDER_FROM_IPAAS = "Add Klaviyo Placed Order Event FROM iPaaS.com"
+    ORDERED_PRODUCT_FROM_IPAAS = "Add Klaviyo Ordered Product Event FROM iPaaS.com"
+    ALL = "Klaviyo API Response Errors (all flows)"
+
+    @property
+    def slug(self) -> str:
+        """A short, stable identifier for metric labels and headers."""
+        return _FLOW_SLUGS[self]
+
+
+_FLOW_SLUGS = {
+    Flow.AUTHORIZATION: "authorization",
+    Flow.ADD_PROFILE_FROM_IPAAS: "add_profile_from_ipaas",
+    Flow.UPDATE_PROFILE_FROM_IPAAS: "update_profile_from_ipaas",
+    Flow.ADD_PROFILE_TO_IPAAS: "add_profile_to_ipaas",
+    Flow.UPDATE_PROFILE_TO_IPAAS: "update_profile_to_ipaas",
+    Flow.ADD_PROFILE_ADDRESS_TO_IPAAS: "add_profile_address_to_ipaas",
+    Flow.UPDATE_PROFILE_ADDRESS_TO_IPAAS: "update_profile_address_to_ipaas",
+    Flow.PLACED_ORDER_FROM_IPAAS: "placed_order_from_ipaas",
+    Flow.ORDERED_PRODUCT_FROM_IPAAS: "ordered_product_from_ipaas",
+    Flow.ALL: "all",
+}
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    """One entry of the error catalog."""
+
+    code: str
+    title: str
+    severity: Severity
+    flow: Flow
+    message: str
+    meaning: str
+    action: str
+
+
+_SUPPORT = "contact iPaaS.com Support at support@ipaas.com"
+
+AUTHORIZATION_DATA_MISSING = CatalogEntry(
+    code="AUTHORIZATION_DATA_MISSING",
+    title="Authorization Data Missing",
+    severity=Severity.ERROR,
+    flow=Flow.AUTHORIZATION,
+    message="The authorization could not be completed because the data returned from Klaviyo was missing.",
+    meaning="The integration started the OAuth authorization with Klaviyo but Klaviyo did not return the "
+    "expected response, or the response did not include the temporary authorization code the integration "
+    "needs to continue.",
+    action="Start the Authorize step again from the integration's connection settings. If the authorization "
+    "repeatedly fails to return data, confirm the Klaviyo account is active and reachable, then "
+    f"{_SUPPORT}.",
+)
+AUTHORIZATION_CODE_MISSING = CatalogEntry(
+    code="AUTHORIZATION_CODE_MISSING",
+    title="Authorization Code Missing",
+    severity=Severity.ERROR,
+    flow=Flow.AUTHORIZATION,
+    message="The authorization could not be completed because the authorization code from Klaviyo was missing.",
+    meaning="Klaviyo returned a response, but it did not contain the temporary code that the integration "
+    "exchanges for a permanent token, or it did not contain the matching security value the exchange requires.",
+    action="Retry the Authorize step. Avoid reusing an old authorization link or a stale browser tab, because "
+    f"the temporary code is single-use and short-lived. If the problem continues, {_SUPPORT}.",
+)
+CLIENT_ID_NOT_CONFIGURED = CatalogEntry(
+    code="CLIENT_ID_NOT_CONFIGURED",
+    title="Client ID Not Configured",
+    severity=Severity.ERROR,
+    flow=Flow.AUTHORIZATION,
+    message="The authorization could not be completed because the Client ID is not configured for this "
+    "Klaviyo integration version.",
+    meaning="The integration version is missing the Client ID value it needs to identify itself to Klaviyo "
+    "during authorization.",
+    action="This value is configured at the integration-version level and is not editable by subscribers. "
+    f"{_SUPPORT[0].upper()}{_SUPPORT[1:]} so the missing configuration can be applied.",
+)
+CLIENT_SECRET_NOT_CONFIGURED = CatalogEntry(
+    code="CLIENT_SECRET_NOT_CONFIGURED",
+    title="Client Secret Not Configured",
+    severity=Severity.ERROR,
+    flow=Flow.AUTHORIZATION,
+    message="The authorization could not be completed because the Client Secret is not configured for this "
+    "Klaviyo integration version.",
+    meaning="The integration version is missing the Client Secret value it needs to authenticate with "
+    "Klaviyo during the token exchange.",
+    action="This value is configured at the integration-version level and is not editable by subscribers. "
+    f"{_SUPPORT[0].upper()}{_SUPPORT[1:]}.",
+)
+REDIRECT_URL_NOT_CONFIGURED = CatalogEntry(
+    code="REDIRECT_URL_NOT_CONFIGURED",
+    title="Redirect URL Not Configured",
+    severity=Severity.ERROR,
+    flow=Flow.AUTHORIZATION,
+    message="The authorization could not be completed because the Redirect URL is not configured for this "
+    "Klaviyo integration version.",
+    meaning="The integration version is missing the Redirect URL that Klaviyo returns the subscriber to after "
+    "they approve access. Without it, the authorization cannot complete.",
+    action="This value is configured at the integration-version level and is not editable by subscribers. "
+    f"{_SUPPORT[0].upper()}{_SUPPORT[1:]}.",
+)
+TOKEN_EXCHANGE_FAILED = CatalogEntry(
+    code="TOKEN_EXCHANGE_FAILED",
+    title="Token Exchange Failed",
+    severity=Severity.ERROR,
+    flow=Flow.AUTHORIZATION,
+    message="The authorization could not be completed because the temporary code could not be exchanged for "
+    "an access token.",
+    meaning="The integration received a valid authorization code from Klaviyo but Klaviyo declined to exchange "
+    "it for a permanent access token. This usually points to a mismatch in the configured authorization "
+    "values or an expired or already-used code.",
+    action="Retry the Authorize step from the beginning so a fresh code is issued. If the exchange continues to "
+    f"fail, {_SUPPORT} so the integration's authorization configuration can be reviewed.",
+)
+PROFILE_COULD_NOT_BE_CREATED = CatalogEntry(
+    code="PROFILE_COULD_NOT_BE_CREATED",
+    title="Profile Could Not Be Created",
+    severity=Severity.ERROR,
+    flow=Flow.ADD_PROFILE_FROM_IPAAS,
+    message="The Klaviyo profile could not be created because a required mapping field is missing or incomplete.",
+    meaning="The integration assembled the outbound profile but Klaviyo did not return a created profile, or a "
+    "required value was not present, so the profile was not created.",
+    action="Open the Customer mapping for this flow and confirm that the identifier fields are mapped and "
+    "populated on the source record. At least one identifier, normally Email, is required for Klaviyo to "
+    "create and match a profile. Correct the mapping or the source data, then resend the record. If the "
+    f"mapping is complete and the error persists, {_SUPPORT}.",
+)
+COULD_NOT_LINK_TO_EXISTING_PROFILE = CatalogEntry(
+    code="COULD_NOT_LINK_TO_EXISTING_PROFILE",
+    title="Could Not Link to Existing Profile",
+    severity=Severity.WARNING,
+    flow=Flow.ADD_PROFILE_FROM_IPAAS,
+    message="The integration could not automatically link this record to an existing Klaviyo profile by email "
+    "address. This may result in duplicate profile records.",
+    meaning="When sending a Customer outbound, the integration looks for an existing Klaviyo profile with the "
+    "same email so it can link to it instead of creating a duplicate. The automatic link did not succeed, so "
+    "a separate profile may be created.",
+    action="Review the affected profile in Klaviyo for a possible duplicate. Email matching in Klaviyo is "
+    "exact, so profiles that differ only by letter case or formatting may not link automatically. If "
+    "duplicates appear, reconcile them in Klaviyo. No subscriber action is required to clear the warning itself.",
+)
+PROFILE_COULD_NOT_BE_UPDATED = CatalogEntry(
+    code="PROFILE_COULD_NOT_BE_UPDATED",
+    title="Profile Could Not Be Updated",
+    severity=Severity.ERROR,
+    flow=Flow.UPDATE_PROFILE_FROM_IPAAS,
+    message="The Klaviyo profile could not be updated because a required mapping field is missing or incomplete.",
+    meaning="The integration attempted to update the linked Klaviyo profile but Klaviyo did not return an "
+    "updated profile, or a required value was missing.",
+    action="Confirm the profile mapping is complete and that the source Customer carries the values needed to "
+    "identify the profile. Correct the mapping or source data and resend the record. If the error persists "
+    f"with a complete mapping, {_SUPPORT}.",
+)
+COULD_NOT_LINK_TO_EXISTING_CUSTOMER = CatalogEntry(
+    code="COULD_NOT_LINK_TO_EXISTING_CUSTOMER",
+    title="Could Not Link to Existing Customer",
+    severity=Severity.WARNING,
+    flow=Flow.ADD_PROFILE_TO_IPAAS,
+    message="The integration could not automatically link this profile to an existing iPaaS.com Customer by "
+    "email address. This may result in duplicate customer records.",
+    meaning="When a Klaviyo profile is brought inbound, the integration tries to match it to an existing "
+    "iPaaS.com Customer by email so a duplicate is not created. The automatic link did not succeed.",
+    action="Review the affected Customer in iPaaS.com for a possible duplicate. Because email matching is "
+    "exact, addresses that differ only in letter case or formatting may not match. Reconcile any duplicate "
+    "Customers in iPaaS.com. No subscriber action is required to clear the warning itself.",
+)
+ADDRESS_VALUE_COULD_NOT_BE_READ = CatalogEntry(
+    code="ADDRESS_VALUE_COULD_NOT_BE_READ",
+    title="Address Value Could Not Be Read",
+    severity=Severity.ERROR,
+    flow=Flow.ADD_PROFILE_ADDRESS_TO_IPAAS,
+    message="A mapped address or subscription value could not be read from the Klaviyo profile.",
+    meaning="A mapping references a position or property within a list on the Klaviyo profile, such as an "
+    "address entry or a subscription detail, that is not present on the record being processed, so the value "
+    "could not be read.",
+    action="Review the mapping that reads the list value and confirm it targets a position and property that "
+    "the source profiles actually contain. Profiles vary in how many entries they carry, so a mapping that "
+    "assumes a specific position can fail on records that have fewer entries. Adjust the mapping to match "
+    "the data, then resend the record.",
+)
+ORDER_EVENT_COULD_NOT_BE_CREATED = CatalogEntry(
+    code="ORDER_EVENT_COULD_NOT_BE_CREATED",
+    title="Order Event Could Not Be Created",
+    severity=Severity.ERROR,
+    flow=Flow.PLACED_ORDER_FROM_IPAAS,
+    message="The Klaviyo order event could not be created because a required mapping field is missing or "
+    "incomplete.",
+    meaning="The integration could not build the order event because one or more required values were "
+    "missing. An order event requires an event name, the Klaviyo profile it belongs to, and a unique order "
+    "identifier; if any of these is not mapped or not populated, the event is not created.",
+    action="Open the mapping for this flow and confirm the event name, profile reference, and unique order "
+    "identifier are mapped and populated on the source Transaction. Correct the mapping or source data and "
+    f"resend the record. If the mapping is complete and the error persists, {_SUPPORT}.",
+)
+CUSTOMER_REQUIRED_FOR_ORDER = CatalogEntry(
+    code="CUSTOMER_REQUIRED_FOR_ORDER_COULD_NOT_BE_CREATED",
+    title="Customer Required for Order Could Not Be Created",
+    severity=Severity.ERROR,
+    flow=Flow.PLACED_ORDER_FROM_IPAAS,
+    message="The customer needed for this order could not be created, which prevented the order from "
+    "transferring.",
+    meaning="Before sending an order, the integration ensures the related customer exists in Klaviyo. The "
+    "customer transfer that the order depends on failed, so the order could not proceed.",
+    action="Review the Error Logs for the related Customer transfer to find why the customer could not be "
+    "created, and resolve that underlying error first, typically a missing or incomplete identifier on the "
+    "customer record. Once the customer transfers successfully, resend the order.",
+)
+PRODUCT_EVENT_COULD_NOT_BE_CREATED = CatalogEntry(
+    code="PRODUCT_EVENT_COULD_NOT_BE_CREATED",
+    title="Product Event Could Not Be Created",
+    severity=Severity.ERROR,
+    flow=Flow.ORDERED_PRODUCT_FROM_IPAAS,
+    message="The Klaviyo ordered product event could not be created because a required mapping field is "
+    "missing or incomplete.",
+    meaning="The integration could not build the ordered product event because one or more required values "
+    "were missing. Like the order event, a product event requires an event name, the Klaviyo profile it "
+    "belongs to, and a unique identifier.",
+    action="Confirm the event name, profile reference, and unique identifier are mapped and populated on the "
+    f"source line item, then resend the record. If the mapping is complete and the error persists, {_SUPPORT}.",
+)
+KLAVIYO_REJECTED_REQUEST = CatalogEntry(
+    code="KLAVIYO_REJECTED_REQUEST",
+    title="Klaviyo Rejected the Request",
+    severity=Severity.ERROR,
+    flow=Flow.ALL,
+    message="Error calling Klaviyo",
+    meaning="Klaviyo received the request but rejected it. Common causes include a value that fails Klaviyo's "
+    "validation, a permissions or scope limitation on the connected account, a record that no longer exists "
+    "in Klaviyo, or a rate limit being exceeded.",
+    action="Read the detail Klaviyo returned in the Error Logs entry; it usually names the field or condition "
+    "that caused the rejection. For a validation message, correct the mapped value or source data and resend. "
+    "For a permissions or scope message, confirm the connected Klaviyo account has the access the operation "
+    "requires and re-authorize if needed. For a rate-limit message, allow the transfer to retry after a short "
+    f"interval. If the cause is unclear from Klaviyo's detail, {_SUPPORT}.",
+)
+KLAVIYO_CONNECTION_ERROR = CatalogEntry(
+    code="KLAVIYO_CONNECTION_ERROR",
+    title="Klaviyo Connection Error",
+    severity=Severity.ERROR,
+    flow=Flow.ALL,
+    message="An error occurred while contacting Klaviyo",
+    meaning="The integration could not complete the request to Klaviyo because of a transport or connectivity "
+    "problem rather than a data validation issue.",
+    action="This is often transient. Allow the transfer to retry. If connection errors persist across multiple "
+    "attempts, confirm the API Url in the integration's settings is correct and that Klaviyo is reachable, "
+    f"then {_SUPPORT}.",
+)
+
+ENTRIES: tuple[CatalogEntry, ...] = (
+    AUTHORIZATION_DATA_MISSING,
+    AUTHORIZATION_CODE_MISSING,
+    CLIENT_ID_NOT_CONFIGURED,
+    CLIENT_SECRET_NOT_CONFIGURED,
+    REDIRECT_URL_NOT_CONFIGURED,
+    TOKEN_EXCHANGE_FAILED,
+    PROFILE_COULD_NOT_BE_CREATED,
+    COULD_NOT_LINK_TO_EXISTING_PROFILE,
+    PROFILE_COULD_NOT_BE_UPDATED,
+    COULD_NOT_LINK_TO_EXISTING_CUSTOMER,
+    ADDRESS_VALUE_COULD_NOT_BE_READ,
+    ORDER_EVENT_COULD_NOT_BE_CREATED,
+    CUSTOMER_REQUIRED_FOR_ORDER,
+    PRODUCT_EVENT_COULD_NOT_BE_CREATED,
+    KLAVIYO_REJECTED_REQUEST,
+    KLAVIYO_CONNECTION_ERROR,
+)
+BY_CODE: dict[str, CatalogEntry] = {entry.code: entry for entry in ENTRIES}
+
+
+class CatalogError(Exception):
+    """A failure described by a catalog entry.
+
+    ``detail`` is what the far side said (Klaviyo's error detail, a connection error's text); it is appended
+    to the message in parentheses, as the catalog's API entries describe. ``retryable`` and ``infrastructure``
+    tell the runtime whether to try again and whether the failure means "the far side is down for every key"
+    (pause consumption rather than dead-letter). Never put secrets into ``detail``.
+    """
+
+    def __init__(
+        self,
+        entry: CatalogEntry,
+        detail: str | None = None,
+        *,
+        flow: Flow | None = None,
+        retryable: bool = False,
+        infrastructure: bool = False,
+        http_status: int | None = None,
+        error_code: str | None = None,
+        retry_after: float | None = None,
+        cause: CatalogError | None = None,
+    ) -> None:
+        self.entry = entry
+        self.detail = detail
+        self.flow = flow or entry.flow
+        self.retryable = retryable
+        self.infrastructure = infrastructure
+        self.http_status = http_status
+        self.error_code = error_code
+        self.retry_after = retry_after
+        self.cause = cause
+        super().__init__(self.message)
+
+    @property
+    def code(self) -> str:
+        return self.entry.code
+
+    @property
+    def severity(self) -> Severity:
+        return self.entry.severity
+
+    @property
+    def message(self) -> str:
+        """The catalog message, with the far side's detail where the entry carries one."""
+        if self.detail and self.entry.flow is Flow.ALL:
+            return f"{self.entry.message} ({self.detail})"
+        return self.entry.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"

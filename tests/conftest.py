@@ -1,0 +1,52 @@
+"""Shared fixtures: the real Kafka broker every integration test runs against.
+
+The broker is, in order: ``KAFKA_BOOTSTRAP_SERVERS`` when set; testcontainers' Kafka where a Docker engine
+answers; else a local single-node KRaft broker started by ``consumer.localkafka`` (no Docker).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from consumer import localkafka
+
+
+def _docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap servers of a real Kafka broker for the whole test session."""
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        yield configured
+        return
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    broker = localkafka.start()
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        localkafka.stop(broker)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for topic and group names, so tests never share state on the broker."""
+    return uuid.uuid4().hex[:10]
