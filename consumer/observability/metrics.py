@@ -1,0 +1,108 @@
+"""Every Prometheus metric of the service, in one place (the dashboards and alert rules read these names).
+
+Labels never carry personal data: no emails, no record ids, no keys; only topics, partitions, flows,
+catalog codes, endpoints and status codes.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+NAMESPACE = "ipaas_klaviyo"
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+# --- consumer runtime -------------------------------------------------------------------------------------
+EVENTS_RECEIVED = Counter(
+    "events_received", "Records fetched from Kafka", ["topic"], namespace=NAMESPACE
+)
+EVENTS_HANDLED = Counter(
+    "events_handled",
+    "Records finished, by outcome (succeeded, dead_lettered, skipped)",
+    ["topic", "flow", "outcome"],
+    namespace=NAMESPACE,
+)
+HANDLING_SECONDS = Histogram(
+    "handling_seconds",
+    "Time from a record's first handling attempt to its outcome",
+    ["flow"],
+    namespace=NAMESPACE,
+    buckets=_LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge("in_flight", "Handlers running now", namespace=NAMESPACE)
+BUFFERED = Gauge("buffered_records", "Records fetched and not yet finished", namespace=NAMESPACE)
+RETRIES = Counter(
+    "retries", "Handling attempts retried after a retryable failure", ["flow", "code"], namespace=NAMESPACE
+)
+DEAD_LETTERS = Counter(
+    "dead_letters", "Records written to a dead-letter topic", ["topic", "flow", "code"], namespace=NAMESPACE
+)
+CONSUMER_LAG = Gauge(
+    "consumer_lag", "High watermark minus committed offset", ["topic", "partition"], namespace=NAMESPACE
+)
+COMMITS = Counter("commits", "Offset commits, by outcome (ok, failed)", ["outcome"], namespace=NAMESPACE)
+REBALANCES = Counter(
+    "rebalances", "Partition assignment changes, by kind (assigned, revoked)", ["kind"], namespace=NAMESPACE
+)
+CONSUMPTION_PAUSED = Gauge(
+    "consumption_paused",
+    "1 while consumption is paused, by reason (backpressure, infrastructure, authorization)",
+    ["reason"],
+    namespace=NAMESPACE,
+)
+
+# --- error catalog ---------------------------------------------------------------------------------------
+CATALOG_ERRORS = Counter(
+    "catalog_errors",
+    "Errors and warnings of the error catalog, by flow, code and severity",
+    ["flow", "code", "severity"],
+    namespace=NAMESPACE,
+)
+DEAD_LETTERS_REPLAYED = Counter(
+    "dead_letters_replayed", "Dead letters replayed, by flow", ["flow", "mode"], namespace=NAMESPACE
+)
+
+# --- outbound HTTP: Klaviyo and iPaaS.com -----------------------------------------------------------------
+KLAVIYO_REQUESTS = Counter(
+    "klaviyo_requests",
+    "Requests sent to Klaviyo, by endpoint class, method and HTTP status (or 'error' for transport failures)",
+    ["endpoint", "method", "status"],
+    namespace=NAMESPACE,
+)
+KLAVIYO_REQUEST_SECONDS = Histogram(
+    "klaviyo_request_seconds", "Klaviyo request latency", ["endpoint"], namespace=NAMESPACE,
+    buckets=_LATENCY_BUCKETS,
+)
+KLAVIYO_RATE_LIMIT_WAITS = Counter(
+    "klaviyo_rate_limit_waits", "Times a request waited for the client-side rate limiter", ["endpoint"],
+    namespace=NAMESPACE,
+)
+KLAVIYO_RATE_LIMIT_WAIT_SECONDS = Counter(
+    "klaviyo_rate_limit_wait_seconds", "Seconds spent waiting for the client-side rate limiter", ["endpoint"],
+    namespace=NAMESPACE,
+)
+KLAVIYO_THROTTLED = Counter(
+    "klaviyo_throttled", "429 answers from Klaviyo", ["endpoint"], namespace=NAMESPACE
+)
+IPAAS_REQUESTS = Counter(
+    "ipaas_requests", "Requests sent to iPaaS.com, by endpoint, method and HTTP status",
+    ["endpoint", "method", "status"], namespace=NAMESPACE,
+)
+IPAAS_REQUEST_SECONDS = Histogram(
+    "ipaas_request_seconds", "iPaaS.com request latency", ["endpoint"], namespace=NAMESPACE,
+    buckets=_LATENCY_BUCKETS,
+)
+
+# --- authorization and the profile poller ------------------------------------------------------------------
+AUTHORIZATION_STATE = Gauge(
+    "authorization_state",
+    "1 for the current Klaviyo authorization state (connected, needs_reauthorization, not_configured)",
+    ["state"],
+    namespace=NAMESPACE,
+)
+POLLER_PROFILES = Counter(
+    "poller_profiles", "Changed Klaviyo profiles published by the poller", namespace=NAMESPACE
+)
+POLLER_WATERMARK = Gauge(
+    "poller_watermark_timestamp_seconds", "The poller's durable watermark (profile 'updated' time)",
+    namespace=NAMESPACE,
+)
