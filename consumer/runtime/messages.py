@@ -1,0 +1,98 @@
+"""What the runtime hands to a processor, and what it learns from a failure."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from aiokafka.structs import TopicPartition
+
+UNKNOWN_FLOW = "unknown"
+UNEXPECTED_ERROR = "UNEXPECTED_ERROR"
+_MAX_MESSAGE_CHARS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One Kafka record, undecoded: the runtime never interprets key or value."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+    timestamp_ms: int
+    timestamp_type: int = 0
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+    def header(self, name: str) -> str | None:
+        """The last header of that name, decoded as UTF-8."""
+        for key, value in reversed(self.headers):
+            if key == name:
+                return value.decode("utf-8", "replace") if value is not None else None
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    """A processor's successful outcome: the flow that took the record, and whether it did anything."""
+
+    flow: str = UNKNOWN_FLOW
+    outcome: str = "succeeded"  # or "skipped"
+
+
+class Processor(Protocol):
+    """Handles one record; raises on failure. The runtime owns ordering, retries and dead letters."""
+
+    def __call__(self, message: InboundMessage) -> Awaitable[Handled]: ...
+
+
+@dataclass(slots=True)
+class Failure:
+    """A failed attempt as the runtime sees it, built from the exception by ``classify``."""
+
+    code: str
+    message: str
+    exception_fqcn: str
+    flow: str = UNKNOWN_FLOW
+    retryable: bool = False
+    infrastructure: bool = False
+    retry_after: float | None = None
+    http_status: int | None = None
+    what_to_do: str | None = None
+    attempts: int = 1
+    first_failure: datetime = field(default_factory=lambda: datetime.now(UTC))
+    last_failure: datetime = field(default_factory=lambda: datetime.now(UTC))
+    exception: BaseException | None = None
+
+
+def classify(exc: BaseException) -> Failure:
+    """Read the failure facts an exception carries (catalog errors and poison pills carry them all).
+
+    An exception that says nothing (a bug in a handler) is retryable, so a transient fault gets a second
+    chance, and is dead-lettered after the policy's attempts like any other.
+    """
+    flow = getattr(exc, "flow", None)
+    entry = getattr(exc, "entry", None)
+    return Failure(
+        code=str(getattr(exc, "code", None) or UNEXPECTED_ERROR),
+        message=(str(getattr(exc, "message", None) or exc) or type(exc).__name__)[:_MAX_MESSAGE_CHARS],
+        exception_fqcn=f"{type(exc).__module__}.{type(exc).__qualname__}",
+        flow=str(getattr(flow, "slug", flow) or UNKNOWN_FLOW),
+        retryable=bool(getattr(exc, "retryable", True)),
+        infrastructure=bool(getattr(exc, "infrastructure", False)),
+        retry_after=getattr(exc, "retry_after", None),
+        http_status=getattr(exc, "http_status", None),
+        what_to_do=getattr(entry, "action", None),
+        exception=exc,
+    )
+
+
+FailureSink = Callable[[InboundMessage, Failure], Awaitable[None]]
+"""Called once a record has failed for good; returns when the dead letter is acknowledged by the broker."""

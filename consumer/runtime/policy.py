@@ -1,0 +1,26 @@
+"""Retry policy: how often and how long to retry a failed record before dead-lettering it."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+RETRY_AFTER_CEILING_S = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Capped exponential backoff with full jitter; a ``Retry-After`` carried by the failure wins."""
+
+    attempts: int = 5
+    base_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    dead_letter: bool = True
+
+    def delay(self, attempt: int, retry_after: float | None = None, cap: float | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        limit = self.max_delay_s if cap is None else cap
+        if retry_after is not None and retry_after >= 0:
+            return min(retry_after, RETRY_AFTER_CEILING_S)
+        ceiling = min(limit, self.base_delay_s * (2 ** (attempt - 1)))
+        return random.uniform(0, ceiling)
