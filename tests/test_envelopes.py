@@ -805,3 +805,18 @@ def test_fuzzed_envelopes_only_ever_raise_poison_pills() -> None:
                 assert pill.detail and len(pill.detail) <= 300
             else:
                 assert all(isinstance(event, ChangeEvent) for event in events)
+
+
+def test_cloudevent_structured_fixture_with_addresses() -> None:
+    value = (DATA / "cloudevent_customer_structured.json").read_bytes()
+    [event] = decode("customer", b"1001", value, [("content-type", b"application/cloudevents+json; charset=UTF-8")])
+    assert (event.action, event.record_id, event.event_id) == (
+        Action.UPDATED,
+        "1001",
+        "9c6f0a56-2f43-4d8e-9c0b-2d8a1e2f3b4c",
+    )
+    assert event.occurred_at == datetime(2024, 2, 1, 12, 30, 0, 500000, tzinfo=UTC)
+    assert isinstance(event.record, Customer)
+    billing = event.record.primary_billing_address
+    assert billing is not None and (billing.id, billing.postal_code) == ("A2", "5003")
+    assert event.record.model_extra == {}
