@@ -1,0 +1,274 @@
+"""Source paths: parsing and evaluation against plain dicts and lists.
+
+Syntax
+    ``name`` segments separated by dots, each optionally followed by bracket steps::
+
+        email_address
+        primary_billing_address.city
+        addresses[0].city                  # list position, 0-based: [0] is the first entry
+        addresses[-1].city                 # negative positions count from the end: [-1] is the last entry
+        lines[*].description               # wildcard: every entry, the result is a list
+        attributes.properties["Order Qty"] # a key with spaces, dots or brackets, in double or single quotes
+        ["Order Qty"]                      # a quoted key may also start a path
+
+    A plain name is one or more characters other than ``. [ ] " '`` and white space (unicode letters, digits,
+    ``_ - $ @ :`` ... are fine). Inside quotes ``\\`` escapes the next character. Positions are **0-based**,
+    like JSONPath, jq and Python (the first address is ``addresses[0]``).
+
+Evaluation
+    * a key that is absent or null gives None, and so does every later step on that None (``a.b.c`` with a
+      null ``a`` is None, not an error);
+    * a list position the record does not have raises ``ListPositionMissing(path, index, length)``, also when
+      the list itself is absent or null (length 0);
+    * a step that does not fit the shape (a key on a list or on text, a position on a dict or on text) raises
+      ``TypeMismatch`` (a ``MappingEvaluationError``);
+    * after a wildcard the path yields a list: steps apply to every entry; entries whose value is null, or
+      that lack a later list position, are left out; nested wildcards flatten; a wildcard over an absent or
+      null list gives None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ListPositionMissing, PathSyntaxError, TypeMismatch
+
+__all__ = ["Index", "Key", "Path", "Segment", "Wildcard", "evaluate", "parse_path"]
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """A dict key step."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    """A list position step (0-based; negative counts from the end)."""
+
+    position: int
+
+    def __str__(self) -> str:
+        return f"[{self.position}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Wildcard:
+    """Every entry of a list."""
+
+    def __str__(self) -> str:
+        return "[*]"
+
+
+Segment = Key | Index | Wildcard
+
+_SPECIAL = frozenset(".[]\"'")
+
+
+def _plain_char(char: str) -> bool:
+    return char not in _SPECIAL and not char.isspace()
+
+
+@dataclass(frozen=True, slots=True)
+class Path:
+    """A parsed path: the text as written and its steps."""
+
+    text: str
+    segments: tuple[Segment, ...]
+
+    @property
+    def has_wildcard(self) -> bool:
+        return any(isinstance(segment, Wildcard) for segment in self.segments)
+
+    @property
+    def is_key_path(self) -> bool:
+        """True when every step is a key (the form target names take)."""
+        return all(isinstance(segment, Key) for segment in self.segments)
+
+    def keys(self) -> tuple[str, ...]:
+        """The key names of a key-only path (target names)."""
+        return tuple(segment.name for segment in self.segments if isinstance(segment, Key))
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_path(text: str) -> Path:
+    """Parse ``text``; raises ``PathSyntaxError`` naming the column and the problem."""
+    if not isinstance(text, str):
+        raise PathSyntaxError(repr(text), 1, "a path must be text")
+    if text == "":
+        raise PathSyntaxError(text, 1, "the path is empty")
+    segments: list[Segment] = []
+    i = 0
+    n = len(text)
+    expect_name = True  # at the start, or just after a dot
+    while i < n:
+        char = text[i]
+        if char == "[":
+            if expect_name and segments:
+                raise PathSyntaxError(text, i + 1, "a name must follow the dot")
+            segment, i = _parse_bracket(text, i)
+            segments.append(segment)
+            expect_name = False
+        elif char == ".":
+            if expect_name:
+                raise PathSyntaxError(text, i + 1, "empty name (two dots, or a leading dot)")
+            expect_name = True
+            i += 1
+        elif _plain_char(char):
+            if not expect_name:
+                raise PathSyntaxError(text, i + 1, "a dot or a bracket must separate names")
+            start = i
+            while i < n and _plain_char(text[i]):
+                i += 1
+            segments.append(Key(text[start:i]))
+            expect_name = False
+        elif char.isspace():
+            raise PathSyntaxError(text, i + 1, 'white space outside quotes (quote such keys: ["a b"])')
+        elif char == "]":
+            raise PathSyntaxError(text, i + 1, "unmatched ']'")
+        else:
+            raise PathSyntaxError(text, i + 1, f'unexpected {char!r} (quote keys inside brackets: ["a b"])')
+    if expect_name:
+        raise PathSyntaxError(text, n, "the path ends with a dot")
+    return Path(text, tuple(segments))
+
+
+def _parse_bracket(text: str, start: int) -> tuple[Segment, int]:
+    """Parse ``[...]`` at ``start``; returns the segment and the index after ``]``."""
+    i = start + 1
+    n = len(text)
+    if i >= n:
+        raise PathSyntaxError(text, start + 1, "unclosed '['")
+    char = text[i]
+    if char in "\"'":
+        quote = char
+        i += 1
+        chars: list[str] = []
+        while True:
+            if i >= n:
+                raise PathSyntaxError(text, start + 1, "unclosed quote")
+            char = text[i]
+            if char == "\\":
+                if i + 1 >= n:
+                    raise PathSyntaxError(text, i + 1, "a backslash ends the path")
+                chars.append(text[i + 1])
+                i += 2
+                continue
+            if char == quote:
+                i += 1
+                break
+            chars.append(char)
+            i += 1
+        if i >= n or text[i] != "]":
+            raise PathSyntaxError(text, i + 1, "expected ']' after the quoted key")
+        if not chars:
+            raise PathSyntaxError(text, start + 1, "empty quoted key")
+        return Key("".join(chars)), i + 1
+    close = text.find("]", i)
+    if close < 0:
+        raise PathSyntaxError(text, start + 1, "unclosed '['")
+    inner = text[i:close]
+    if inner == "*":
+        return Wildcard(), close + 1
+    digits = inner[1:] if inner.startswith("-") else inner
+    if not digits or not digits.isascii() or not digits.isdigit():
+        raise PathSyntaxError(
+            text, start + 1, 'a bracket holds a position such as [0], a wildcard [*] or a quoted key ["a b"]'
+        )
+    return Index(int(inner)), close + 1
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, Sequence):
+        return "a list"
+    return "a value"
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray)
+
+
+def _key_step(path: Path, current: Any, segment: Key) -> Any:
+    if current is None:
+        return None
+    if isinstance(current, Mapping):
+        return current.get(segment.name)
+    raise TypeMismatch(f"cannot read key {segment.name!r}: the value there is {_kind(current)}", path=path.text)
+
+
+def _index_step(path: Path, current: Any, segment: Index, *, lenient: bool) -> tuple[bool, Any]:
+    """Returns (found, value)."""
+    if current is None:
+        if lenient:
+            return False, None
+        raise ListPositionMissing(path.text, segment.position, 0)
+    if not _is_list(current):
+        raise TypeMismatch(
+            f"cannot read position {segment.position}: the value there is {_kind(current)}, not a list",
+            path=path.text,
+        )
+    length = len(current)
+    if -length <= segment.position < length:
+        return True, current[segment.position]
+    if lenient:
+        return False, None
+    raise ListPositionMissing(path.text, segment.position, length)
+
+
+def evaluate(path: Path, source: Any) -> Any:
+    """Read ``path`` from ``source`` (see the module docstring for the rules)."""
+    current: Any = source
+    segments = path.segments
+    for position, segment in enumerate(segments):
+        if isinstance(segment, Key):
+            current = _key_step(path, current, segment)
+        elif isinstance(segment, Index):
+            _, current = _index_step(path, current, segment, lenient=False)
+        else:
+            if current is None:
+                return None
+            return _evaluate_many(path, [current], segments[position:])
+    return current
+
+
+def _evaluate_many(path: Path, matches: list[Any], segments: tuple[Segment, ...]) -> list[Any]:
+    for segment in segments:
+        following: list[Any] = []
+        if isinstance(segment, Key):
+            for match in matches:
+                value = _key_step(path, match, segment)
+                if value is not None:
+                    following.append(value)
+        elif isinstance(segment, Index):
+            for match in matches:
+                found, value = _index_step(path, match, segment, lenient=True)
+                if found and value is not None:
+                    following.append(value)
+        else:
+            for match in matches:
+                if match is None:
+                    continue
+                if not _is_list(match):
+                    raise TypeMismatch(
+                        f"cannot read every entry ([*]): the value there is {_kind(match)}, not a list",
+                        path=path.text,
+                    )
+                following.extend(entry for entry in match if entry is not None)
+        matches = following
+    return matches
