@@ -119,6 +119,8 @@ class StreamRuntime:
         self._consumer: AIOKafkaConsumer | None = None
         self._fatal: BaseException | None = None
         self.health = RuntimeHealth()
+        self.assigned = asyncio.Event()
+        """Set once the group gave this instance at least one partition."""
 
     # --- control -------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -128,10 +130,13 @@ class StreamRuntime:
     def pause(self, reason: str) -> None:
         """Stop fetching new records (in-flight ones go on) until ``resume(reason)``."""
         self._pause_reasons.add(reason)
+        self.health.paused = frozenset(self._pause_reasons)
         metrics.CONSUMPTION_PAUSED.labels(reason).set(1)
 
     def resume(self, reason: str) -> None:
+        """Lift one reason to pause; fetching goes on once no reason is left."""
         self._pause_reasons.discard(reason)
+        self.health.paused = frozenset(self._pause_reasons)
         metrics.CONSUMPTION_PAUSED.labels(reason).set(0)
 
     @property
@@ -185,16 +190,11 @@ class StreamRuntime:
             self.pause(PAUSE_BACKPRESSURE)
         elif PAUSE_BACKPRESSURE in self._pause_reasons and buffered <= self._limits.max_buffered * 3 // 4:
             self.resume(PAUSE_BACKPRESSURE)
-        if self._infra_lanes > 0:
-            self.pause(PAUSE_INFRASTRUCTURE)
-        elif PAUSE_INFRASTRUCTURE in self._pause_reasons:
-            self.resume(PAUSE_INFRASTRUCTURE)
         assignment = consumer.assignment()
         if self._pause_reasons:
             consumer.pause(*assignment)
         else:
             consumer.resume(*assignment)
-        self.health.paused = frozenset(self._pause_reasons)
         metrics.BUFFERED.set(buffered)
 
     def _enqueue(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -292,6 +292,7 @@ class StreamRuntime:
         if lane.infra_since is None:
             lane.infra_since = time.monotonic()
             self._infra_lanes += 1
+            self.pause(PAUSE_INFRASTRUCTURE)
             return True
         return self._last_success <= lane.infra_since
 
@@ -299,6 +300,8 @@ class StreamRuntime:
         if lane.infra_since is not None:
             lane.infra_since = None
             self._infra_lanes -= 1
+            if self._infra_lanes == 0:
+                self.resume(PAUSE_INFRASTRUCTURE)
 
     async def _dead_letter(self, message: InboundMessage, failure: Failure) -> None:
         """Hand the record to the failure sink until the broker acknowledged it; never drop it."""
@@ -322,6 +325,8 @@ class StreamRuntime:
             self._partitions.setdefault(tp, _Partition())
         metrics.REBALANCES.labels("assigned").inc()
         self.health.partitions = len(self._partitions)
+        if self._partitions:
+            self.assigned.set()
         log.info("partitions assigned", extra={"partitions": sorted(f"{t.topic}/{t.partition}" for t in assigned)})
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:

@@ -1,0 +1,204 @@
+"""The runtime against the real broker: ordering, commits, retries, dead letters, pauses, rebalances."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiokafka.structs import TopicPartition
+
+from consumer import deadletter
+from consumer.catalog import KLAVIYO_CONNECTION_ERROR, KLAVIYO_REJECTED_REQUEST, CatalogError
+from consumer.kafka import reliable_producer
+from consumer.runtime import InboundMessage, StreamRuntime
+from tests.support.kafka import (
+    create_topics,
+    group_offsets,
+    kafka_settings,
+    produce,
+    read_all,
+    runtime_limits,
+)
+from tests.support.recording import CollectingSink, RecordingProcessor
+
+
+@asynccontextmanager
+async def running(runtime: StreamRuntime) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(runtime.run())
+    try:
+        yield task
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(task, 60)
+
+
+async def test_each_keys_events_are_handled_in_offset_order_under_concurrency(kafka_bootstrap: str, unique: str):
+    topic = f"order-{unique}"
+    await create_topics(kafka_bootstrap, [topic], partitions=8)
+    keys = [f"key-{i}".encode() for i in range(500)]
+    records = [(random.choice(keys), f"event-{i}".encode()) for i in range(10_000)]
+    await produce(kafka_bootstrap, topic, records)
+    processor = RecordingProcessor(max_delay_s=0.002)
+    runtime = StreamRuntime(
+        kafka=kafka_settings(kafka_bootstrap), limits=runtime_limits(max_in_flight=64, max_buffered=1000),
+        topics=[topic], processor=processor, failure_sink=CollectingSink(), group_id=f"g-{unique}",
+    )
+    async with running(runtime):
+        await processor.wait_for(lambda: len(processor.handled) >= len(records))
+
+    assert len(processor.handled) == len(records)
+    assert set(processor.by_key) == {key for key, _ in records}
+    for key, offsets in processor.by_key.items():
+        assert offsets == sorted(offsets), f"{key!r} handled out of offset order"
+    # lanes really ran concurrently: records of different keys finished out of offset order
+    partition_zero = [m.offset for m in processor.handled if m.partition == 0]
+    assert partition_zero != sorted(partition_zero)
+
+
+async def test_graceful_stop_commits_every_completed_record(kafka_bootstrap: str, unique: str):
+    topic, group = f"stop-{unique}", f"g-{unique}"
+    await create_topics(kafka_bootstrap, [topic], partitions=4)
+    placed = await produce(kafka_bootstrap, topic, [(f"k{i % 40}".encode(), b"x") for i in range(400)])
+    processor = RecordingProcessor()
+    runtime = StreamRuntime(
+        kafka=kafka_settings(kafka_bootstrap), limits=runtime_limits(commit_interval_s=3600),
+        topics=[topic], processor=processor, failure_sink=CollectingSink(), group_id=group,
+    )
+    async with running(runtime):
+        await processor.wait_for(lambda: len(processor.handled) >= 400)
+
+    expected = {}
+    for partition, offset in placed:
+        expected[TopicPartition(topic, partition)] = max(expected.get(TopicPartition(topic, partition), 0), offset + 1)
+    assert await group_offsets(kafka_bootstrap, group) == expected
+
+
+async def test_a_retryable_failure_is_retried_and_then_succeeds(kafka_bootstrap: str, unique: str):
+    topic = f"retry-{unique}"
+    await create_topics(kafka_bootstrap, [topic], partitions=1)
+    await produce(kafka_bootstrap, topic, [(b"a", b"1"), (b"a", b"2"), (b"b", b"3")])
+
+    def fail_twice(message: InboundMessage, call: int) -> None:
+        if message.value == b"1" and call <= 2:
+            raise CatalogError(KLAVIYO_REJECTED_REQUEST, "503 server_error: try later", retryable=True,
+                               http_status=503)
+
+    processor = RecordingProcessor(fail=fail_twice)
+    sink = CollectingSink()
+    runtime = StreamRuntime(kafka=kafka_settings(kafka_bootstrap), limits=runtime_limits(), topics=[topic],
+                            processor=processor, failure_sink=sink, group_id=f"g-{unique}")
+    async with running(runtime):
+        await processor.wait_for(lambda: len(processor.handled) >= 3)
+
+    assert processor.calls[(0, 0)] == 3
+    assert processor.by_key[b"a"] == [0, 1]  # the retried record still came before its successor
+    assert sink.failed == []
+
+
+async def test_a_record_failing_every_attempt_is_dead_lettered_with_its_context(kafka_bootstrap: str, unique: str):
+    topic, dlt, group = f"dl-{unique}", f"dl-{unique}-dlt", f"g-{unique}"
+    await create_topics(kafka_bootstrap, [topic, dlt], partitions=2)
+    placed = await produce(kafka_bootstrap, topic, [
+        (b"bad", b'{"id": 1}', [("trace", b"t-1")]),
+        (b"bad", b'{"id": 2}'),
+        (b"good", b'{"id": 3}'),
+    ])
+
+    def reject_first(message: InboundMessage, call: int) -> None:
+        if message.value == b'{"id": 1}':
+            raise CatalogError(KLAVIYO_REJECTED_REQUEST, "400 invalid: email is not valid", retryable=True,
+                               http_status=400, error_code="invalid")
+
+    processor = RecordingProcessor(fail=reject_first)
+    producer = reliable_producer(kafka_settings(kafka_bootstrap))
+    await producer.start()
+    publisher = deadletter.DeadLetterPublisher(producer, group, lambda _: dlt)
+    runtime = StreamRuntime(kafka=kafka_settings(kafka_bootstrap), limits=runtime_limits(retry_attempts=3),
+                            topics=[topic], processor=processor, failure_sink=publisher.publish, group_id=group)
+    try:
+        async with running(runtime):
+            await processor.wait_for(lambda: len(processor.handled) >= 2)
+    finally:
+        await producer.stop()
+
+    assert processor.calls[placed[0]] == 3
+    letters = await read_all(kafka_bootstrap, dlt, expected=1)
+    assert len(letters) == 1
+    letter = letters[0]
+    headers = deadletter.decoded_headers(letter.headers)
+    assert (letter.key, letter.value, letter.partition) == (b"bad", b'{"id": 1}', placed[0][0])
+    assert headers["trace"] == "t-1"
+    assert headers[deadletter.ORIGINAL_TOPIC] == topic
+    assert headers[deadletter.ORIGINAL_PARTITION] == str(placed[0][0])
+    assert headers[deadletter.ORIGINAL_OFFSET] == str(placed[0][1])
+    assert headers[deadletter.ORIGINAL_CONSUMER_GROUP] == group
+    assert headers[deadletter.ORIGINAL_TIMESTAMP].isdigit()
+    assert headers[deadletter.EXCEPTION_FQCN] == "consumer.catalog.CatalogError"
+    assert headers[deadletter.EXCEPTION_MESSAGE] == "Error calling Klaviyo (400 invalid: email is not valid)"
+    assert headers[deadletter.ERROR_CODE] == "KLAVIYO_REJECTED_REQUEST"
+    assert headers[deadletter.FLOW] == "all"
+    assert headers[deadletter.ATTEMPTS] == "3"
+    assert headers[deadletter.HTTP_STATUS] == "400"
+    assert headers[deadletter.FIRST_FAILURE] <= headers[deadletter.LAST_FAILURE]
+    # the key's next record waited for the dead letter, then went through
+    assert processor.by_key[b"bad"] == [placed[1][1]]
+
+
+async def test_infrastructure_failure_pauses_consumption_instead_of_dead_lettering(kafka_bootstrap: str, unique: str):
+    topic = f"infra-{unique}"
+    await create_topics(kafka_bootstrap, [topic], partitions=2)
+    await produce(kafka_bootstrap, topic, [(f"k{i}".encode(), b"v") for i in range(50)])
+    klaviyo_up = asyncio.Event()
+
+    def down_until_flag(message: InboundMessage, call: int) -> None:
+        if not klaviyo_up.is_set():
+            raise CatalogError(KLAVIYO_CONNECTION_ERROR, "ConnectError: connection refused", retryable=True,
+                               infrastructure=True)
+
+    processor = RecordingProcessor(fail=down_until_flag)
+    sink = CollectingSink()
+    runtime = StreamRuntime(kafka=kafka_settings(kafka_bootstrap), limits=runtime_limits(retry_attempts=2),
+                            topics=[topic], processor=processor, failure_sink=sink, group_id=f"g-{unique}")
+    async with running(runtime):
+        # more failed calls than the policy's attempts for every record: none was dead-lettered
+        await processor.wait_for(lambda: sum(processor.calls.values()) >= 150)
+        assert "infrastructure" in runtime.health.paused
+        assert sink.failed == []
+        klaviyo_up.set()
+        await processor.wait_for(lambda: len(processor.handled) >= 50)
+
+    assert sink.failed == []
+    assert "infrastructure" not in runtime.health.paused
+
+
+async def test_a_second_instance_joining_rebalances_without_losing_events(kafka_bootstrap: str, unique: str):
+    topic, group = f"rebal-{unique}", f"g-{unique}"
+    await create_topics(kafka_bootstrap, [topic], partitions=6)
+    first_half = await produce(kafka_bootstrap, topic, [(f"k{i % 60}".encode(), b"a") for i in range(600)])
+    first, second = RecordingProcessor(max_delay_s=0.01), RecordingProcessor(max_delay_s=0.01)
+    settings = kafka_settings(kafka_bootstrap)
+    one = StreamRuntime(kafka=settings, limits=runtime_limits(max_in_flight=8), topics=[topic],
+                        processor=first, failure_sink=CollectingSink(), group_id=group)
+    two = StreamRuntime(kafka=settings, limits=runtime_limits(max_in_flight=8), topics=[topic],
+                        processor=second, failure_sink=CollectingSink(), group_id=group)
+    async with running(one):
+        await first.wait_for(lambda: len(first.handled) >= 100)
+        async with running(two):
+            await asyncio.wait_for(two.assigned.wait(), 60)
+            second_half = await produce(kafka_bootstrap, topic, [(f"k{i % 60}".encode(), b"b") for i in range(600)])
+            everything = set(first_half) | set(second_half)
+
+            def all_seen() -> bool:
+                seen = {(m.partition, m.offset) for m in first.handled + second.handled}
+                return everything <= seen
+
+            waiters = [asyncio.create_task(p.wait_for(all_seen)) for p in (first, second)]
+            done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in pending:
+                waiter.cancel()
+            await asyncio.gather(*done)
+    seen = {(m.partition, m.offset) for m in first.handled + second.handled}
+    assert everything <= seen
+    assert first.handled and second.handled
