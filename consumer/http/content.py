@@ -1,0 +1,39 @@
+"""Making sense of response bodies that are not what the API promised (HTML pages from proxies and CDNs)."""
+
+from __future__ import annotations
+
+import html
+import re
+
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_H1 = re.compile(rb"<h1[^>]*>(.*?)</h1>", re.IGNORECASE | re.DOTALL)
+_TAGS = re.compile(r"<[^>]+>")
+_SPACE = re.compile(r"\s+")
+
+
+def is_json_content_type(content_type: str | None) -> bool:
+    """True for ``application/json``, ``application/vnd.api+json`` and other ``+json`` media types."""
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def _clean(raw: bytes, limit: int) -> str:
+    text = html.unescape(_TAGS.sub(" ", raw.decode("utf-8", "replace")))
+    text = _SPACE.sub(" ", text).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def summarize_non_json(body: bytes, content_type: str | None, *, limit: int = 200) -> str:
+    """A one-line description of a non-JSON body: the HTML page title (or first heading), else its start."""
+    media = (content_type or "unknown content type").split(";", 1)[0].strip() or "unknown content type"
+    if not body:
+        return f"empty {media} body"
+    for pattern in (_TITLE, _H1):
+        match = pattern.search(body[:65536])
+        if match:
+            title = _clean(match.group(1), limit)
+            if title:
+                return f"{media} page: {title}"
+    return f"{media} body: {_clean(body[:4096], limit)}"

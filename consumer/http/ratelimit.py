@@ -1,0 +1,159 @@
+"""Client-side rate limiting: a sliding-window limiter with any number of windows (burst and steady).
+
+A limiter admits at most ``limit`` acquisitions in *any* interval of ``seconds`` (plus a safety margin) for each
+of its windows. That is stricter than the fixed windows most servers count in, so a client that acquires before
+every request is never the reason for a 429, whatever the server's window alignment. The limiter also takes
+penalties (``block_for``, e.g. from a ``Retry-After``) and adapts to the quota a server advertises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """At most ``limit`` requests per ``seconds``."""
+
+    limit: int
+    seconds: float
+
+    def __post_init__(self) -> None:
+        if self.limit < 1 or self.seconds <= 0:
+            raise ValueError(f"a window needs limit >= 1 and seconds > 0, got {self.limit}/{self.seconds}s")
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) < 1e-9
+
+
+class SlidingWindowLimiter:
+    """FIFO async rate limiter over one or more sliding windows.
+
+    ``acquire()`` waits until every window has room, then records the acquisition. Waiters are served in
+    arrival order. ``clock`` and ``sleep`` are injectable for deterministic tests.
+    """
+
+    def __init__(
+        self,
+        windows: Iterable[Window] = (),
+        *,
+        margin_s: float = 0.0,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if margin_s < 0:
+            raise ValueError("margin_s must be >= 0")
+        self._configured: dict[float, int] = {}
+        for window in windows:
+            self._configured[window.seconds] = min(window.limit, self._configured.get(window.seconds, window.limit))
+        self._advertised: dict[float, int] = {}
+        self._margin = margin_s
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = asyncio.Lock()
+        self._blocked_until = float("-inf")
+        self._windows: tuple[Window, ...] = ()
+        self._log: deque[float] = deque(maxlen=1)
+        self._rebuild()
+
+    # --- configuration ---------------------------------------------------------------------------------------
+    @property
+    def windows(self) -> tuple[Window, ...]:
+        """The effective windows: the configured ones, lowered (or joined) by what the server advertised."""
+        return self._windows
+
+    def _rebuild(self) -> None:
+        seconds = sorted(set(self._configured) | set(self._advertised))
+        windows = []
+        for s in seconds:
+            limits = [v for v in (self._configured.get(s), self._advertised.get(s)) if v is not None]
+            windows.append(Window(min(limits), s))
+        self._windows = tuple(windows)
+        size = max((w.limit for w in windows), default=1)
+        if self._log.maxlen != size:
+            self._log = deque(self._log, maxlen=size)
+
+    def observe(
+        self,
+        *,
+        remaining: int | None = None,
+        reset_s: float | None = None,
+        policies: Sequence[Window] = (),
+    ) -> None:
+        """Adapt to what a response said: advertised windows lower ours; ``remaining == 0`` waits out the reset."""
+        changed = False
+        for policy in policies:
+            key = next((s for s in self._configured if _same(s, policy.seconds)), policy.seconds)
+            if self._advertised.get(key) != policy.limit:
+                self._advertised[key] = policy.limit
+                changed = True
+        if changed:
+            self._rebuild()
+        if remaining is not None and remaining <= 0 and reset_s is not None and reset_s > 0:
+            self.block_for(reset_s)
+
+    def block_for(self, seconds: float) -> None:
+        """Admit nothing for ``seconds`` from now (a server's ``Retry-After``); never shortens a running block."""
+        if seconds > 0:
+            self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+
+    # --- acquisition -----------------------------------------------------------------------------------------
+    def delay(self) -> float:
+        """Seconds until an acquisition would be admitted now (0 when it would be admitted at once)."""
+        return self._delay(self._clock())
+
+    def _delay(self, now: float) -> float:
+        wait = self._blocked_until - now
+        log = self._log
+        for window in self._windows:
+            if len(log) >= window.limit:
+                wait = max(wait, log[-window.limit] + window.seconds + self._margin - now)
+        return max(wait, 0.0)
+
+    async def acquire(self) -> float:
+        """Wait for room in every window, take it, and return the seconds waited."""
+        start = self._clock()
+        if not self._lock.locked() and self._delay(start) <= 0:
+            if self._windows:
+                self._log.append(start)
+            return 0.0
+        async with self._lock:
+            while True:
+                now = self._clock()
+                wait = self._delay(now)
+                if wait <= 0:
+                    if self._windows:
+                        self._log.append(now)
+                    return now - start
+                await self._sleep(wait)
+
+
+class LimiterRegistry:
+    """Limiters by key (e.g. account + endpoint class), created on first use and shared afterwards."""
+
+    def __init__(
+        self, *, margin_s: float = 0.0, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep
+    ) -> None:
+        self._margin = margin_s
+        self._clock = clock
+        self._sleep = sleep
+        self._limiters: dict[Hashable, SlidingWindowLimiter] = {}
+
+    def get(self, key: Hashable, windows: Iterable[Window] = ()) -> SlidingWindowLimiter:
+        """The limiter for ``key``; ``windows`` configure it when it is created and are ignored afterwards."""
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            limiter = SlidingWindowLimiter(windows, margin_s=self._margin, clock=self._clock, sleep=self._sleep)
+            self._limiters[key] = limiter
+        return limiter
+
+    def __len__(self) -> int:
+        return len(self._limiters)

@@ -1,0 +1,448 @@
+"""The Klaviyo REST client: typed operations over httpx with rate limiting, retries and catalog errors.
+
+Every request goes through ``_send``: wait for the account's limiter of that endpoint class, send with explicit
+timeouts, adapt the limiter to the ``RateLimit-*`` headers, and retry 429 (after ``Retry-After``), 5xx and
+transport failures with capped, jittered exponential backoff up to ``settings.max_retries`` times. Anything else
+that is not a success raises ``KlaviyoRejected``; transport failures raise ``KlaviyoConnectionError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qs, quote, urlsplit
+
+import httpx
+import orjson
+
+from consumer.http.backoff import Backoff
+from consumer.http.content import summarize_non_json
+from consumer.http.headers import parse_ratelimit_headers, parse_retry_after
+from consumer.http.ratelimit import LimiterRegistry, SlidingWindowLimiter
+from consumer.http.transport import build_limits, build_timeout, describe_transport_error
+from consumer.klaviyo.auth import Auth
+from consumer.klaviyo.errors import (
+    KlaviyoConnectionError,
+    KlaviyoRejected,
+    expected_available_s,
+    klaviyo_redactor,
+    parse_error_body,
+    rejected_from_response,
+)
+from consumer.klaviyo.models import (
+    MAX_BULK_EVENTS,
+    BulkImportError,
+    BulkImportJob,
+    EventCreateQuery,
+    EventsBulkCreateJob,
+    NewEvent,
+    PatchProperties,
+    Profile,
+    ProfileAttributes,
+    ProfileCreateQuery,
+    ProfileImportJobCreateQuery,
+    ProfilePage,
+    ProfilePartialUpdateQuery,
+    ProfileUpsertQuery,
+    UpsertResult,
+)
+from consumer.klaviyo.ratelimits import ENDPOINTS, EndpointLimit, resolve_limits
+from consumer.observability.metrics import (
+    KLAVIYO_RATE_LIMIT_WAIT_SECONDS,
+    KLAVIYO_RATE_LIMIT_WAITS,
+    KLAVIYO_REQUEST_SECONDS,
+    KLAVIYO_REQUESTS,
+    KLAVIYO_THROTTLED,
+)
+from consumer.settings import KlaviyoSettings
+
+logger = logging.getLogger("consumer.klaviyo")
+
+JSONAPI = "application/vnd.api+json"
+USER_AGENT = "ipaas-klaviyo/0.1"
+DEFAULT_BACKOFF = Backoff(base_s=0.5, cap_s=30.0)
+RETRY_AFTER_CAP_S = 60.0
+LIMITER_MARGIN_S = 0.05
+
+
+def _filter_value(value: str) -> str:
+    """A string for a filter expression: double-quoted and escaped (``equals(email,"a@b.com")``)."""
+    return orjson.dumps(value).decode()
+
+
+def _filter_time(value: datetime) -> str:
+    moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return moment.isoformat()
+
+
+def _cursor_of(next_link: object) -> str | None:
+    if not isinstance(next_link, str) or not next_link:
+        return None
+    values = parse_qs(urlsplit(next_link).query).get("page[cursor]")
+    return values[0] if values else None
+
+
+class KlaviyoClient:
+    """Async Klaviyo API client; use as ``async with KlaviyoClient(settings, auth) as client``.
+
+    ``rate_limits`` overrides endpoint-class limits (tests, or a quota agreed with Klaviyo); ``limiters`` lets
+    several clients of one account share their limiters. Secrets never appear in its errors, logs or repr.
+    """
+
+    def __init__(
+        self,
+        settings: KlaviyoSettings,
+        auth: Auth,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        rate_limits: Mapping[str, EndpointLimit] | None = None,
+        limiters: LimiterRegistry | None = None,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        retry_after_cap_s: float = RETRY_AFTER_CAP_S,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._auth = auth
+        self._limits = resolve_limits(rate_limits)
+        self._limiters = limiters or LimiterRegistry(margin_s=LIMITER_MARGIN_S)
+        self._backoff = backoff
+        self._retry_after_cap = retry_after_cap_s
+        self._rng = rng or random.Random()
+        self._redactor = klaviyo_redactor(auth.secrets)
+        self._http = httpx.AsyncClient(
+            base_url=settings.base_url.rstrip("/"),
+            timeout=build_timeout(settings.connect_timeout_s, settings.read_timeout_s),
+            limits=build_limits(settings.max_connections),
+            transport=transport,
+            headers={
+                "revision": settings.revision,
+                "accept": JSONAPI,
+                "user-agent": USER_AGENT,
+            },
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    def __repr__(self) -> str:
+        return (
+            f"KlaviyoClient(base_url={self._settings.base_url!r}, revision={self._settings.revision!r}, "
+            f"auth={self._auth!r})"
+        )
+
+    # --- profiles ------------------------------------------------------------------------------------------------
+    async def get_profile(self, profile_id: str) -> Profile:
+        """The profile with this id; a missing one raises ``KlaviyoRejected`` with ``http_status == 404``."""
+        response = await self._send("get_profile", f"/api/profiles/{quote(profile_id, safe='')}")
+        return Profile.model_validate(self._data(response, "get_profile"))
+
+    async def find_profile_by_email(self, email: str) -> Profile | None:
+        """The profile holding this email (exact match), or None."""
+        return await self._find_one(f"equals(email,{_filter_value(email)})")
+
+    async def find_profile_by_external_id(self, external_id: str) -> Profile | None:
+        """The profile holding this external_id, or None."""
+        return await self._find_one(f"equals(external_id,{_filter_value(external_id)})")
+
+    async def find_profile_by_phone_number(self, phone_number: str) -> Profile | None:
+        """The profile holding this E.164 phone number, or None."""
+        return await self._find_one(f"equals(phone_number,{_filter_value(phone_number)})")
+
+    async def _find_one(self, expression: str) -> Profile | None:
+        response = await self._send("get_profiles", "/api/profiles", params={"filter": expression, "page[size]": 1})
+        data = self._data(response, "get_profiles")
+        if not isinstance(data, list) or not data:
+            return None
+        return Profile.model_validate(data[0])
+
+    async def create_profile(self, attributes: ProfileAttributes) -> Profile:
+        """Create a profile; an identifier another profile holds raises 409 with ``duplicate_profile_id``."""
+        body = ProfileCreateQuery.build(attributes)
+        response = await self._send("create_profile", "/api/profiles", body=body.to_json())
+        return Profile.model_validate(self._data(response, "create_profile"))
+
+    async def update_profile(
+        self, profile_id: str, attributes: ProfileAttributes, *, patch_properties: PatchProperties | None = None
+    ) -> Profile:
+        """PATCH a profile: attributes set to None are cleared, attributes never set are kept."""
+        body = ProfilePartialUpdateQuery.build(profile_id, attributes, patch_properties)
+        response = await self._send(
+            "update_profile", f"/api/profiles/{quote(profile_id, safe='')}", body=body.to_json()
+        )
+        return Profile.model_validate(self._data(response, "update_profile"))
+
+    async def upsert_profile(
+        self,
+        attributes: ProfileAttributes,
+        *,
+        profile_id: str | None = None,
+        patch_properties: PatchProperties | None = None,
+    ) -> UpsertResult:
+        """Create or update by identifier (profile-import); ``created`` tells which one happened."""
+        body = ProfileUpsertQuery.build(attributes, profile_id=profile_id, patch_properties=patch_properties)
+        response = await self._send("create_or_update_profile", "/api/profile-import", body=body.to_json())
+        profile = Profile.model_validate(self._data(response, "create_or_update_profile"))
+        return UpsertResult(profile=profile, created=response.status_code == 201)
+
+    async def list_profiles_updated_after(
+        self, since: datetime, *, page_size: int = 100, cursor: str | None = None
+    ) -> ProfilePage:
+        """One page of profiles with ``updated`` after ``since``, oldest first."""
+        if not 1 <= page_size <= 100:
+            raise ValueError("page_size must be between 1 and 100")
+        params: dict[str, Any] = {
+            "filter": f"greater-than(updated,{_filter_time(since)})",
+            "sort": "updated",
+            "page[size]": page_size,
+        }
+        if cursor:
+            params["page[cursor]"] = cursor
+        response = await self._send("get_profiles", "/api/profiles", params=params)
+        document = self._document(response, "get_profiles")
+        data = document.get("data") or []
+        links = document.get("links") if isinstance(document.get("links"), dict) else {}
+        return ProfilePage(
+            profiles=[Profile.model_validate(item) for item in data],
+            next_cursor=_cursor_of((links or {}).get("next")),
+        )
+
+    async def iter_profiles_updated_after(
+        self, since: datetime, *, page_size: int = 100, cursor: str | None = None
+    ) -> AsyncIterator[ProfilePage]:
+        """Every page of profiles updated after ``since``; each page carries the cursor to resume from."""
+        while True:
+            page = await self.list_profiles_updated_after(since, page_size=page_size, cursor=cursor)
+            yield page
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    # --- events --------------------------------------------------------------------------------------------------
+    async def create_event(self, event: NewEvent) -> None:
+        """Submit one event (202: validated and queued; Klaviyo de-duplicates by profile, metric, unique_id)."""
+        await self._send("create_event", "/api/events", body=EventCreateQuery.build(event).to_json())
+
+    async def bulk_create_events(self, events: Sequence[NewEvent]) -> int:
+        """Submit events through bulk jobs of at most 1000 events; returns the number of jobs sent."""
+        jobs = 0
+        for start in range(0, len(events), MAX_BULK_EVENTS):
+            body = EventsBulkCreateJob.build(events[start : start + MAX_BULK_EVENTS])
+            await self._send("bulk_create_events", "/api/event-bulk-create-jobs", body=body.to_json())
+            jobs += 1
+        return jobs
+
+    # --- bulk profile import -------------------------------------------------------------------------------------
+    async def bulk_import_profiles(
+        self, profiles: Sequence[ProfileAttributes], *, list_id: str | None = None
+    ) -> BulkImportJob:
+        """Start a bulk profile import job (at most 10,000 profiles), optionally adding them to a list."""
+        body = ProfileImportJobCreateQuery.build(profiles, list_id)
+        response = await self._send("bulk_import_profiles", "/api/profile-bulk-import-jobs", body=body.to_json())
+        return BulkImportJob.model_validate(self._data(response, "bulk_import_profiles"))
+
+    async def get_bulk_import_job(self, job_id: str) -> BulkImportJob:
+        """The status and counts of a bulk profile import job."""
+        response = await self._send(
+            "get_bulk_import_profiles_job", f"/api/profile-bulk-import-jobs/{quote(job_id, safe='')}"
+        )
+        return BulkImportJob.model_validate(self._data(response, "get_bulk_import_profiles_job"))
+
+    async def get_bulk_import_errors(self, job_id: str) -> list[BulkImportError]:
+        """Every failed row of a bulk profile import job."""
+        op = "get_errors_for_bulk_import_profiles_job"
+        path = f"/api/profile-bulk-import-jobs/{quote(job_id, safe='')}/import-errors"
+        errors: list[BulkImportError] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"page[size]": 100}
+            if cursor:
+                params["page[cursor]"] = cursor
+            document = self._document(await self._send(op, path, params=params), op)
+            errors.extend(BulkImportError.model_validate(item) for item in document.get("data") or [])
+            links = document.get("links") if isinstance(document.get("links"), dict) else {}
+            cursor = _cursor_of((links or {}).get("next"))
+            if cursor is None:
+                return errors
+
+    # --- plumbing ------------------------------------------------------------------------------------------------
+    def _limiter(self, endpoint_class: str) -> SlidingWindowLimiter:
+        windows = self._limits[endpoint_class].windows() if self._settings.rate_limit else ()
+        return self._limiters.get((self._auth.account_key, endpoint_class), windows)
+
+    async def _throttle(self, classes: Sequence[str]) -> None:
+        for endpoint_class in classes:
+            waited = await self._limiter(endpoint_class).acquire()
+            if waited > 0:
+                KLAVIYO_RATE_LIMIT_WAITS.labels(endpoint_class).inc()
+                KLAVIYO_RATE_LIMIT_WAIT_SECONDS.labels(endpoint_class).inc(waited)
+
+    def _document(self, response: httpx.Response, op: str) -> dict[str, Any]:
+        try:
+            document = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            document = None
+        if not isinstance(document, dict):
+            summary = summarize_non_json(response.content, response.headers.get("content-type"))
+            raise KlaviyoRejected(
+                self._redactor.scrub(f"{response.status_code} unexpected response: {summary}"),
+                http_status=response.status_code,
+                retryable=True,
+                operation=op,
+            )
+        return document
+
+    def _data(self, response: httpx.Response, op: str) -> Any:
+        return self._document(response, op).get("data")
+
+    async def _send(
+        self,
+        op: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: bytes | None = None,
+        extra_classes: Sequence[str] = (),
+    ) -> httpx.Response:
+        """Send one operation with rate limiting, retries and error mapping; returns a 2xx/3xx response."""
+        endpoint = ENDPOINTS[op]
+        method = endpoint.method
+        classes = (op, *extra_classes)
+        max_retries = max(self._settings.max_retries, 0)
+        headers = {"content-type": JSONAPI} if body is not None else {}
+        attempt = 0
+        refreshed = False
+        while True:
+            await self._throttle(classes)
+            headers["authorization"] = authorization = await self._auth.authorization()
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(self._settings.total_timeout_s):
+                    response = await self._http.request(
+                        method, path, params=params, content=body, headers=headers
+                    )
+            except (httpx.TransportError, TimeoutError) as exc:
+                elapsed = time.perf_counter() - started
+                KLAVIYO_REQUESTS.labels(op, method, "error").inc()
+                KLAVIYO_REQUEST_SECONDS.labels(op).observe(elapsed)
+                detail = self._redactor.scrub(f"{describe_transport_error(exc)} on {method} {endpoint.path}")
+                if attempt < max_retries:
+                    delay = self._backoff.delay(attempt, self._rng)
+                    self._log_retry(op, method, None, attempt, delay, detail)
+                    await asyncio.sleep(delay)
+                    attempt += 1
+                    continue
+                detail = f"{detail}, after {attempt + 1} attempt{'s' if attempt else ''}"
+                logger.warning(
+                    "Klaviyo unreachable",
+                    extra={"endpoint": op, "method": method, "attempts": attempt + 1, "detail": detail},
+                )
+                raise KlaviyoConnectionError(detail, operation=op) from None
+
+            status = response.status_code
+            elapsed = time.perf_counter() - started
+            KLAVIYO_REQUESTS.labels(op, method, str(status)).inc()
+            KLAVIYO_REQUEST_SECONDS.labels(op).observe(elapsed)
+            logger.debug(
+                "Klaviyo request",
+                extra={"endpoint": op, "method": method, "status": status, "attempt": attempt,
+                       "elapsed_ms": round(elapsed * 1000, 2)},
+            )
+            if self._settings.rate_limit and status != 429:
+                info = parse_ratelimit_headers(response.headers)
+                if not info.empty:
+                    self._limiter(op).observe(remaining=info.remaining, reset_s=info.reset_s, policies=info.policies)
+            if status < 400:
+                return response
+
+            if status == 401 and not refreshed:
+                refreshed = True
+                if await self._auth.refresh(authorization):
+                    logger.info("Klaviyo refused the access token; retrying with a fresh one",
+                                extra={"endpoint": op, "method": method})
+                    continue
+
+            if status == 429:
+                KLAVIYO_THROTTLED.labels(op).inc()
+                wait = self._throttle_wait(response, attempt)
+                self._limiter(op).block_for(wait)
+                if attempt < max_retries:
+                    self._log_retry(op, method, status, attempt, wait, "throttled")
+                    attempt += 1
+                    continue
+                raise self._rejected(response, op, retryable=True, retry_after=wait)
+
+            if status >= 500:
+                if attempt < max_retries:
+                    delay = self._backoff.delay(attempt, self._rng)
+                    hinted = parse_retry_after(response.headers.get("retry-after"))
+                    if hinted is not None:
+                        delay = max(delay, min(hinted, self._retry_after_cap))
+                    self._log_retry(op, method, status, attempt, delay, "server error")
+                    await asyncio.sleep(delay)
+                    attempt += 1
+                    continue
+                raise self._rejected(response, op, retryable=True, infrastructure=True)
+
+            raise self._rejected(response, op)
+
+    def _throttle_wait(self, response: httpx.Response, attempt: int) -> float:
+        """How long a 429 asks us to wait: Retry-After, else the detail's hint, else capped backoff."""
+        wait = parse_retry_after(response.headers.get("retry-after"))
+        if wait is None:
+            body = parse_error_body(response.content, response.headers.get("content-type"))
+            wait = expected_available_s(body.detail if body else None)
+        if wait is None:
+            wait = max(self._backoff.ceiling(attempt), 1.0) * self._rng.uniform(0.5, 1.0)
+        return min(max(wait, 0.0), self._retry_after_cap)
+
+    def _rejected(
+        self,
+        response: httpx.Response,
+        op: str,
+        *,
+        retryable: bool = False,
+        infrastructure: bool = False,
+        retry_after: float | None = None,
+    ) -> KlaviyoRejected:
+        error = rejected_from_response(
+            response.status_code,
+            response.headers,
+            response.content,
+            redactor=self._redactor,
+            retryable=retryable,
+            infrastructure=infrastructure,
+            retry_after=retry_after,
+            operation=op,
+        )
+        status = response.status_code
+        logger.log(
+            logging.WARNING if status in (401, 403, 429) or status >= 500 else logging.INFO,
+            "Klaviyo rejected the request",
+            extra={"endpoint": op, "method": response.request.method, "status": status,
+                   "error_code": error.error_code, "detail": error.detail, "retryable": retryable},
+        )
+        return error
+
+    def _log_retry(
+        self, op: str, method: str, status: int | None, attempt: int, delay: float, reason: str
+    ) -> None:
+        logger.info(
+            "Retrying Klaviyo request",
+            extra={"endpoint": op, "method": method, "status": status, "attempt": attempt + 1,
+                   "retry_in_s": round(delay, 3), "reason": reason},
+        )

@@ -1,0 +1,175 @@
+"""Klaviyo failures as error-catalog exceptions.
+
+A response Klaviyo rejected becomes ``KlaviyoRejected`` ("Error calling Klaviyo (409 duplicate_profile: ...)");
+a transport failure becomes ``KlaviyoConnectionError`` ("An error occurred while contacting Klaviyo (...)").
+Both say whether retrying may help and whether the failure means the far side is down ("infrastructure").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+
+from consumer.catalog import KLAVIYO_CONNECTION_ERROR, KLAVIYO_REJECTED_REQUEST, CatalogError
+from consumer.http.content import is_json_content_type, summarize_non_json
+from consumer.http.redact import Redactor
+
+# Private keys are "pk_" + 34 alphanumerics; scrub anything key-shaped even if we never saw it.
+KEY_PATTERN = re.compile(r"\bpk_[A-Za-z0-9]{20,}")
+_KLAVIYO_AUTH = re.compile(r"(?i)\b(klaviyo-api-key\s+)(\S+)")
+_EXPECTED_AVAILABLE = re.compile(r"(?i)expected available in (\d+(?:\.\d+)?) second")
+
+
+def klaviyo_redactor(secrets: Callable[[], Iterable[str]] | None = None) -> Redactor:
+    """A redactor for ``secrets`` that also knows Klaviyo's key and header shapes."""
+    return Redactor(secrets, patterns=(KEY_PATTERN, _KLAVIYO_AUTH))
+
+
+class KlaviyoRejected(CatalogError):
+    """Klaviyo answered, and not with success. ``duplicate_profile_id`` is set for a 409 duplicate_profile."""
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        http_status: int,
+        error_code: str | None = None,
+        retryable: bool = False,
+        infrastructure: bool = False,
+        retry_after: float | None = None,
+        duplicate_profile_id: str | None = None,
+        source: Mapping[str, Any] | None = None,
+        operation: str | None = None,
+    ) -> None:
+        super().__init__(
+            KLAVIYO_REJECTED_REQUEST,
+            detail,
+            retryable=retryable,
+            infrastructure=infrastructure,
+            http_status=http_status,
+            error_code=error_code,
+            retry_after=retry_after,
+        )
+        self.duplicate_profile_id = duplicate_profile_id
+        self.source = dict(source) if source else None
+        self.operation = operation
+
+
+class KlaviyoConnectionError(CatalogError):
+    """Klaviyo could not be reached, or the exchange broke off (timeouts, resets, refused connections)."""
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        retryable: bool = True,
+        infrastructure: bool = True,
+        operation: str | None = None,
+    ) -> None:
+        super().__init__(
+            KLAVIYO_CONNECTION_ERROR, detail, retryable=retryable, infrastructure=infrastructure
+        )
+        self.operation = operation
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorBody:
+    """The first entry of a JSON:API ``errors`` array (every part optional: real bodies vary)."""
+
+    code: str | None = None
+    title: str | None = None
+    detail: str | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+    duplicate_profile_id: str | None = None
+    count: int = 0
+
+
+def parse_error_body(content: bytes, content_type: str | None) -> ErrorBody | None:
+    """Klaviyo's ``{"errors": [...]}`` body, or None when the body is not such JSON (e.g. an HTML page)."""
+    if not content or (content_type and not is_json_content_type(content_type) and content[:1] not in b"{["):
+        return None
+    try:
+        document = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    errors = document.get("errors")
+    if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
+        return None
+    first: dict[str, Any] = errors[0]
+    meta = first.get("meta") if isinstance(first.get("meta"), dict) else {}
+    source = first.get("source") if isinstance(first.get("source"), dict) else {}
+    duplicate = (meta or {}).get("duplicate_profile_id")
+    return ErrorBody(
+        code=_text(first.get("code")),
+        title=_text(first.get("title")),
+        detail=_text(first.get("detail")),
+        source=dict(source or {}),
+        duplicate_profile_id=_text(duplicate),
+        count=len(errors),
+    )
+
+
+def _text(value: object) -> str | None:
+    return str(value) if value is not None and value != "" else None
+
+
+def expected_available_s(detail: str | None) -> float | None:
+    """Seconds from a throttle detail like ``"Expected available in 1 second."``."""
+    if not detail:
+        return None
+    match = _EXPECTED_AVAILABLE.search(detail)
+    return float(match.group(1)) if match else None
+
+
+def reason_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown Status"
+
+
+def describe_response(status: int, headers: Mapping[str, str], content: bytes, body: ErrorBody | None) -> str:
+    """The detail text of a rejected request: ``"409 duplicate_profile: A profile already exists ..."``."""
+    if body is not None:
+        label = body.code or body.title or reason_phrase(status)
+        text = body.detail or body.title or ""
+        more = f" (+{body.count - 1} more errors)" if body.count > 1 else ""
+        return f"{status} {label}: {text}{more}" if text else f"{status} {label}{more}"
+    summary = summarize_non_json(content, headers.get("content-type"))
+    if headers.get("cf-mitigated"):
+        summary += f" (proxy challenge: {headers.get('cf-mitigated')})"
+    return f"{status} {reason_phrase(status)}: {summary}"
+
+
+def rejected_from_response(
+    status: int,
+    headers: Mapping[str, str],
+    content: bytes,
+    *,
+    redactor: Redactor,
+    retryable: bool = False,
+    infrastructure: bool = False,
+    retry_after: float | None = None,
+    operation: str | None = None,
+) -> KlaviyoRejected:
+    """The catalog error for a response Klaviyo did not answer with success."""
+    body = parse_error_body(content, headers.get("content-type"))
+    detail = redactor.scrub(describe_response(status, headers, content, body))
+    return KlaviyoRejected(
+        detail,
+        http_status=status,
+        error_code=body.code if body else None,
+        retryable=retryable,
+        infrastructure=infrastructure,
+        retry_after=retry_after,
+        duplicate_profile_id=body.duplicate_profile_id if body else None,
+        source=body.source if body else None,
+        operation=operation,
+    )

@@ -1,0 +1,404 @@
+"""Klaviyo JSON:API bodies as pydantic models: request envelopes, the inputs the flows build, and responses.
+
+Request envelopes are dumped with ``exclude_unset`` so PATCH semantics survive: a field set to ``None`` is sent
+as ``null`` (Klaviyo clears it), a field never set is left out (Klaviyo keeps it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+IDENTIFIERS = ("email", "phone_number", "external_id")
+MAX_BULK_EVENTS = 1000
+MAX_BULK_PROFILES = 10_000
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+# --- profiles ---------------------------------------------------------------------------------------------------
+class Location(BaseModel):
+    """A profile's one postal address (``ProfileLocation``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    address1: str | None = None
+    address2: str | None = None
+    city: str | None = None
+    country: str | None = None
+    region: str | None = None
+    zip: str | None = None
+    timezone: str | None = None
+    latitude: str | float | None = None
+    longitude: str | float | None = None
+    ip: str | None = None
+
+
+class ProfileAttributes(BaseModel):
+    """Profile attributes. The read-only ones (``created``, ``updated``, ...) are never sent."""
+
+    model_config = ConfigDict(extra="ignore")
+    READ_ONLY: ClassVar[frozenset[str]] = frozenset(
+        {"created", "updated", "last_event_date", "subscriptions", "predictive_analytics"}
+    )
+
+    email: str | None = None
+    phone_number: str | None = None
+    external_id: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    organization: str | None = None
+    locale: str | None = None
+    title: str | None = None
+    image: str | None = None
+    location: Location | None = None
+    properties: dict[str, Any] | None = None
+    created: datetime | None = None
+    updated: datetime | None = None
+    last_event_date: datetime | None = None
+    subscriptions: dict[str, Any] | None = None
+    predictive_analytics: dict[str, Any] | None = None
+
+    def to_request(self) -> dict[str, Any]:
+        """The writable attributes that were set (``None`` included: it clears the field)."""
+        return self.model_dump(mode="json", exclude_unset=True, exclude=set(self.READ_ONLY))
+
+    def has_identifier(self) -> bool:
+        return any(getattr(self, name) for name in IDENTIFIERS)
+
+
+class PatchProperties(BaseModel):
+    """``meta.patch_properties``: append to / remove from list properties, or unset keys."""
+
+    append: dict[str, Any] | None = None
+    unappend: dict[str, Any] | None = None
+    unset: str | list[str] | None = None
+
+
+class Profile(BaseModel):
+    """A profile as Klaviyo returns it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["profile"] = "profile"
+    id: str
+    attributes: ProfileAttributes = Field(default_factory=ProfileAttributes)
+
+
+class ProfilePage(BaseModel):
+    """One page of a profile listing, with the cursor of the next page (None on the last page)."""
+
+    profiles: list[Profile]
+    next_cursor: str | None = None
+
+
+class UpsertResult(BaseModel):
+    """Outcome of profile-import: the profile, and whether Klaviyo created it (201) or updated it (200)."""
+
+    profile: Profile
+    created: bool
+
+
+# --- events -----------------------------------------------------------------------------------------------------
+class NewEvent(BaseModel):
+    """An event to create, e.g. ``Placed Order``. The profile is named by ``profile_id`` or an identifier."""
+
+    metric: str = Field(min_length=1, max_length=127)
+    profile: ProfileAttributes = Field(default_factory=ProfileAttributes)
+    profile_id: str | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+    time: datetime | None = None
+    value: float | None = None
+    value_currency: str | None = None
+    unique_id: str | None = None
+    backfill: bool | None = None
+
+    @field_validator("time")
+    @classmethod
+    def _normalise_time(cls, value: datetime | None) -> datetime | None:
+        return _utc(value)
+
+    @model_validator(mode="after")
+    def _needs_profile(self) -> NewEvent:
+        if not self.profile_id and not self.profile.has_identifier():
+            raise ValueError("an event needs profile_id or a profile identifier (email, phone_number, external_id)")
+        return self
+
+    def profile_key(self) -> bytes:
+        """Identity of the event's profile, for grouping bulk events."""
+        return orjson.dumps([self.profile_id, *(getattr(self.profile, n) for n in IDENTIFIERS)])
+
+    def event_attributes(self) -> dict[str, Any]:
+        """The event's own attributes (no profile)."""
+        attrs: dict[str, Any] = {
+            "properties": self.properties,
+            "metric": {"data": {"type": "metric", "attributes": {"name": self.metric}}},
+        }
+        if self.time is not None:
+            attrs["time"] = self.time.isoformat()
+        for name in ("value", "value_currency", "unique_id", "backfill"):
+            value = getattr(self, name)
+            if value is not None:
+                attrs[name] = value
+        return attrs
+
+    def profile_resource(self) -> ProfileResource:
+        resource = ProfileResource(type="profile", attributes=self.profile.to_request())
+        if self.profile_id is not None:
+            resource.id = self.profile_id
+        return resource
+
+
+# --- request envelopes ------------------------------------------------------------------------------------------
+class _Body(BaseModel):
+    """A request envelope: dumped with ``exclude_unset``, so builders set every field they mean to send."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+class ProfileResource(_Body):
+    type: Literal["profile"]
+    id: str | None = None
+    attributes: dict[str, Any]
+    meta: dict[str, Any] | None = None
+
+
+class ProfileCreateQuery(_Body):
+    """Body of ``POST /api/profiles``."""
+
+    data: ProfileResource
+
+    @classmethod
+    def build(cls, attributes: ProfileAttributes) -> ProfileCreateQuery:
+        return cls(data=ProfileResource(type="profile", attributes=attributes.to_request()))
+
+
+def _meta(patch_properties: PatchProperties | None) -> dict[str, Any] | None:
+    if patch_properties is None:
+        return None
+    return {"patch_properties": patch_properties.model_dump(mode="json", exclude_none=True)}
+
+
+class ProfilePartialUpdateQuery(_Body):
+    """Body of ``PATCH /api/profiles/{id}``."""
+
+    data: ProfileResource
+
+    @classmethod
+    def build(
+        cls, profile_id: str, attributes: ProfileAttributes, patch_properties: PatchProperties | None = None
+    ) -> ProfilePartialUpdateQuery:
+        resource = ProfileResource(type="profile", id=profile_id, attributes=attributes.to_request())
+        meta = _meta(patch_properties)
+        if meta is not None:
+            resource.meta = meta
+        return cls(data=resource)
+
+
+class ProfileUpsertQuery(_Body):
+    """Body of ``POST /api/profile-import`` (create or update)."""
+
+    data: ProfileResource
+
+    @classmethod
+    def build(
+        cls,
+        attributes: ProfileAttributes,
+        *,
+        profile_id: str | None = None,
+        patch_properties: PatchProperties | None = None,
+    ) -> ProfileUpsertQuery:
+        resource = ProfileResource(type="profile", attributes=attributes.to_request())
+        if profile_id is not None:
+            resource.id = profile_id
+        meta = _meta(patch_properties)
+        if meta is not None:
+            resource.meta = meta
+        return cls(data=resource)
+
+
+class EventResource(_Body):
+    type: Literal["event"]
+    attributes: dict[str, Any]
+
+
+class EventCreateQuery(_Body):
+    """Body of ``POST /api/events`` (``EventCreateQueryV2``)."""
+
+    data: EventResource
+
+    @classmethod
+    def build(cls, event: NewEvent) -> EventCreateQuery:
+        attributes = event.event_attributes()
+        attributes["profile"] = {"data": event.profile_resource().to_dict()}
+        return cls(data=EventResource(type="event", attributes=attributes))
+
+
+class _ProfileList(_Body):
+    data: list[ProfileResource]
+
+
+class _ImportJobAttributes(_Body):
+    profiles: _ProfileList
+
+
+class _ListRef(_Body):
+    type: Literal["list"]
+    id: str
+
+
+class _ListRelationship(_Body):
+    data: list[_ListRef]
+
+
+class _ImportJobRelationships(_Body):
+    lists: _ListRelationship
+
+
+class ProfileImportJobResource(_Body):
+    type: Literal["profile-bulk-import-job"]
+    attributes: _ImportJobAttributes
+    relationships: _ImportJobRelationships | None = None
+
+
+class ProfileImportJobCreateQuery(_Body):
+    """Body of ``POST /api/profile-bulk-import-jobs``."""
+
+    data: ProfileImportJobResource
+
+    @classmethod
+    def build(cls, profiles: Sequence[ProfileAttributes], list_id: str | None = None) -> ProfileImportJobCreateQuery:
+        if not profiles:
+            raise ValueError("a bulk import needs at least one profile")
+        if len(profiles) > MAX_BULK_PROFILES:
+            raise ValueError(f"a bulk import takes at most {MAX_BULK_PROFILES} profiles, got {len(profiles)}")
+        items = [ProfileResource(type="profile", attributes=p.to_request()) for p in profiles]
+        resource = ProfileImportJobResource(
+            type="profile-bulk-import-job", attributes=_ImportJobAttributes(profiles=_ProfileList(data=items))
+        )
+        if list_id is not None:
+            resource.relationships = _ImportJobRelationships(
+                lists=_ListRelationship(data=[_ListRef(type="list", id=list_id)])
+            )
+        return cls(data=resource)
+
+
+class EventBulkEntry(_Body):
+    type: Literal["event-bulk-create"]
+    attributes: dict[str, Any]
+
+
+class _BulkEntries(_Body):
+    data: list[EventBulkEntry]
+
+
+class _BulkJobAttributes(_Body):
+    events_bulk_create: _BulkEntries = Field(alias="events-bulk-create")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class EventsBulkCreateJobResource(_Body):
+    type: Literal["event-bulk-create-job"]
+    attributes: _BulkJobAttributes
+
+
+class EventsBulkCreateJob(_Body):
+    """Body of ``POST /api/event-bulk-create-jobs``: events grouped by profile (at most 1000 events)."""
+
+    data: EventsBulkCreateJobResource
+
+    @classmethod
+    def build(cls, events: Sequence[NewEvent]) -> EventsBulkCreateJob:
+        if not events:
+            raise ValueError("a bulk event job needs at least one event")
+        if len(events) > MAX_BULK_EVENTS:
+            raise ValueError(f"a bulk event job takes at most {MAX_BULK_EVENTS} events, got {len(events)}")
+        groups: dict[bytes, list[NewEvent]] = {}
+        for event in events:
+            groups.setdefault(event.profile_key(), []).append(event)
+        entries = []
+        for group in groups.values():
+            seen: set[tuple[str, str]] = set()
+            for event in group:
+                if event.unique_id is not None:
+                    key = (event.metric, event.unique_id)
+                    if key in seen:
+                        raise ValueError(
+                            f"unique_id {event.unique_id!r} repeats for one profile and metric {event.metric!r}; "
+                            "Klaviyo would reject the whole job"
+                        )
+                    seen.add(key)
+            entry = {
+                "profile": {"data": group[0].profile_resource().to_dict()},
+                "events": {"data": [{"type": "event", "attributes": e.event_attributes()} for e in group]},
+            }
+            entries.append(EventBulkEntry(type="event-bulk-create", attributes=entry))
+        return cls(
+            data=EventsBulkCreateJobResource(
+                type="event-bulk-create-job",
+                attributes=_BulkJobAttributes(events_bulk_create=_BulkEntries(data=entries)),
+            )
+        )
+
+
+# --- bulk import job responses ----------------------------------------------------------------------------------
+class BulkImportJobAttributes(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    status: Literal["queued", "processing", "complete", "cancelled"]
+    total_count: int
+    completed_count: int | None = 0
+    failed_count: int | None = 0
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    expires_at: datetime | None = None
+
+
+class BulkImportJob(BaseModel):
+    """A bulk profile import job and its progress."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["profile-bulk-import-job"] = "profile-bulk-import-job"
+    id: str
+    attributes: BulkImportJobAttributes
+
+    @property
+    def done(self) -> bool:
+        return self.attributes.status in ("complete", "cancelled")
+
+
+class ImportErrorAttributes(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    code: str | None = None
+    title: str | None = None
+    detail: str | None = None
+    source: dict[str, Any] | None = None
+    original_payload: dict[str, Any] | None = None
+
+
+class BulkImportError(BaseModel):
+    """One failed row of a bulk import job."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["import-error"] = "import-error"
+    id: str
+    attributes: ImportErrorAttributes

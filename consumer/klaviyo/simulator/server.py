@@ -1,0 +1,89 @@
+"""``KlaviyoSimulator``: the simulator as an in-process async context manager, and ``serve_forever``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import TracebackType
+from typing import Self
+
+from consumer.klaviyo.simulator.app import ReceivedRequest, SimulatorApp, SimulatorState
+from consumer.klaviyo.simulator.config import Faults, SimulatorConfig
+from consumer.klaviyo.simulator.httpserver import HttpServer
+from consumer.klaviyo.simulator.spec import load_spec, spec_path
+from consumer.klaviyo.simulator.store import Store
+
+logger = logging.getLogger("consumer.klaviyo.simulator")
+
+
+class KlaviyoSimulator:
+    """A Klaviyo look-alike HTTP server on ``host:port`` (port 0: a free one).
+
+    ``async with KlaviyoSimulator() as sim`` starts it; ``sim.base_url`` is what a client points at, and
+    ``sim.state`` (``store``, ``requests``, ``faults``, ``config``, ``oauth``) is the in-process admin handle.
+    """
+
+    def __init__(self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.config = config or SimulatorConfig()
+        self.state = SimulatorState(self.config)
+        self._server = HttpServer(SimulatorApp(self.state), host, port, max_body=self.config.max_body_bytes)
+        self._host = host
+        self._running = False
+
+    async def start(self) -> None:
+        if self.config.validate_bodies and self.state.spec is None:
+            path = spec_path(self.config.spec_path)
+            self.state.spec = await asyncio.to_thread(load_spec, path)
+            if self.state.spec is None:
+                logger.warning("Klaviyo OpenAPI spec not found at %s; request bodies get structural checks only", path)
+        await self._server.start()
+        self._running = True
+
+    async def stop(self) -> None:
+        if self._running:
+            await self._server.stop()
+            self._running = False
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    # --- in-process admin shortcuts ------------------------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        return self.state.store
+
+    @property
+    def faults(self) -> Faults:
+        return self.state.faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self.state.faults = faults
+
+    def received(self, operation: str | None = None) -> list[ReceivedRequest]:
+        """Requests received so far, optionally of one operation."""
+        return self.state.received(operation)
+
+    def reset(self) -> None:
+        self.state.reset()
+
+
+async def serve_forever(host: str, port: int, config: SimulatorConfig | None = None) -> None:
+    """Run a simulator until cancelled (``ipaas-klaviyo simulate klaviyo``)."""
+    async with KlaviyoSimulator(config, host=host, port=port) as simulator:
+        print(f"Klaviyo simulator listening on {simulator.base_url}", flush=True)
+        await asyncio.Event().wait()
