@@ -24,6 +24,7 @@ class Flow(StrEnum):
     PLACED_ORDER_FROM_IPAAS = "Add Klaviyo Placed Order Event FROM iPaaS.com"
     ORDERED_PRODUCT_FROM_IPAAS = "Add Klaviyo Ordered Product Event FROM iPaaS.com"
     ALL = "Klaviyo API Response Errors (all flows)"
+    SERVICE = "Service"  # the service's own entries (not in the seed): unreadable records, unexpected errors
 
     @property
     def slug(self) -> str:
@@ -42,6 +43,7 @@ _FLOW_SLUGS = {
     Flow.PLACED_ORDER_FROM_IPAAS: "placed_order_from_ipaas",
     Flow.ORDERED_PRODUCT_FROM_IPAAS: "ordered_product_from_ipaas",
     Flow.ALL: "all",
+    Flow.SERVICE: "service",
 }
 
 
@@ -272,6 +274,29 @@ KLAVIYO_CONNECTION_ERROR = CatalogEntry(
     f"then {_SUPPORT}.",
 )
 
+# --- the service's own entries (not in the seed error catalog) -------------------------------------------------
+RECORD_NOT_READABLE = CatalogEntry(
+    code="RECORD_NOT_READABLE",
+    title="Record Could Not Be Read",
+    severity=Severity.ERROR,
+    flow=Flow.SERVICE,
+    message="The change record could not be read",
+    meaning="The record on the topic is not a change event the integration understands: it is not UTF-8 or "
+    "JSON, its envelope or event type is unknown, it is too large, or it does not match the record's schema.",
+    action="The record was set aside on the dead-letter topic with its original bytes. Fix the producer of the "
+    "record (the detail names the problem), then replay the dead letter with `ipaas-klaviyo dlq replay`.",
+)
+UNEXPECTED_ERROR = CatalogEntry(
+    code="UNEXPECTED_ERROR",
+    title="Unexpected Error",
+    severity=Severity.ERROR,
+    flow=Flow.SERVICE,
+    message="The integration failed unexpectedly while handling the record",
+    meaning="An error the integration does not describe in its catalog stopped the transfer.",
+    action="The record was retried and then set aside on the dead-letter topic. Report the error log entry to "
+    "the integration's maintainers; once fixed, replay the dead letter with `ipaas-klaviyo dlq replay`.",
+)
+
 ENTRIES: tuple[CatalogEntry, ...] = (
     AUTHORIZATION_DATA_MISSING,
     AUTHORIZATION_CODE_MISSING,
@@ -289,6 +314,8 @@ ENTRIES: tuple[CatalogEntry, ...] = (
     PRODUCT_EVENT_COULD_NOT_BE_CREATED,
     KLAVIYO_REJECTED_REQUEST,
     KLAVIYO_CONNECTION_ERROR,
+    RECORD_NOT_READABLE,
+    UNEXPECTED_ERROR,
 )
 BY_CODE: dict[str, CatalogEntry] = {entry.code: entry for entry in ENTRIES}
 
@@ -337,7 +364,7 @@ class CatalogError(Exception):
     @property
     def message(self) -> str:
         """The catalog message, with the far side's detail where the entry carries one."""
-        if self.detail and self.entry.flow is Flow.ALL:
+        if self.detail and self.entry.flow in (Flow.ALL, Flow.SERVICE):
             return f"{self.entry.message} ({self.detail})"
         return self.entry.message
 

@@ -1,0 +1,1 @@
+"""Flow handlers: plain async functions of a typed change event, with effects through the context's ports."""
