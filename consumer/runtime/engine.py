@@ -121,6 +121,7 @@ class StreamRuntime:
         self.health = RuntimeHealth()
         self.assigned = asyncio.Event()
         """Set once the group gave this instance at least one partition."""
+        self._finished_listeners: list[Callable[[InboundMessage, str], None]] = []
 
     # --- control -------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -138,6 +139,14 @@ class StreamRuntime:
         self._pause_reasons.discard(reason)
         self.health.paused = frozenset(self._pause_reasons)
         metrics.CONSUMPTION_PAUSED.labels(reason).set(0)
+
+    def on_finished(self, listener: Callable[[InboundMessage, str], None]) -> None:
+        """Call ``listener(message, outcome)`` whenever a record is finished (succeeded, skipped, dead_lettered)."""
+        self._finished_listeners.append(listener)
+
+    def _finished(self, message: InboundMessage, outcome: str) -> None:
+        for listener in self._finished_listeners:
+            listener(message, outcome)
 
     @property
     def buffered(self) -> int:
@@ -280,11 +289,13 @@ class StreamRuntime:
                 await self._dead_letter(message, current)
                 metrics.EVENTS_HANDLED.labels(message.topic, current.flow, "dead_lettered").inc()
                 metrics.HANDLING_SECONDS.labels(current.flow).observe(time.monotonic() - started)
+                self._finished(message, "dead_lettered")
                 return
             self._last_success = time.monotonic()
             self._leave_infrastructure(lane)
             metrics.EVENTS_HANDLED.labels(message.topic, handled.flow, handled.outcome).inc()
             metrics.HANDLING_SECONDS.labels(handled.flow).observe(time.monotonic() - started)
+            self._finished(message, handled.outcome)
             return
 
     def _still_down(self, lane: _Lane) -> bool:

@@ -1,0 +1,146 @@
+"""The service: settings in, every part wired together, run until SIGTERM/SIGINT (then drain, commit, exit 0).
+
+Kafka topics → ``StreamRuntime`` → ``Dispatcher`` (decode, route) → flow handlers → Klaviyo / iPaaS.com.
+A record that fails for good is written to the error log, then dead-lettered; ``/metrics``, ``/healthz`` and
+``/readyz`` are served on ``settings.http``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+from consumer.deadletter import DeadLetterPublisher
+from consumer.errorlog import ErrorLog
+from consumer.flows.context import FlowContext
+from consumer.kafka import reliable_producer
+from consumer.klaviyo import ApiKeyAuth, Auth, KlaviyoClient
+from consumer.mapping import load_collections
+from consumer.observability.http import OpsServer
+from consumer.routing import Dispatcher, Route, RoutingTable, default_routes
+from consumer.runtime import Failure, InboundMessage, RetryPolicy, StreamRuntime
+from consumer.settings import Settings
+from consumer.topics import TopicCatalog
+
+log = logging.getLogger("consumer.app")
+
+
+class ConfigurationError(RuntimeError):
+    """The settings do not allow the service to start; the message says which setting to fix."""
+
+
+def klaviyo_auth(settings: Settings) -> Auth:
+    """The Klaviyo credential from settings: the private API key (OAuth tokens plug in here too)."""
+    if settings.klaviyo.api_key is not None:
+        return ApiKeyAuth(settings.klaviyo.api_key)
+    raise ConfigurationError(
+        "No Klaviyo credential: set IPAAS_KLAVIYO_KLAVIYO__API_KEY (or klaviyo.api_key in the settings file)"
+    )
+
+
+def ipaas_client(settings: Settings) -> Any:
+    """The iPaaS.com client, when a token is configured (the TO-iPaaS.com flows and hook notifications need it)."""
+    if settings.ipaas.api_token is None:
+        return None
+    from consumer.ipaas import IpaasClient
+
+    return IpaasClient(settings.ipaas)
+
+
+class Service:
+    """One running instance of the integration."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        auth: Auth | None = None,
+        routes: Sequence[Route] | None = None,
+        catalog: TopicCatalog | None = None,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog or TopicCatalog.load(settings.topics_file, settings.topic_prefix)
+        self._auth = auth
+        self._routes = routes
+        self._stop = asyncio.Event()
+        self.runtime: StreamRuntime | None = None
+        self.ops: OpsServer | None = None
+        self.started = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.runtime is not None:
+            self.runtime.stop()
+
+    async def run(self, *, install_signal_handlers: bool = False) -> None:
+        settings = self.settings
+        mappings = load_collections(settings.mapping_dir)
+        default_policy = RetryPolicy(
+            attempts=settings.runtime.retry_attempts,
+            base_delay_s=settings.runtime.retry_base_delay_s,
+            max_delay_s=settings.runtime.retry_max_delay_s,
+        )
+        table = RoutingTable(self._routes if self._routes is not None else default_routes(), self.catalog)
+        async with AsyncExitStack() as stack:
+            producer = reliable_producer(settings.kafka)
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+            error_log = ErrorLog(producer, self.catalog.name("error-log"))
+            dead_letters = DeadLetterPublisher(producer, settings.kafka.group_id, self.catalog.dead_letter_name)
+
+            klaviyo = await stack.enter_async_context(
+                KlaviyoClient(settings.klaviyo, self._auth or klaviyo_auth(settings)))
+            ipaas = ipaas_client(settings)
+            if ipaas is not None:
+                await stack.enter_async_context(ipaas)
+            context = FlowContext(
+                klaviyo=klaviyo, ipaas=ipaas, mappings=mappings, warn=error_log.report,
+                generate_events=settings.klaviyo.generate_events,
+            )
+
+            async def failed_for_good(message: InboundMessage, failure: Failure) -> None:
+                # error log first: a retried dead letter may then log twice, but never dead-letter twice
+                await error_log.failed(message, failure)
+                await dead_letters.publish(message, failure)
+
+            runtime = StreamRuntime(
+                kafka=settings.kafka,
+                limits=settings.runtime,
+                topics=table.topics,
+                processor=Dispatcher(table, context, max_value_bytes=settings.runtime.max_value_bytes),
+                failure_sink=failed_for_good,
+                policy_for=lambda topic: table.policy_for(topic, default_policy),
+            )
+            self.runtime = runtime
+            health = runtime.health
+            self.ops = OpsServer(
+                settings.http.host, settings.http.port,
+                live=lambda: (health.live(), {"paused": sorted(health.paused)}),
+                ready=lambda: (health.ready(), {"partitions": health.partitions, "paused": sorted(health.paused)}),
+            ).start()
+            stack.callback(self.ops.close)
+            if install_signal_handlers:
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, self.stop)
+                    stack.callback(loop.remove_signal_handler, sig)
+            log.info("service starting", extra={"topics": table.topics, "metrics_port": self.ops.port})
+            self.started.set()
+            if self._stop.is_set():
+                return
+            run = asyncio.create_task(runtime.run())
+            stopper = asyncio.create_task(self._stop.wait())
+            try:
+                await asyncio.wait({run, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                runtime.stop()
+                stopper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await stopper
+                await run
+            log.info("service stopped")
