@@ -110,7 +110,7 @@ class KlaviyoClient:
         self._settings = settings
         self._auth = auth
         self._limits = resolve_limits(rate_limits)
-        self._limiters = limiters or LimiterRegistry(margin_s=LIMITER_MARGIN_S)
+        self._limiters = limiters if limiters is not None else LimiterRegistry(margin_s=LIMITER_MARGIN_S)
         self._backoff = backoff
         self._retry_after_cap = retry_after_cap_s
         self._rng = rng or random.Random()

@@ -20,7 +20,7 @@ from consumer.klaviyo.simulator.config import (
 )
 from consumer.klaviyo.simulator.oauth import pkce_challenge
 from consumer.klaviyo.simulator.server import KlaviyoSimulator, serve_forever
-from consumer.klaviyo.simulator.spec import load_spec, spec_path
+from consumer.klaviyo.simulator.spec import Spec, load_spec, spec_path
 
 __all__ = [
     "DEFAULT_ACCOUNT",
@@ -35,6 +35,7 @@ __all__ = [
     "ReceivedRequest",
     "SimulatorConfig",
     "SimulatorState",
+    "Spec",
     "load_spec",
     "pkce_challenge",
     "serve_forever",

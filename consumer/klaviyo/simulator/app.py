@@ -250,7 +250,10 @@ class SimulatorApp:
             headers.append(("revision", revision))
         try:
             body = self._body(request, operation)
-            reply = self._operation(operation, params, request, body)
+            try:
+                reply = self._operation(operation, params, request, body)
+            except (KeyError, TypeError, AttributeError, IndexError) as exc:  # only without the spec's checks
+                raise invalid(f"Malformed request body: {type(exc).__name__} {exc}", pointer="/data") from exc
         except ApiError as exc:
             return error_reply(exc, headers)
         reply.headers.extend(headers)

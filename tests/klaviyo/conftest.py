@@ -1,0 +1,76 @@
+"""Fixtures for the Klaviyo client and simulator tests: a running simulator and a client pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from consumer.http.backoff import Backoff
+from consumer.http.ratelimit import LimiterRegistry
+from consumer.klaviyo import ApiKeyAuth, Auth, KlaviyoClient
+from consumer.klaviyo.simulator import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfig, Spec, load_spec
+from consumer.settings import KlaviyoSettings
+
+FAST_BACKOFF = Backoff(base_s=0.01, cap_s=0.05)
+
+
+@pytest.fixture(scope="session")
+def openapi_spec() -> Spec:
+    """Klaviyo's OpenAPI spec from ../shared/reference/klaviyo (or $KLAVIYO_OPENAPI_SPEC); skips when absent."""
+    spec = load_spec()
+    if spec is None:
+        from consumer.klaviyo.simulator import spec_path
+
+        pytest.skip(f"Klaviyo OpenAPI spec not found at {spec_path()}: contract checks need it")
+    return spec
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[KlaviyoSimulator]:
+    async with KlaviyoSimulator(SimulatorConfig(seed=1)) as sim:
+        yield sim
+
+
+def klaviyo_settings(sim: KlaviyoSimulator, **overrides: Any) -> KlaviyoSettings:
+    values: dict[str, Any] = {
+        "base_url": sim.base_url,
+        "api_key": DEFAULT_API_KEY,
+        "connect_timeout_s": 2.0,
+        "read_timeout_s": 5.0,
+        "total_timeout_s": 10.0,
+        "max_retries": 4,
+    }
+    values.update(overrides)
+    return KlaviyoSettings(**values)
+
+
+MakeClient = Callable[..., KlaviyoClient]
+
+
+@pytest.fixture
+async def make_client(simulator: KlaviyoSimulator) -> AsyncIterator[MakeClient]:
+    """Build clients against the simulator (fast backoff); all are closed after the test."""
+    clients: list[KlaviyoClient] = []
+
+    def make(
+        *, auth: Auth | None = None, sim: KlaviyoSimulator | None = None, limiters: LimiterRegistry | None = None,
+        rate_limits: Any = None, backoff: Backoff = FAST_BACKOFF, **overrides: Any,
+    ) -> KlaviyoClient:
+        settings = klaviyo_settings(sim or simulator, **overrides)
+        client = KlaviyoClient(
+            settings, auth or ApiKeyAuth(settings.api_key or DEFAULT_API_KEY), rate_limits=rate_limits,
+            limiters=limiters, backoff=backoff,
+        )
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+async def client(make_client: MakeClient) -> KlaviyoClient:
+    return make_client()

@@ -1,0 +1,108 @@
+"""Request envelopes: what goes on the wire for each operation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from consumer.klaviyo.models import (
+    EventCreateQuery,
+    EventsBulkCreateJob,
+    Location,
+    NewEvent,
+    PatchProperties,
+    Profile,
+    ProfileAttributes,
+    ProfileCreateQuery,
+    ProfileImportJobCreateQuery,
+    ProfilePartialUpdateQuery,
+    ProfileUpsertQuery,
+)
+
+
+def test_create_sends_only_what_was_set_and_never_read_only_fields() -> None:
+    attrs = ProfileAttributes(email="a@b.test", first_name="A", location=Location(city="Oslo"),
+                              created=datetime(2024, 1, 1, tzinfo=UTC))
+    assert orjson.loads(ProfileCreateQuery.build(attrs).to_json()) == {
+        "data": {"type": "profile", "attributes": {"email": "a@b.test", "first_name": "A",
+                                                   "location": {"city": "Oslo"}}}
+    }
+
+
+def test_patch_keeps_explicit_nulls_and_carries_meta() -> None:
+    body = ProfilePartialUpdateQuery.build(
+        "01ABC", ProfileAttributes(last_name=None, title="CTO"), PatchProperties(unset=["a", "b"])
+    ).to_dict()
+    assert body == {"data": {"type": "profile", "id": "01ABC", "attributes": {"last_name": None, "title": "CTO"},
+                             "meta": {"patch_properties": {"unset": ["a", "b"]}}}}
+
+
+def test_upsert_with_and_without_id() -> None:
+    assert "id" not in ProfileUpsertQuery.build(ProfileAttributes(email="a@b.test")).to_dict()["data"]
+    assert ProfileUpsertQuery.build(ProfileAttributes(), profile_id="01X").to_dict()["data"]["id"] == "01X"
+
+
+def test_event_body_shape_and_naive_time_is_utc() -> None:
+    event = NewEvent(metric="Placed Order", profile=ProfileAttributes(email="a@b.test"), unique_id="O-1",
+                     value=12.5, value_currency="USD", time=datetime(2025, 1, 2, 3, 4, 5),
+                     properties={"OrderId": "O-1"}, backfill=True)
+    attrs = EventCreateQuery.build(event).to_dict()["data"]["attributes"]
+    assert attrs == {
+        "properties": {"OrderId": "O-1"},
+        "metric": {"data": {"type": "metric", "attributes": {"name": "Placed Order"}}},
+        "time": "2025-01-02T03:04:05+00:00",
+        "value": 12.5,
+        "value_currency": "USD",
+        "unique_id": "O-1",
+        "backfill": True,
+        "profile": {"data": {"type": "profile", "attributes": {"email": "a@b.test"}}},
+    }
+
+
+def test_event_by_profile_id() -> None:
+    body = EventCreateQuery.build(NewEvent(metric="M", profile_id="01P")).to_dict()
+    assert body["data"]["attributes"]["profile"] == {"data": {"type": "profile", "id": "01P", "attributes": {}}}
+
+
+@pytest.mark.parametrize("kwargs", [{"metric": "M"}, {"metric": "", "profile_id": "x"},
+                                    {"metric": "x" * 128, "profile_id": "x"}])
+def test_invalid_events_are_refused_before_sending(kwargs: dict[str, str]) -> None:
+    with pytest.raises(ValidationError):
+        NewEvent(**kwargs)
+
+
+def test_bulk_events_group_by_profile_and_refuse_repeated_unique_ids() -> None:
+    a = ProfileAttributes(email="a@b.test")
+    b = ProfileAttributes(email="b@b.test")
+    events = [NewEvent(metric="M", profile=p, unique_id=str(i)) for i, p in enumerate([a, b, a])]
+    entries = EventsBulkCreateJob.build(events).to_dict()["data"]["attributes"]["events-bulk-create"]["data"]
+    assert [len(e["attributes"]["events"]["data"]) for e in entries] == [2, 1]
+    with pytest.raises(ValueError, match="unique_id"):
+        EventsBulkCreateJob.build([NewEvent(metric="M", profile=a, unique_id="1")] * 2)
+    with pytest.raises(ValueError):
+        EventsBulkCreateJob.build([NewEvent(metric="M", profile=a)] * 1001)
+    with pytest.raises(ValueError):
+        EventsBulkCreateJob.build([])
+
+
+def test_bulk_import_limits_and_list() -> None:
+    body = ProfileImportJobCreateQuery.build([ProfileAttributes(email="a@b.test")], list_id="Y6nRLr").to_dict()
+    assert body["data"]["relationships"] == {"lists": {"data": [{"type": "list", "id": "Y6nRLr"}]}}
+    assert "relationships" not in ProfileImportJobCreateQuery.build([ProfileAttributes(email="a@b.test")]).to_dict()[
+        "data"
+    ]
+    with pytest.raises(ValueError):
+        ProfileImportJobCreateQuery.build([ProfileAttributes(email="a@b.test")] * 10_001)
+
+
+def test_profile_response_tolerates_unknown_fields() -> None:
+    profile = Profile.model_validate({
+        "type": "profile", "id": "01P", "links": {"self": "x"}, "relationships": {},
+        "attributes": {"email": "a@b.test", "hashed_email": "zzz", "location": {"city": "Oslo", "new": 1},
+                       "updated": "2025-01-01T00:00:00+00:00"},
+    })
+    assert profile.attributes.location is not None and profile.attributes.location.city == "Oslo"
+    assert profile.attributes.updated == datetime(2025, 1, 1, tzinfo=UTC)
