@@ -1,0 +1,320 @@
+"""Add Klaviyo Placed Order / Ordered Product Event FROM iPaaS.com: a Transaction becomes one Placed Order event
+and one Ordered Product event per line, after Klaviyo's guide for platforms without a pre-built integration.
+
+Steps, all before anything is sent:
+  1. Build the Placed Order with its mapping. It needs an event name (``metric``, at most 127 characters), a
+     unique order id (``unique_id``, the transaction id) and a profile reference (``profile.external_id`` = the
+     customer id, ``profile.email`` or ``profile.phone_number``; a mapped email must be well formed); ``value``
+     (the total) must be a number and not negative. Else "Order Event Could Not Be Created". ``Items`` (one
+     entry per line) is added unless the mapping fills it.
+  2. Build one Ordered Product per line with its mapping: event name, profile reference and a ``unique_id`` that
+     identifies the line (``<transaction id>:<sequence>:<sku>`` by default; it must differ from the order's and
+     from every other line's), value (the line total) a number and not negative. A line that fails is left out
+     and reported as "Product Event Could Not Be Created" after the other events are sent (the transfer fails
+     and is dead-lettered; Klaviyo's de-duplication makes the resend after the fix a no-op for what arrived).
+     A transaction without lines sends the Placed Order alone (with ``Items: []``).
+  3. Make sure the customer exists in Klaviyo (only when the order names one by ``profile.external_id``): link
+     cache, then ``GET`` by external_id, else the Add Profile flow creates it from the transaction's email and
+     billing address. If that fails, the customer's own error is written to the error log (under the customer's
+     transfer) and "Customer Required for Order Could Not Be Created" fails the order; Klaviyo errors that are
+     retryable or concern the account (5xx, 429, connection, 401/403) are raised as they are, so the runtime
+     retries or pauses. A guest order (no customer id) names its profile by email/phone: Klaviyo creates or
+     matches that profile when it takes the event.
+  4. Send: one event with ``POST /api/events``, several as bulk jobs of at most 1000 events
+     (``POST /api/event-bulk-create-jobs``); the events name the profile by its id.
+
+Idempotent: Klaviyo keeps one event per (profile, metric, unique_id), so a redelivered or updated transaction
+creates nothing new. With ``ctx.generate_events`` off (the "Generate Events" setting) nothing is sent.
+
+Klaviyo calls:
+  customer linked and cached (steady state) ...... 1 (the events: 1 + ceil((n_events - 1000) / 1000) for >1000)
+  customer linked, not cached .................... 2 (GET by external_id + events)
+  customer absent ................................ 3 (GET + POST profile + events; see profiles_from for extras)
+  guest order .................................... 1
+  generate_events off ............................ 0
+The bulk endpoint's quota (10/s, 150/min) is much smaller than the single event endpoint's (350/s, 3500/min);
+raise ``BULK_MIN_EVENTS`` to trade calls for quota when orders are small and many.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from pydantic import ValidationError
+
+from consumer.catalog import (
+    CUSTOMER_REQUIRED_FOR_ORDER,
+    ORDER_EVENT_COULD_NOT_BE_CREATED,
+    PRODUCT_EVENT_COULD_NOT_BE_CREATED,
+    CatalogEntry,
+    CatalogError,
+    Flow,
+)
+from consumer.envelopes import ChangeEvent, PoisonPill
+from consumer.errorlog import TransferRef
+from consumer.flows.context import FlowContext
+from consumer.flows.links import links_of
+from consumer.flows.profiles_from import IDENTIFIERS, attribute, ensure_profile, is_valid_email
+from consumer.klaviyo import KlaviyoClient, KlaviyoConnectionError, KlaviyoRejected, NewEvent, ProfileAttributes
+from consumer.records import Customer, CustomerAddress, Transaction, TransactionLine
+
+__all__ = ["BULK_MIN_EVENTS", "send_order_events"]
+
+log = logging.getLogger("consumer.flows.orders_from")
+
+BULK_MIN_EVENTS = 2
+"""From this many events on, a transaction's events go as a bulk job instead of one create call each."""
+MAX_METRIC_LENGTH = 127
+MAX_LIST_ITEMS = 4000
+"""Klaviyo's limit on the entries of an array property; longer lists (``Items``, ``ItemNames``) are cut."""
+MAX_LISTED_LINES = 10
+"""How many failed lines a "Product Event Could Not Be Created" detail names."""
+_ACCOUNT_STATUSES = frozenset({401, 403})
+
+
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    """One validated event, waiting for its profile reference."""
+
+    metric: str
+    unique_id: str
+    properties: dict[str, Any]
+    profile: dict[str, Any]
+    value: float | None = None
+    value_currency: str | None = None
+    time: Any = None
+    backfill: bool | None = None
+
+    def event(self, profile_id: str | None) -> NewEvent:
+        """The event, naming its profile by ``profile_id``, or by the mapped identifiers for a guest order."""
+        if profile_id is not None:
+            extra = {k: v for k, v in self.profile.items() if k not in IDENTIFIERS}
+            profile = ProfileAttributes.model_validate(extra)
+        else:
+            profile = ProfileAttributes.model_validate(self.profile)
+        fields: dict[str, Any] = {
+            "metric": self.metric, "unique_id": self.unique_id, "properties": self.properties,
+            "profile": profile, "profile_id": profile_id,
+        }
+        for name in ("value", "value_currency", "time", "backfill"):
+            if getattr(self, name) is not None:
+                fields[name] = getattr(self, name)
+        return NewEvent(**fields)
+
+
+@dataclass
+class _Built:
+    placed: _Draft
+    lines: list[_Draft] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+# --- building ------------------------------------------------------------------------------------------------
+def _fail(entry: CatalogEntry, flow: Flow, detail: str) -> CatalogError:
+    return CatalogError(entry, detail, flow=flow)
+
+
+def _number(value: Any, what: str, entry: CatalogEntry, flow: Flow) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise _fail(entry, flow, f"field 'value': the {what} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _fail(entry, flow, f"field 'value': the {what} is not a number") from None
+    if not math.isfinite(number):
+        raise _fail(entry, flow, f"field 'value': the {what} is not a number")
+    if number < 0:
+        raise _fail(entry, flow, f"field 'value': the {what} is negative")
+    return number
+
+
+def _draft(target: Mapping[str, Any], entry: CatalogEntry, flow: Flow, what: str) -> _Draft:
+    """Validate a mapped event target; raises ``entry`` naming the missing or bad field (never a value)."""
+    metric = target.get("metric")
+    if not isinstance(metric, str) or not metric.strip():
+        raise _fail(entry, flow, "field 'metric': the event name is missing")
+    if len(metric) > MAX_METRIC_LENGTH:
+        raise _fail(entry, flow, f"field 'metric': the event name is longer than {MAX_METRIC_LENGTH} characters")
+    unique_id = target.get("unique_id")
+    if unique_id is None or not str(unique_id).strip():
+        raise _fail(entry, flow, "field 'unique_id': the unique identifier is missing")
+    mapped = target.get("profile")
+    profile: dict[str, Any] = mapped if isinstance(mapped, dict) else {}
+    if not any(profile.get(name) for name in IDENTIFIERS):
+        raise _fail(entry, flow, "the profile reference (profile.external_id, profile.email or "
+                                 "profile.phone_number) is missing")
+    email = profile.get("email")
+    if email is not None and not is_valid_email(email):
+        raise _fail(entry, flow, "field 'profile.email': not a valid email address")
+    properties = target.get("properties")
+    draft = _Draft(
+        metric=metric,
+        unique_id=str(unique_id),
+        properties=dict(properties) if isinstance(properties, dict) else {},
+        profile=dict(profile),
+        value=_number(target.get("value"), what, entry, flow),
+        value_currency=target.get("value_currency"),
+        time=target.get("time"),
+        backfill=target.get("backfill"),
+    )
+    try:  # the event's own checks (time, currency ...), with a stand-in profile id
+        draft.event("check")
+    except ValidationError as exc:
+        names = sorted({".".join(str(part) for part in error["loc"]) or "event" for error in exc.errors()})
+        raise _fail(entry, flow, f"the event is not valid: {', '.join(names)}") from None
+    return draft
+
+
+def _money(value: Decimal | None) -> float | None:
+    return None if value is None else float(value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+def _item(line: TransactionLine) -> dict[str, Any]:
+    """One ``Items`` entry of the Placed Order (Klaviyo's guide; the SKU is iPaaS.com's product key)."""
+    sku = line.sku.strip() if line.sku and line.sku.strip() else None
+    item = {
+        "ProductID": sku,
+        "SKU": sku,
+        "ProductName": line.description.strip() if line.description else None,
+        "Quantity": None if line.qty is None else float(line.qty),
+        "ItemPrice": _money(line.unit_price),
+        "RowTotal": _money(line.extended_price),
+    }
+    return {key: value for key, value in item.items() if value is not None}
+
+
+def _capped(properties: dict[str, Any], unique_id: str) -> dict[str, Any]:
+    for key, value in properties.items():
+        if isinstance(value, list) and len(value) > MAX_LIST_ITEMS:
+            log.warning("Event list property cut to Klaviyo's limit",
+                        extra={"property": key, "items": len(value), "limit": MAX_LIST_ITEMS, "event": unique_id})
+            properties[key] = value[:MAX_LIST_ITEMS]
+    return properties
+
+
+def build_events(ctx: FlowContext, transaction: Transaction) -> _Built:
+    """Map and validate the Placed Order (raising its catalog error) and every line (collecting failures)."""
+    source = transaction.model_dump(mode="json")
+    order_flow, line_flow = Flow.PLACED_ORDER_FROM_IPAAS, Flow.ORDERED_PRODUCT_FROM_IPAAS
+    target = ctx.mappings[order_flow.slug].build(source)
+    placed = _draft(target, ORDER_EVENT_COULD_NOT_BE_CREATED, order_flow, "order total")
+    if "Items" not in placed.properties:
+        placed.properties["Items"] = [_item(line) for line in transaction.lines]
+    _capped(placed.properties, placed.unique_id)
+    built = _Built(placed)
+    products = ctx.mappings[line_flow.slug]
+    seen: dict[str, int] = {}
+    for position, (line, line_source) in enumerate(zip(transaction.lines, source["lines"], strict=True)):
+        where = f"line {position + 1}" + (f" (sequence {line.sequence_number})" if line.sequence_number else "")
+        try:
+            draft = _draft(products.build({**line_source, "transaction": source}),
+                           PRODUCT_EVENT_COULD_NOT_BE_CREATED, line_flow, "line total")
+            if draft.unique_id == placed.unique_id or draft.unique_id in seen:
+                other = "the order" if draft.unique_id == placed.unique_id else f"line {seen[draft.unique_id] + 1}"
+                raise _fail(PRODUCT_EVENT_COULD_NOT_BE_CREATED, line_flow,
+                            f"field 'unique_id' does not identify the line: it repeats {other}'s")
+        except CatalogError as exc:
+            built.failed.append(f"{where}: {exc.detail or exc.message}")
+            continue
+        seen[draft.unique_id] = position
+        built.lines.append(draft)
+    return built
+
+
+# --- the customer --------------------------------------------------------------------------------------------
+def customer_from(transaction: Transaction, external_id: str, email: str | None) -> Customer:
+    """The Customer an order implies: its reference, email and billing address (name, phone, company)."""
+    billing = transaction.billing_address
+    fields: dict[str, Any] = {"id": external_id, "email_address": email}
+    if billing is not None:
+        fields.update(
+            first_name=billing.first_name, last_name=billing.last_name, company=billing.company,
+            phone_number=billing.phone_number,
+            addresses=[CustomerAddress.model_validate(
+                {**billing.model_dump(exclude={"type", "shipping_method", "is_primary_shipping"}),
+                 "customer_id": external_id, "is_primary_billing": True})],
+        )
+    return Customer.model_validate(fields)
+
+
+def _passes_through(exc: CatalogError) -> bool:
+    """A failure that says nothing about the customer: retry or pause rather than fail the order."""
+    if isinstance(exc, KlaviyoConnectionError) or exc.retryable or exc.infrastructure:
+        return True
+    return isinstance(exc, KlaviyoRejected) and exc.http_status in _ACCOUNT_STATUSES
+
+
+async def _ensure_customer(ctx: FlowContext, transaction: Transaction, placed: _Draft) -> str | None:
+    """The profile id the order's events name, or None for a guest order (named by its identifiers)."""
+    external_id = placed.profile.get("external_id")
+    if not external_id:
+        return None
+    external_id = str(external_id)
+    transfer = TransferRef(kind="customer", id=external_id)
+    try:
+        return await ensure_profile(ctx, customer_from(transaction, external_id, placed.profile.get("email")),
+                                    transfer)
+    except CatalogError as exc:
+        if _passes_through(exc):
+            raise
+        await ctx.warn(exc, transfer)
+        raise CatalogError(CUSTOMER_REQUIRED_FOR_ORDER, f"customer {external_id}: {exc.code}",
+                           flow=Flow.PLACED_ORDER_FROM_IPAAS, cause=exc) from exc
+
+
+# --- sending -------------------------------------------------------------------------------------------------
+async def _send(client: KlaviyoClient, events: list[NewEvent]) -> int:
+    """Send the events with as few calls as possible; returns the number of calls."""
+    if len(events) < BULK_MIN_EVENTS:
+        for event in events:
+            await client.create_event(event)
+        return len(events)
+    return await client.bulk_create_events(events)
+
+
+def transaction_of(event: ChangeEvent) -> Transaction:
+    if not isinstance(event.record, Transaction):
+        raise PoisonPill("schema_violation", f"{event.event_type} carries no transaction record")
+    return event.record
+
+
+async def send_order_events(event: ChangeEvent, ctx: FlowContext) -> None:
+    """Handler of ``transaction/created`` and ``transaction/updated``."""
+    transaction = transaction_of(event)
+    if not ctx.generate_events:
+        log.debug("Generate Events is off; transaction not sent", extra={"event_type": event.event_type})
+        return
+    try:
+        await _send_order(ctx, transaction)
+    except CatalogError as exc:
+        attribute(exc, Flow.PLACED_ORDER_FROM_IPAAS)
+        raise
+
+
+async def _send_order(ctx: FlowContext, transaction: Transaction) -> None:
+    built = build_events(ctx, transaction)
+    client: KlaviyoClient = ctx.klaviyo
+    external_id = built.placed.profile.get("external_id")
+    cached = links_of(ctx).get(str(external_id)) if external_id else None
+    profile_id = await _ensure_customer(ctx, transaction, built.placed)
+    drafts = [built.placed, *built.lines]
+    try:
+        await _send(client, [draft.event(profile_id) for draft in drafts])
+    except KlaviyoRejected as exc:
+        if exc.http_status != 404 or cached is None or profile_id != cached:
+            raise
+        # The cached profile is gone (deleted or merged in Klaviyo): find or create it again, then resend.
+        links_of(ctx).forget(str(external_id))
+        profile_id = await _ensure_customer(ctx, transaction, built.placed)
+        await _send(client, [draft.event(profile_id) for draft in drafts])
+    if built.failed:
+        shown = "; ".join(built.failed[:MAX_LISTED_LINES])
+        more = f" (+{len(built.failed) - MAX_LISTED_LINES} more lines)" if len(built.failed) > MAX_LISTED_LINES else ""
+        raise CatalogError(PRODUCT_EVENT_COULD_NOT_BE_CREATED, f"{shown}{more}", flow=Flow.ORDERED_PRODUCT_FROM_IPAAS)
