@@ -1,0 +1,488 @@
+"""The iPaaS.com REST client: typed operations over httpx with rate limiting, retries and catalog errors.
+
+Same rules as the Klaviyo client, on the shared ``consumer.http`` toolkit: every request waits for the client-side
+limiter, is sent with explicit per-phase timeouts inside a total deadline, adapts the limiter to ``RateLimit-*``
+headers, and retries 429 (after ``Retry-After``), 5xx, transport failures and 2xx answers that are not JSON with
+capped, jittered exponential backoff up to ``settings.max_retries`` times. Secrets (the API token) never appear in
+errors, logs or reprs.
+
+Non-idempotent operations (creating a Customer or a Customer Address) are retried only where the request cannot
+have been applied: a 429, or a failure to connect. After a 5xx, a timeout or a garbled success the client raises a
+retryable error instead, and the flow's next attempt re-resolves the link (the new record is found by its external
+id or email, its address by its content), so a retry never creates a duplicate.
+
+Endpoints (``/work/shared/reference/ipaas-and-cdc.md`` 1.3; the Customer Address paths are not in the reference and
+follow the Customer ones)::
+
+    GET  customers/v2/Customer/{id}                  GET  customers/v2/Customers?action=equals&EmailAddress=...
+    POST customers/v2/Customer                       PUT  customers/v2/Customer/{id}
+    GET  customers/v2/Customer/{id}/Addresses        POST customers/v2/Customer/{id}/Address
+    PUT  customers/v2/Customer/{id}/Address/{aid}    GET  transactions/v2/Transaction/{id}
+    POST {api}/v2/External/LookupSpecial             GET  {api}/v2/External/LookupExternal/{id}/{system}/{table}
+    POST {api}/v2/External/UpdateExternalId
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Self
+from urllib.parse import quote
+
+import httpx
+import orjson
+from pydantic import SecretStr
+
+from consumer.http.backoff import Backoff
+from consumer.http.content import is_json_content_type, summarize_non_json
+from consumer.http.headers import parse_ratelimit_headers, parse_retry_after
+from consumer.http.ratelimit import LimiterRegistry, SlidingWindowLimiter, Window
+from consumer.http.transport import build_limits, build_timeout, describe_transport_error
+from consumer.ipaas.errors import IpaasConnectionError, IpaasRejected, ipaas_redactor, rejected_from_response
+from consumer.ipaas.models import (
+    ADDRESS_WRITABLE,
+    CUSTOMER_TABLE,
+    CUSTOMER_WRITABLE,
+    DELETED_PREFIX,
+    AddressWrite,
+    CustomerWrite,
+    ExternalIdLookup,
+    ExternalIdUpdate,
+    api_of_table,
+)
+from consumer.observability.metrics import IPAAS_REQUEST_SECONDS, IPAAS_REQUESTS
+from consumer.records import Customer, CustomerAddress, Transaction
+from consumer.settings import IpaasSettings
+
+logger = logging.getLogger("consumer.ipaas")
+
+JSON = "application/json"
+USER_AGENT = "ipaas-klaviyo/0.1"
+DEFAULT_BACKOFF = Backoff(base_s=0.5, cap_s=30.0)
+RETRY_AFTER_CAP_S = 60.0
+LIMITER_MARGIN_S = 0.05
+DEFAULT_SYSTEM_ID = 1
+"""The Klaviyo subscription's iPaaS.com system id when neither the caller nor the settings give one."""
+
+_SAFE_TO_RESEND = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One iPaaS.com operation: its method, path template and whether sending it twice is harmless."""
+
+    name: str
+    method: str
+    path: str
+    idempotent: bool = True
+
+
+OPERATIONS: dict[str, Operation] = {
+    op.name: op
+    for op in (
+        Operation("get_customer", "GET", "/customers/v2/Customer/{id}"),
+        Operation("find_customers", "GET", "/customers/v2/Customers"),
+        Operation("create_customer", "POST", "/customers/v2/Customer", idempotent=False),
+        Operation("update_customer", "PUT", "/customers/v2/Customer/{id}"),
+        Operation("list_customer_addresses", "GET", "/customers/v2/Customer/{id}/Addresses"),
+        Operation("create_customer_address", "POST", "/customers/v2/Customer/{id}/Address", idempotent=False),
+        Operation("update_customer_address", "PUT", "/customers/v2/Customer/{id}/Address/{address_id}"),
+        Operation("get_transaction", "GET", "/transactions/v2/Transaction/{id}"),
+        Operation("lookup_special", "POST", "/{api}/v2/External/LookupSpecial"),
+        Operation("lookup_external", "GET", "/{api}/v2/External/LookupExternal/{id}/{system_id}/{table}"),
+        Operation("update_external_id", "POST", "/{api}/v2/External/UpdateExternalId"),
+    )
+}
+
+
+def _segment(value: object) -> str:
+    return quote(str(value), safe="")
+
+
+def _writable(record: Customer | CustomerAddress, names: Iterable[str]) -> dict[str, Any]:
+    dumped = record.model_dump(mode="json")
+    return {name: dumped[name] for name in names if name in dumped}
+
+
+class IpaasClient:
+    """Async iPaaS.com API client; use as ``async with IpaasClient(settings) as client``.
+
+    ``token`` overrides ``settings.api_token``; ``system_id`` is the Klaviyo subscription's system id that external
+    ids are stored under. ``rate_limit`` sets client-side windows (iPaaS.com publishes none: by default the client
+    only follows ``RateLimit-*`` headers and ``Retry-After``); ``limiters`` lets several clients share them.
+    """
+
+    def __init__(
+        self,
+        settings: IpaasSettings,
+        *,
+        token: SecretStr | str | None = None,
+        system_id: int | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        rate_limit: Sequence[Window] = (),
+        limiters: LimiterRegistry | None = None,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        retry_after_cap_s: float = RETRY_AFTER_CAP_S,
+        rng: random.Random | None = None,
+        tracking_guid: str | None = None,
+    ) -> None:
+        secret = token if token is not None else settings.api_token
+        value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+        if not value:
+            raise ValueError("ipaas.api_token is not configured")
+        self._settings = settings
+        self._token = SecretStr(value)
+        self._account = f"ipaas-{hashlib.sha256(value.encode()).hexdigest()[:12]}"
+        configured = getattr(settings, "system_id", None)
+        self.system_id = int(system_id if system_id is not None else configured or DEFAULT_SYSTEM_ID)
+        self._tracking_guid = tracking_guid
+        self._windows = tuple(rate_limit)
+        self._limiters = limiters if limiters is not None else LimiterRegistry(margin_s=LIMITER_MARGIN_S)
+        self._backoff = backoff
+        self._retry_after_cap = retry_after_cap_s
+        self._rng = rng or random.Random()
+        self._redactor = ipaas_redactor(lambda: (self._token.get_secret_value(),))
+        self._http = httpx.AsyncClient(
+            base_url=settings.base_url.rstrip("/"),
+            timeout=build_timeout(settings.connect_timeout_s, settings.read_timeout_s),
+            limits=build_limits(settings.max_connections),
+            transport=transport,
+            headers={"accept": JSON, "user-agent": USER_AGENT},
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    def __repr__(self) -> str:
+        return f"IpaasClient(base_url={self._settings.base_url!r}, system_id={self.system_id}, token='**********')"
+
+    # --- customers -----------------------------------------------------------------------------------------------
+    async def get_customer(self, customer_id: str) -> Customer | None:
+        """The Customer with this id, or None when iPaaS.com has none."""
+        document = await self._call("get_customer", {"id": customer_id}, allow_404=True)
+        return None if document is None else Customer.model_validate(self._object(document, "get_customer"))
+
+    async def find_customers_by_email(self, email: str, *, exact: bool = True) -> list[Customer]:
+        """Customers whose email equals ``email`` (``action=equals``, as iPaaS.com compares: exactly).
+
+        ``exact=False`` asks for ``action=contains``, which iPaaS.com answers case-insensitively; the flows use it
+        to find Customers whose email differs only in case or formatting.
+        """
+        params = {"action": "equals" if exact else "contains", "EmailAddress": email}
+        document = await self._call("find_customers", {}, params=params, allow_404=True)
+        if document is None:
+            return []
+        if isinstance(document, dict) and isinstance(document.get("data"), list):  # a paged wrapper
+            document = document["data"]
+        if not isinstance(document, list):
+            raise self._unexpected("find_customers", "a JSON array of customers was expected")
+        return [Customer.model_validate(item) for item in document]
+
+    async def create_customer(self, fields: Mapping[str, Any] | CustomerWrite) -> Customer:
+        """Create a Customer from its writable fields; returns it with its new id."""
+        body = fields if isinstance(fields, CustomerWrite) else CustomerWrite.model_validate(dict(fields))
+        document = await self._call("create_customer", {}, body=body.to_json())
+        return Customer.model_validate(self._object(document, "create_customer"))
+
+    async def update_customer(
+        self, customer_id: str, changes: Mapping[str, Any] | CustomerWrite, *, current: Customer | None = None
+    ) -> Customer:
+        """Write ``changes`` to a Customer. The whole writable record is sent (``current`` overlaid with the
+        changes), so the call is right whether iPaaS.com replaces or merges on PUT."""
+        change = changes if isinstance(changes, CustomerWrite) else CustomerWrite.model_validate(dict(changes))
+        if current is None:
+            current = await self.get_customer(customer_id)
+        merged = _writable(current, CUSTOMER_WRITABLE) if current is not None else {}
+        merged.update(change.to_dict())
+        body = CustomerWrite.model_validate(merged)
+        document = await self._call("update_customer", {"id": customer_id}, body=body.to_json())
+        return Customer.model_validate(self._object(document, "update_customer"))
+
+    # --- customer addresses --------------------------------------------------------------------------------------
+    async def list_customer_addresses(self, customer_id: str) -> list[CustomerAddress]:
+        """Every Customer Address of a Customer (empty when the Customer has none)."""
+        document = await self._call("list_customer_addresses", {"id": customer_id}, allow_404=True)
+        if document is None:
+            return []
+        if isinstance(document, dict) and isinstance(document.get("data"), list):
+            document = document["data"]
+        if not isinstance(document, list):
+            raise self._unexpected("list_customer_addresses", "a JSON array of addresses was expected")
+        return [CustomerAddress.model_validate(item) for item in document]
+
+    async def create_customer_address(
+        self, customer_id: str, fields: Mapping[str, Any] | AddressWrite
+    ) -> CustomerAddress:
+        """Create a Customer Address under a Customer."""
+        body = fields if isinstance(fields, AddressWrite) else AddressWrite.model_validate(dict(fields))
+        document = await self._call("create_customer_address", {"id": customer_id}, body=body.to_json())
+        return CustomerAddress.model_validate(self._object(document, "create_customer_address"))
+
+    async def update_customer_address(
+        self,
+        customer_id: str,
+        address_id: str,
+        changes: Mapping[str, Any] | AddressWrite,
+        *,
+        current: CustomerAddress | None = None,
+    ) -> CustomerAddress:
+        """Write ``changes`` to a Customer Address (the whole writable record, like ``update_customer``)."""
+        change = changes if isinstance(changes, AddressWrite) else AddressWrite.model_validate(dict(changes))
+        merged = _writable(current, ADDRESS_WRITABLE) if current is not None else {}
+        merged.update(change.to_dict())
+        body = AddressWrite.model_validate(merged)
+        document = await self._call(
+            "update_customer_address", {"id": customer_id, "address_id": address_id}, body=body.to_json()
+        )
+        return CustomerAddress.model_validate(self._object(document, "update_customer_address"))
+
+    # --- transactions --------------------------------------------------------------------------------------------
+    async def get_transaction(self, transaction_id: str) -> Transaction | None:
+        """The Transaction (with its lines and addresses) with this id, or None."""
+        document = await self._call("get_transaction", {"id": transaction_id}, allow_404=True)
+        return None if document is None else Transaction.model_validate(self._object(document, "get_transaction"))
+
+    async def fetch_record(self, kind: str, record_id: str) -> Customer | Transaction:
+        """Notify-then-fetch: the record a hook notification names (a Customer comes with its addresses).
+
+        A record iPaaS.com does not have raises ``IpaasRejected`` (404, not retryable).
+        """
+        if kind == "customer":
+            customer = await self.get_customer(record_id)
+            if customer is None:
+                raise IpaasRejected("404 Not Found: no Customer with this id", http_status=404,
+                                    operation="get_customer")
+            addresses = await self.list_customer_addresses(record_id)
+            return customer.model_copy(update={"addresses": addresses}) if addresses else customer
+        if kind == "transaction":
+            transaction = await self.get_transaction(record_id)
+            if transaction is None:
+                raise IpaasRejected("404 Not Found: no Transaction with this id", http_status=404,
+                                    operation="get_transaction")
+            return transaction
+        raise ValueError(f"iPaaS.com holds no {kind!r} records")
+
+    # --- external ids --------------------------------------------------------------------------------------------
+    async def lookup_internal_id(
+        self, external_id: str, *, table: str = CUSTOMER_TABLE, allow_deleted: bool = False
+    ) -> str | None:
+        """The iPaaS.com id linked to ``external_id`` (``LookupSpecial``), or None when there is no live link."""
+        body = ExternalIdLookup(table_name=table, system_id=self.system_id, external_id=external_id,
+                                tracking_guid=self._tracking_guid)
+        value = await self._call("lookup_special", {"api": api_of_table(table)}, body=body.to_json(),
+                                 allow_404=True, scalar=True)
+        return self._link(value, allow_deleted)
+
+    async def lookup_external_id(
+        self, internal_id: str, *, table: str = CUSTOMER_TABLE, allow_deleted: bool = False
+    ) -> str | None:
+        """The external id (here: the Klaviyo id) linked to an iPaaS.com record (``LookupExternal``), or None."""
+        value = await self._call(
+            "lookup_external",
+            {"api": api_of_table(table), "id": internal_id, "system_id": self.system_id, "table": table},
+            allow_404=True,
+            scalar=True,
+        )
+        return self._link(value, allow_deleted)
+
+    async def update_external_id(self, internal_id: str, external_id: str, *, table: str = CUSTOMER_TABLE) -> None:
+        """Link an iPaaS.com record to its external id (``UpdateExternalId``; writing the same link again is a
+        no-op at iPaaS.com)."""
+        body = ExternalIdUpdate(table_name=table, system_id=self.system_id, external_id=external_id,
+                                internal_id=internal_id, tracking_guid=self._tracking_guid)
+        await self._call("update_external_id", {"api": api_of_table(table)}, body=body.to_json(), expect="any")
+
+    @staticmethod
+    def _link(value: Any, allow_deleted: bool) -> str | None:
+        if value is None:
+            return None
+        text = str(value).strip()
+        if not text:
+            return None
+        if text.startswith(DELETED_PREFIX):
+            return text[len(DELETED_PREFIX):] if allow_deleted else None
+        return text
+
+    # --- plumbing ------------------------------------------------------------------------------------------------
+    def _limiter(self) -> SlidingWindowLimiter:
+        return self._limiters.get((self._account, "ipaas"), self._windows)
+
+    def _object(self, document: Any, op: str) -> dict[str, Any]:
+        if not isinstance(document, dict):
+            raise self._unexpected(op, "a JSON object was expected")
+        return document
+
+    def _unexpected(self, op: str, what: str) -> IpaasRejected:
+        return IpaasRejected(f"200 unexpected response: {what}", http_status=200, retryable=True, operation=op)
+
+    def _path(self, op: Operation, values: Mapping[str, Any]) -> str:
+        return op.path.format(**{name: _segment(value) for name, value in values.items()})
+
+    def _decode(self, response: httpx.Response, *, scalar: bool) -> tuple[bool, Any]:
+        """(True, value) for a JSON body (or, for scalar lookups, a plain-text value); (False, None) otherwise."""
+        content = response.content
+        if not content.strip():
+            return True, None
+        content_type = response.headers.get("content-type")
+        try:
+            return True, orjson.loads(content)
+        except orjson.JSONDecodeError:
+            pass
+        if (
+            scalar
+            and not is_json_content_type(content_type)
+            and (content_type or "").lower().startswith("text/plain")
+            and b"<" not in content[:64]
+        ):  # the template also accepts a lookup answered as bare text
+            return True, content.decode("utf-8", "replace").strip().strip('"')
+        return False, None
+
+    async def _call(
+        self,
+        name: str,
+        path_values: Mapping[str, Any],
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: bytes | None = None,
+        allow_404: bool = False,
+        scalar: bool = False,
+        expect: Literal["json", "any"] = "json",
+    ) -> Any:
+        """Send one operation with rate limiting, retries and error mapping; returns the decoded JSON body
+        (None for an empty body, or for a 404 when ``allow_404``)."""
+        op = OPERATIONS[name]
+        path = self._path(op, path_values)
+        method = op.method
+        max_retries = max(self._settings.max_retries, 0)
+        headers = {"content-type": JSON} if body is not None else {}
+        if self._tracking_guid:
+            params = {**(params or {}), "trackingGuid": self._tracking_guid}
+        attempt = 0
+        while True:
+            waited = await self._limiter().acquire()
+            if waited > 0:
+                logger.debug("iPaaS.com request waited for the rate limiter",
+                             extra={"endpoint": name, "waited_s": round(waited, 3)})
+            headers["authorization"] = f"Bearer {self._token.get_secret_value()}"
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(self._settings.total_timeout_s):
+                    response = await self._http.request(method, path, params=params, content=body, headers=headers)
+            except (httpx.TransportError, TimeoutError) as exc:
+                IPAAS_REQUESTS.labels(name, method, "error").inc()
+                IPAAS_REQUEST_SECONDS.labels(name).observe(time.perf_counter() - started)
+                detail = self._redactor.scrub(f"{describe_transport_error(exc)} on {method} {op.path}")
+                if (op.idempotent or isinstance(exc, _SAFE_TO_RESEND)) and attempt < max_retries:
+                    await self._retry_later(name, method, None, attempt, self._backoff.delay(attempt, self._rng),
+                                            detail)
+                    attempt += 1
+                    continue
+                detail = f"{detail}, after {attempt + 1} attempt{'s' if attempt else ''}"
+                logger.warning("iPaaS.com unreachable",
+                               extra={"endpoint": name, "method": method, "attempts": attempt + 1, "detail": detail})
+                raise IpaasConnectionError(detail, operation=name) from None
+
+            status = response.status_code
+            elapsed = time.perf_counter() - started
+            IPAAS_REQUESTS.labels(name, method, str(status)).inc()
+            IPAAS_REQUEST_SECONDS.labels(name).observe(elapsed)
+            logger.debug("iPaaS.com request", extra={"endpoint": name, "method": method, "status": status,
+                                                     "attempt": attempt, "elapsed_ms": round(elapsed * 1000, 2)})
+            if status != 429:
+                info = parse_ratelimit_headers(response.headers)
+                if not info.empty:
+                    self._limiter().observe(remaining=info.remaining, reset_s=info.reset_s, policies=info.policies)
+
+            if status < 400:
+                ok, document = self._decode(response, scalar=scalar)
+                if ok or expect == "any":
+                    return document
+                summary = summarize_non_json(response.content, response.headers.get("content-type"))
+                detail = self._redactor.scrub(f"{status} unexpected response: {summary}")
+                if op.idempotent and attempt < max_retries:
+                    await self._retry_later(name, method, status, attempt, self._backoff.delay(attempt, self._rng),
+                                            "not JSON")
+                    attempt += 1
+                    continue
+                raise IpaasRejected(detail, http_status=status, retryable=True, operation=name)
+
+            if status == 404 and allow_404:
+                return None
+
+            if status == 429:
+                wait = self._throttle_wait(response, attempt)
+                self._limiter().block_for(wait)
+                if attempt < max_retries:
+                    self._log_retry(name, method, status, attempt, wait, "throttled")
+                    attempt += 1
+                    continue
+                raise self._rejected(response, name, retryable=True, retry_after=wait)
+
+            if status >= 500:
+                if op.idempotent and attempt < max_retries:
+                    delay = self._backoff.delay(attempt, self._rng)
+                    hinted = parse_retry_after(response.headers.get("retry-after"))
+                    if hinted is not None:
+                        delay = max(delay, min(hinted, self._retry_after_cap))
+                    await self._retry_later(name, method, status, attempt, delay, "server error")
+                    attempt += 1
+                    continue
+                raise self._rejected(response, name, retryable=True, infrastructure=True)
+
+            if status in (401, 403):  # the token is wrong or expired: every record would fail the same way
+                raise self._rejected(response, name, retryable=True, infrastructure=True)
+            raise self._rejected(response, name)
+
+    async def _retry_later(
+        self, op: str, method: str, status: int | None, attempt: int, delay: float, reason: str
+    ) -> None:
+        self._log_retry(op, method, status, attempt, delay, reason)
+        await asyncio.sleep(delay)
+
+    def _throttle_wait(self, response: httpx.Response, attempt: int) -> float:
+        wait = parse_retry_after(response.headers.get("retry-after"))
+        if wait is None:
+            wait = max(self._backoff.ceiling(attempt), 1.0) * self._rng.uniform(0.5, 1.0)
+        return min(max(wait, 0.0), self._retry_after_cap)
+
+    def _rejected(
+        self,
+        response: httpx.Response,
+        op: str,
+        *,
+        retryable: bool = False,
+        infrastructure: bool = False,
+        retry_after: float | None = None,
+    ) -> IpaasRejected:
+        error = rejected_from_response(
+            response.status_code, response.headers, response.content, redactor=self._redactor,
+            retryable=retryable, infrastructure=infrastructure, retry_after=retry_after, operation=op,
+        )
+        status = response.status_code
+        logger.log(
+            logging.WARNING if status in (401, 403, 429) or status >= 500 else logging.INFO,
+            "iPaaS.com rejected the request",
+            extra={"endpoint": op, "method": response.request.method, "status": status, "detail": error.detail,
+                   "retryable": retryable},
+        )
+        return error
+
+    def _log_retry(self, op: str, method: str, status: int | None, attempt: int, delay: float, reason: str) -> None:
+        logger.info("Retrying iPaaS.com request", extra={"endpoint": op, "method": method, "status": status,
+                                                         "attempt": attempt + 1, "retry_in_s": round(delay, 3),
+                                                         "reason": reason})

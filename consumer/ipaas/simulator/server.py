@@ -1,0 +1,100 @@
+"""``IpaasSimulator``: the simulator as an in-process async context manager, and ``serve_forever``."""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+from typing import Any, Self
+
+from consumer.ipaas.simulator.app import ReceivedRequest, SimulatorApp, SimulatorState
+from consumer.ipaas.simulator.config import DEFAULT_TOKEN, Faults, SimulatorConfig
+from consumer.ipaas.simulator.store import CustomerRow, Store
+from consumer.klaviyo.simulator.httpserver import HttpServer
+
+
+class IpaasSimulator:
+    """An iPaaS.com look-alike HTTP server on ``host:port`` (port 0: a free one).
+
+    ``async with IpaasSimulator() as sim`` starts it; ``sim.base_url`` is what a client points at (with
+    ``sim.token``), and ``sim.state`` (``store``, ``requests``, ``faults``, ``config``) is the in-process admin
+    handle.
+    """
+
+    def __init__(self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.config = config or SimulatorConfig()
+        self.state = SimulatorState(self.config)
+        self._server = HttpServer(SimulatorApp(self.state), host, port, max_body=self.config.max_body_bytes)
+        self._host = host
+        self._running = False
+
+    async def start(self) -> None:
+        await self._server.start()
+        self._running = True
+
+    async def stop(self) -> None:
+        if self._running:
+            await self._server.stop()
+            self._running = False
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def token(self) -> str:
+        """A token the simulator accepts."""
+        return DEFAULT_TOKEN if DEFAULT_TOKEN in self.config.tokens else next(iter(self.config.tokens))
+
+    # --- in-process admin shortcuts ------------------------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        return self.state.store
+
+    @property
+    def faults(self) -> Faults:
+        return self.state.faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self.state.faults = faults
+
+    def received(self, operation: str | None = None) -> list[ReceivedRequest]:
+        """Requests received so far, optionally of one operation."""
+        return self.state.received(operation)
+
+    def reset(self) -> None:
+        self.state.reset()
+
+    def seed_customer(self, addresses: list[dict[str, Any]] | None = None, **fields: Any) -> CustomerRow:
+        """Create a Customer (and its addresses) directly in the store; returns its row."""
+        row = self.store.create_customer(fields)
+        for address in addresses or []:
+            self.store.create_address(row.id, address)
+        return row
+
+    def customer(self, customer_id: str) -> dict[str, Any]:
+        """A Customer as ``/__admin/state`` shows it (with ``addresses`` and ``version``)."""
+        for document in self.store.snapshot()["customers"]:
+            if document["id"] == customer_id:
+                return dict(document)
+        raise KeyError(customer_id)
+
+
+async def serve_forever(host: str, port: int, config: SimulatorConfig | None = None) -> None:
+    """Run a simulator until cancelled (``python -m consumer.ipaas.simulator``)."""
+    async with IpaasSimulator(config, host=host, port=port) as simulator:
+        print(f"iPaaS.com simulator listening on {simulator.base_url}", flush=True)
+        await asyncio.Event().wait()
