@@ -1,10 +1,10 @@
 """Add Klaviyo Placed Order / Ordered Product Event FROM iPaaS.com: a Transaction becomes one Placed Order event
 and one Ordered Product event per line, after Klaviyo's guide for platforms without a pre-built integration.
 
-Steps, all before anything is sent:
+Steps (1 and 2 send nothing, so bad input costs no call):
   1. Build the Placed Order with its mapping. It needs an event name (``metric``, at most 127 characters), a
      unique order id (``unique_id``, the transaction id) and a profile reference (``profile.external_id`` = the
-     customer id, ``profile.email`` or ``profile.phone_number``; a mapped email must be well formed); ``value``
+     customer id, ``profile.email`` or ``profile.phone_number``; a guest's email must be well formed); ``value``
      (the total) must be a number and not negative. Else "Order Event Could Not Be Created". ``Items`` (one
      entry per line) is added unless the mapping fills it.
   2. Build one Ordered Product per line with its mapping: event name, profile reference and a ``unique_id`` that
@@ -21,17 +21,19 @@ Steps, all before anything is sent:
      retries or pauses. A guest order (no customer id) names its profile by email/phone: Klaviyo creates or
      matches that profile when it takes the event.
   4. Send: one event with ``POST /api/events``, several as bulk jobs of at most 1000 events
-     (``POST /api/event-bulk-create-jobs``); the events name the profile by its id.
+     (``POST /api/event-bulk-create-jobs``); the events name the profile by its id. A 404 for a profile id the
+     link cache gave (deleted or merged in Klaviyo) forgets the link, runs step 3 again and resends once.
 
 Idempotent: Klaviyo keeps one event per (profile, metric, unique_id), so a redelivered or updated transaction
 creates nothing new. With ``ctx.generate_events`` off (the "Generate Events" setting) nothing is sent.
 
-Klaviyo calls:
-  customer linked and cached (steady state) ...... 1 (the events: 1 + ceil((n_events - 1000) / 1000) for >1000)
-  customer linked, not cached .................... 2 (GET by external_id + events)
-  customer absent ................................ 3 (GET + POST profile + events; see profiles_from for extras)
-  guest order .................................... 1
-  generate_events off ............................ 0
+Klaviyo calls (E = the events' calls: 1 for up to 1000 events, i.e. up to 999 lines; ceil(events / 1000) above):
+  customer linked and in the link cache (steady state) ... E
+  customer linked, not cached .............................. 1 + E  (GET by external_id)
+  customer absent .......................................... 2 + E  (GET, POST profile; see profiles_from for
+                                                                     a 409 link or a near-duplicate check)
+  guest order (no customer id) ............................. E
+  "Generate Events" off .................................... 0
 The bulk endpoint's quota (10/s, 150/min) is much smaller than the single event endpoint's (350/s, 3500/min);
 raise ``BULK_MIN_EVENTS`` to trade calls for quota when orders are small and many.
 """
@@ -151,7 +153,7 @@ def _draft(target: Mapping[str, Any], entry: CatalogEntry, flow: Flow, what: str
         raise _fail(entry, flow, "the profile reference (profile.external_id, profile.email or "
                                  "profile.phone_number) is missing")
     email = profile.get("email")
-    if email is not None and not is_valid_email(email):
+    if email is not None and not profile.get("external_id") and not is_valid_email(email):  # a guest's reference
         raise _fail(entry, flow, "field 'profile.email': not a valid email address")
     properties = target.get("properties")
     draft = _Draft(

@@ -16,7 +16,7 @@ from consumer.errorlog import TransferRef
 from consumer.flows.context import FlowContext
 from consumer.http.backoff import Backoff
 from consumer.klaviyo import ApiKeyAuth, KlaviyoClient
-from consumer.klaviyo.simulator import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfig
+from consumer.klaviyo.simulator import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfig, Spec, load_spec
 from consumer.mapping import MappingCollection, load_collections
 from consumer.settings import KlaviyoSettings
 
@@ -37,21 +37,42 @@ class Warnings:
         return [error.code for error, _ in self.items]
 
 
-@pytest.fixture
-async def simulator() -> AsyncIterator[KlaviyoSimulator]:
-    async with KlaviyoSimulator(SimulatorConfig(seed=7)) as sim:
+@pytest.fixture(scope="session")
+def openapi_spec() -> Spec | None:
+    """Klaviyo's OpenAPI spec, read once: the simulator validates request bodies against it when present."""
+    return load_spec()
+
+
+@pytest.fixture(scope="session")
+async def shared_simulator(openapi_spec: Spec | None) -> AsyncIterator[KlaviyoSimulator]:
+    sim = KlaviyoSimulator(SimulatorConfig(seed=7))
+    sim.state.spec = openapi_spec
+    async with sim:
         yield sim
 
 
 @pytest.fixture
-async def klaviyo(simulator: KlaviyoSimulator) -> AsyncIterator[KlaviyoClient]:
+def simulator(shared_simulator: KlaviyoSimulator) -> KlaviyoSimulator:
+    """The simulator, emptied for each test (profiles, events, requests, faults, quota)."""
+    shared_simulator.reset()
+    return shared_simulator
+
+
+@pytest.fixture(scope="session")
+async def shared_klaviyo(shared_simulator: KlaviyoSimulator) -> AsyncIterator[KlaviyoClient]:
     settings = KlaviyoSettings(
-        base_url=simulator.base_url, api_key=DEFAULT_API_KEY, connect_timeout_s=2.0, read_timeout_s=2.0,
+        base_url=shared_simulator.base_url, api_key=DEFAULT_API_KEY, connect_timeout_s=2.0, read_timeout_s=2.0,
         total_timeout_s=3.0, max_retries=3,
     )
     async with KlaviyoClient(settings, ApiKeyAuth(DEFAULT_API_KEY), backoff=FAST_BACKOFF,
                              retry_after_cap_s=0.05) as client:
         yield client
+
+
+@pytest.fixture
+def klaviyo(shared_klaviyo: KlaviyoClient, simulator: KlaviyoSimulator) -> KlaviyoClient:
+    """A real client of the simulator (fast backoff, 3 retries); one per session, as building one is slow."""
+    return shared_klaviyo
 
 
 @pytest.fixture(scope="session")
