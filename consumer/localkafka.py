@@ -9,6 +9,7 @@ fixtures and ``.ci/run``.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import os
 import shutil
 import signal
@@ -207,7 +208,9 @@ def _answers_admin(bootstrap: str) -> bool:
         finally:
             await admin.close()
 
-    return asyncio.run(probe())
+    # in a thread of its own, so start() also works when the caller already runs an event loop
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, probe()).result()
 
 
 def recorded(home: Path | None = None) -> LocalBroker | None:

@@ -2,8 +2,8 @@
 
 - Records are fetched by one loop and queued in per-key lanes (a lane is a partition + record key); each lane
   runs its records one after the other in offset order, lanes run concurrently, and at most
-  ``max_in_flight`` handler calls run at once. Over ``max_buffered`` unfinished records, every partition is
-  paused until the buffer drains.
+  ``max_in_flight`` handler calls run at once. With ``max_buffered`` unfinished records the loop stops
+  fetching until a quarter of them finished (aiokafka's own prefetch is bounded by its fetch sizes).
 - A partition's offset is committed only up to its first unfinished record (see ``PartitionOffsets``).
 - A retryable failure is retried with capped, jittered backoff inside its lane (other keys go on); after the
   policy's attempts the record goes to the failure sink (the dead-letter topic) and counts as finished only
@@ -22,7 +22,8 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -42,18 +43,59 @@ PAUSE_INFRASTRUCTURE = "infrastructure"
 PAUSE_DEAD_LETTER = "dead_letter_unavailable"
 
 
-@dataclass(slots=True)
-class _Lane:
-    queue: deque[InboundMessage] = field(default_factory=deque)
-    task: asyncio.Task[None] | None = None
-    infra_since: float | None = None
+class _Received:
+    """``events_received`` children cached per topic: ``labels()`` is too slow for every batch."""
+
+    def __init__(self) -> None:
+        self._children: dict[str, Any] = {}
+
+    def __call__(self, topic: str) -> Any:
+        child = self._children.get(topic)
+        if child is None:
+            child = self._children[topic] = metrics.EVENTS_RECEIVED.labels(topic)
+        return child
 
 
 @dataclass(slots=True)
+class _Attempts:
+    """Retry state of a lane's head record."""
+
+    started: float
+    attempt: int = 0
+    counted: int = 0
+    failure: Failure | None = None
+
+
 class _Partition:
-    offsets: PartitionOffsets = field(default_factory=PartitionOffsets)
-    lanes: dict[bytes | None, _Lane] = field(default_factory=dict)
-    revoked: bool = False
+    __slots__ = ("drained", "lanes", "offsets", "revoked", "running")
+
+    def __init__(self) -> None:
+        self.offsets = PartitionOffsets()
+        self.lanes: dict[bytes | None, _Lane] = {}
+        self.revoked = False
+        self.running = 0
+        self.drained: asyncio.Event | None = None
+        """Created by a revoke that waits for running lanes; set when the last one returns."""
+
+
+class _Lane:
+    """The records of one key of one partition, run in offset order by one worker at a time.
+
+    A lane is *scheduled* from when it has work until it is empty: queued in ``ready``, run by a worker, or
+    parked on a timer while its head record waits for a retry.
+    """
+
+    __slots__ = ("attempts", "infra_since", "key", "queue", "scheduled", "state", "timer", "worker")
+
+    def __init__(self, state: _Partition, key: bytes | None) -> None:
+        self.state = state
+        self.key = key
+        self.queue: deque[InboundMessage] = deque()
+        self.scheduled = False
+        self.attempts: _Attempts | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.worker: asyncio.Task[None] | None = None
+        self.infra_since: float | None = None
 
 
 @dataclass(slots=True)
@@ -110,11 +152,20 @@ class StreamRuntime:
         )
         self._policy_for = policy_for or (lambda _topic: default_policy)
         self._group_id = group_id or kafka.group_id
-        self._slots = asyncio.Semaphore(limits.max_in_flight)
+        self._running = 0
+        self._ready: deque[_Lane] = deque()
+        self._idle_workers: list[asyncio.Future[None]] = []
+        self._workers: set[asyncio.Task[None]] = set()
+        self._waking = 0
+        self._closing = False
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._stopping = asyncio.Event()
         self._pause_reasons: set[str] = set()
         self._infra_lanes = 0
+        self._buffered = 0
+        self._drained = asyncio.Event()
+        self._room_wanted = False
+        self._received = _Received()
         self._last_success = 0.0
         self._consumer: AIOKafkaConsumer | None = None
         self._fatal: BaseException | None = None
@@ -150,7 +201,8 @@ class StreamRuntime:
 
     @property
     def buffered(self) -> int:
-        return sum(len(state.offsets) for state in self._partitions.values())
+        """Records fetched and not finished."""
+        return self._buffered
 
     # --- main loop -----------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -168,135 +220,226 @@ class StreamRuntime:
         self._consumer = consumer
         await consumer.start()
         self.health.started = True
+        metrics.IN_FLIGHT.set_function(lambda: self._running)
+        metrics.BUFFERED.set_function(lambda: self._buffered)
         log.info("consumer started", extra={"topics": self._topics, "group_id": self._group_id})
         next_commit = time.monotonic() + self._limits.commit_interval_s
         try:
             while not self._stopping.is_set() and self._fatal is None:
                 self._apply_pauses(consumer)
-                room = self._limits.max_buffered - self.buffered
-                batch = await consumer.getmany(
-                    timeout_ms=200, max_records=max(1, min(self._limits.fetch_max_records, room))
-                )
+                room = self._limits.max_buffered - self._buffered
+                if room <= 0:
+                    await self._wait_for_room()
+                    continue
+                batch = await consumer.getmany(timeout_ms=200, max_records=min(self._limits.fetch_max_records, room))
                 self.health.last_poll = time.monotonic()
                 for tp, records in batch.items():
-                    for record in records:
-                        self._enqueue(tp, record)
+                    self._received(tp.topic).inc(len(records))
+                    self._enqueue(tp, records)
                 if time.monotonic() >= next_commit:
                     await self._commit()
                     self._report_lag(consumer)
                     next_commit = time.monotonic() + self._limits.commit_interval_s
         finally:
             await self._on_revoked(set(self._partitions))
+            await self._stop_workers()
             await consumer.stop()
             self.health.stopped = True
             log.info("consumer stopped", extra={"group_id": self._group_id})
         if self._fatal is not None:
             raise self._fatal
 
-    def _apply_pauses(self, consumer: AIOKafkaConsumer) -> None:
-        buffered = self.buffered
-        if buffered >= self._limits.max_buffered:
-            self.pause(PAUSE_BACKPRESSURE)
-        elif PAUSE_BACKPRESSURE in self._pause_reasons and buffered <= self._limits.max_buffered * 3 // 4:
-            self.resume(PAUSE_BACKPRESSURE)
-        assignment = consumer.assignment()
-        if self._pause_reasons:
-            consumer.pause(*assignment)
-        else:
-            consumer.resume(*assignment)
-        metrics.BUFFERED.set(buffered)
+    async def _stop_workers(self) -> None:
+        self._closing = True
+        for wake in self._idle_workers:
+            if not wake.done():
+                wake.set_result(None)
+        self._idle_workers.clear()
+        for worker in list(self._workers):
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
 
-    def _enqueue(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def _wait_for_room(self) -> None:
+        """Backpressure: stop fetching until a quarter of the buffer finished (or a second passed, to poll)."""
+        self.pause(PAUSE_BACKPRESSURE)
+        self._drained.clear()
+        self._room_wanted = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), 1.0)
+        self.health.last_poll = time.monotonic()
+        if self._buffered <= self._limits.max_buffered * 3 // 4:
+            self.resume(PAUSE_BACKPRESSURE)
+
+    def _apply_pauses(self, consumer: AIOKafkaConsumer) -> None:
+        """Pause every assigned partition while a lasting reason holds (infrastructure, authorization, ...)."""
+        assignment = consumer.assignment()
+        if self._pause_reasons - {PAUSE_BACKPRESSURE}:
+            consumer.pause(*assignment)
+        elif consumer.paused():
+            consumer.resume(*assignment)
+
+    def _release(self, count: int) -> None:
+        self._buffered -= count
+        if self._room_wanted and self._buffered <= self._limits.max_buffered * 3 // 4:
+            self._room_wanted = False
+            self._drained.set()
+
+    def _enqueue(self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """Queue a partition's fetched records in their lanes (the hot path: locals over attributes)."""
         state = self._partitions.get(tp)
         if state is None or state.revoked:
-            return  # fetched just before a revoke: the partition's next owner reads it again
-        message = InboundMessage(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            headers=tuple(record.headers or ()),
-            timestamp_ms=record.timestamp,
-            timestamp_type=record.timestamp_type,
-        )
-        metrics.EVENTS_RECEIVED.labels(record.topic).inc()
-        state.offsets.add(record.offset)
-        lane = state.lanes.get(record.key)
-        if lane is None:
-            lane = state.lanes[record.key] = _Lane()
-        lane.queue.append(message)
-        if lane.task is None:
-            lane.task = asyncio.create_task(self._run_lane(state, record.key, lane))
+            return  # fetched just before a revoke: the partition's next owner reads them again
+        lanes, ready, add_offset = state.lanes, self._ready, state.offsets.add
+        for record in records:
+            message = InboundMessage(
+                record.topic, record.partition, record.offset, record.key, record.value, record.headers or (),
+                record.timestamp, record.timestamp_type,
+            )
+            add_offset(record.offset)
+            lane = lanes.get(record.key)
+            if lane is None:
+                lane = lanes[record.key] = _Lane(state, record.key)
+            lane.queue.append(message)
+            if not lane.scheduled:
+                lane.scheduled = True
+                ready.append(lane)
+        self._buffered += len(records)
+        self._wake_worker()
 
-    # --- lanes ---------------------------------------------------------------------------------------------
-    async def _run_lane(self, state: _Partition, key: bytes | None, lane: _Lane) -> None:
-        try:
-            while lane.queue and not state.revoked:
-                message = lane.queue[0]
-                await self._handle(message, lane)
-                lane.queue.popleft()
-                state.offsets.finish(message.offset)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # a bug in the runtime itself: stop rather than lose records
-            log.exception("lane failed; stopping the consumer")
-            self._fatal = exc
-            self._stopping.set()
-        finally:
-            self._leave_infrastructure(lane)
-            if state.lanes.get(key) is lane:
-                del state.lanes[key]
+    def _wake_worker(self) -> None:
+        """Get one more worker onto the ready lanes, unless one is already on its way.
 
-    async def _handle(self, message: InboundMessage, lane: _Lane) -> None:
-        policy = self._policy_for(message.topic)
-        started = time.monotonic()
-        failure: Failure | None = None
-        attempt = counted = 0
-        while True:
-            attempt += 1
-            try:
-                async with self._slots:
-                    metrics.IN_FLIGHT.inc()
-                    try:
-                        handled = await self._processor(message)
-                    finally:
-                        metrics.IN_FLIGHT.dec()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                current = classify(exc)
-                current.attempts = attempt
-                if failure is not None:
-                    current.first_failure = failure.first_failure
-                failure = current
-                if current.infrastructure and self._still_down(lane):
-                    delay = policy.delay(
-                        attempt, current.retry_after, cap=self._limits.infrastructure_max_delay_s
-                    )
-                    log.warning(
-                        "infrastructure failure; consumption paused",
-                        extra={"flow": current.flow, "code": current.code, "retry_in_s": round(delay, 3)},
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-                self._leave_infrastructure(lane)
-                counted += 1
-                if (current.retryable or current.infrastructure) and counted < policy.attempts:
-                    metrics.RETRIES.labels(current.flow, current.code).inc()
-                    await asyncio.sleep(policy.delay(counted, current.retry_after))
-                    continue
-                await self._dead_letter(message, current)
-                metrics.EVENTS_HANDLED.labels(message.topic, current.flow, "dead_lettered").inc()
-                metrics.HANDLING_SECONDS.labels(current.flow).observe(time.monotonic() - started)
-                self._finished(message, "dead_lettered")
-                return
-            self._last_success = time.monotonic()
-            self._leave_infrastructure(lane)
-            metrics.EVENTS_HANDLED.labels(message.topic, handled.flow, handled.outcome).inc()
-            metrics.HANDLING_SECONDS.labels(handled.flow).observe(time.monotonic() - started)
-            self._finished(message, handled.outcome)
+        Workers wake each other in a chain (each one taking a lane wakes the next while lanes are waiting), so a
+        burst of fast records is run by the first worker alone, and slow ones spread over up to
+        ``max_in_flight`` workers within a few loop iterations.
+        """
+        if not self._ready or self._waking:
             return
+        if self._idle_workers:
+            self._idle_workers.pop().set_result(None)
+        elif len(self._workers) < self._limits.max_in_flight:
+            worker = asyncio.get_running_loop().create_task(self._work())
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
+        else:
+            return
+        self._waking += 1
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        self._waking -= 1
+        while not self._closing:
+            if not self._ready:
+                wake: asyncio.Future[None] = loop.create_future()
+                self._idle_workers.append(wake)
+                await wake
+                self._waking -= 1
+                continue
+            lane = self._ready.popleft()
+            self._wake_worker()
+            lane.worker = me
+            try:
+                await self._run_lane(lane)
+            except asyncio.CancelledError:
+                if self._closing or not lane.state.revoked:
+                    raise
+                if me is not None:
+                    me.uncancel()  # the drain deadline of a revoked partition cancelled its record: go on
+            except BaseException as exc:  # a bug in the runtime itself: stop rather than lose records
+                log.exception("lane failed; stopping the consumer")
+                self._fatal = exc
+                self._stopping.set()
+                return
+            finally:
+                lane.worker = None
+
+    async def _run_lane(self, lane: _Lane) -> None:
+        """Run a lane's records in order until it is empty, parked for a retry, or its partition is revoked.
+
+        Each record is one attempt here (the success path is inlined: it is the hot path); a failed attempt is
+        classified by ``_failed``, which either finishes the record (dead letter) or names the retry delay.
+        """
+        state, queue = lane.state, lane.queue
+        state.running += 1
+        try:
+            while queue and not state.revoked:
+                message = queue[0]
+                attempts = lane.attempts
+                started = time.monotonic() if attempts is None else attempts.started
+                self._running += 1
+                try:
+                    handled = await self._processor(message)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if attempts is None:
+                        attempts = lane.attempts = _Attempts(started=started)
+                    attempts.attempt += 1
+                    retry_in = await self._failed(message, lane, attempts, exc)
+                    if retry_in is not None:
+                        if not state.revoked:  # park the lane until the retry is due; the worker moves on
+                            lane.timer = asyncio.get_running_loop().call_later(retry_in, self._retry_due, lane)
+                            return
+                        break
+                else:
+                    self._last_success = now = time.monotonic()
+                    if lane.infra_since is not None:
+                        self._leave_infrastructure(lane)
+                    metrics.HANDLING.record(message.topic, handled.flow, handled.outcome, now - started)
+                    if self._finished_listeners:
+                        self._finished(message, handled.outcome)
+                finally:
+                    self._running -= 1
+                queue.popleft()
+                lane.attempts = None
+                state.offsets.finish(message.offset)
+                self._buffered -= 1
+                if self._room_wanted:
+                    self._release(0)
+            self._retire(lane)
+        finally:
+            state.running -= 1
+            if state.running == 0 and state.drained is not None:
+                state.drained.set()
+
+    def _retire(self, lane: _Lane) -> None:
+        lane.scheduled = False
+        if lane.infra_since is not None:
+            self._leave_infrastructure(lane)
+        lanes = lane.state.lanes
+        if lanes.get(lane.key) is lane and (not lane.queue or lane.state.revoked):
+            del lanes[lane.key]
+
+    def _retry_due(self, lane: _Lane) -> None:
+        lane.timer = None
+        if lane.state.revoked:
+            self._retire(lane)
+            return
+        self._ready.append(lane)
+        self._wake_worker()
+
+    async def _failed(self, message: InboundMessage, lane: _Lane, attempts: _Attempts, exc: Exception) -> float | None:
+        policy = self._policy_for(message.topic)
+        failure = classify(exc)
+        failure.attempts = attempts.attempt
+        if attempts.failure is not None:
+            failure.first_failure = attempts.failure.first_failure
+        attempts.failure = failure
+        if failure.infrastructure and self._still_down(lane):
+            delay = policy.delay(attempts.attempt, failure.retry_after, cap=self._limits.infrastructure_max_delay_s)
+            log.warning("infrastructure failure; consumption paused",
+                        extra={"flow": failure.flow, "code": failure.code, "retry_in_s": round(delay, 3)})
+            return delay
+        self._leave_infrastructure(lane)
+        attempts.counted += 1
+        if (failure.retryable or failure.infrastructure) and attempts.counted < policy.attempts:
+            metrics.RETRIES.labels(failure.flow, failure.code).inc()
+            return policy.delay(attempts.counted, failure.retry_after)
+        await self._dead_letter(message, failure)
+        metrics.HANDLING.record(message.topic, failure.flow, "dead_lettered", time.monotonic() - attempts.started)
+        self._finished(message, "dead_lettered")
+        return None
 
     def _still_down(self, lane: _Lane) -> bool:
         """True while no call has succeeded since this lane started seeing infrastructure failures."""
@@ -346,17 +489,30 @@ class StreamRuntime:
             return
         for state in states.values():
             state.revoked = True
-        tasks = [lane.task for state in states.values() for lane in state.lanes.values() if lane.task]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=self._limits.drain_timeout_s)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
-                log.warning("drain deadline passed; unfinished records will be read again", extra={
-                    "unfinished_lanes": len(pending)})
+            for lane in list(state.lanes.values()):
+                if lane.timer is not None:  # parked for a retry: nothing runs, drop it
+                    lane.timer.cancel()
+                    lane.timer = None
+                    self._retire(lane)
+        for state in states.values():
+            state.drained = asyncio.Event()
+            if not state.running:
+                state.drained.set()
+        busy = [state.drained.wait() for state in states.values() if state.drained and not state.drained.is_set()]
+        if busy:
+            try:
+                await asyncio.wait_for(asyncio.gather(*busy), self._limits.drain_timeout_s)
+            except TimeoutError:
+                running = [lane.worker for state in states.values() for lane in state.lanes.values() if lane.worker]
+                log.warning("drain deadline passed; unfinished records will be read again",
+                            extra={"unfinished_lanes": len(running)})
+                for worker in running:
+                    worker.cancel()
+                await asyncio.gather(*(state.drained.wait() for state in states.values() if state.drained))
         await self._commit(set(states))
-        for tp in states:
+        for tp, state in states.items():
+            self._release(len(state.offsets))  # fetched, never finished: the next owner reads them again
+            state.offsets = PartitionOffsets()
             del self._partitions[tp]
             with contextlib.suppress(KeyError):
                 metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))

@@ -14,7 +14,7 @@ UNEXPECTED_ERROR = "UNEXPECTED_ERROR"
 _MAX_MESSAGE_CHARS = 2000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InboundMessage:
     """One Kafka record, undecoded: the runtime never interprets key or value."""
 

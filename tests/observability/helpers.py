@@ -15,6 +15,7 @@ import pytest
 import yaml
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 from consumer.observability import metrics
 
@@ -256,12 +257,13 @@ _SUFFIXES = {
 }
 
 
-def service_collectors() -> dict[str, MetricWrapperBase]:
-    """Every metric object of consumer.observability.metrics, by module attribute name."""
-    return {name: value for name, value in vars(metrics).items() if isinstance(value, MetricWrapperBase)}
+def service_collectors() -> dict[str, Collector]:
+    """Every metric object (and custom collector) of consumer.observability.metrics, by attribute name."""
+    kinds = (MetricWrapperBase, metrics.HandlingStats)
+    return {name: value for name, value in vars(metrics).items() if isinstance(value, kinds)}
 
 
-def exposed_names(collector: MetricWrapperBase) -> set[str]:
+def exposed_names(collector: Collector) -> set[str]:
     """The sample names a prometheus_client metric is exposed under (``_total``, ``_bucket``...)."""
     names: set[str] = set()
     for family in collector.describe():
