@@ -24,11 +24,9 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from consumer import localkafka  # noqa: E402
-from consumer.runtime import Handled, InboundMessage, StreamRuntime  # noqa: E402
-from consumer.settings import KafkaSettings, RuntimeSettings  # noqa: E402
+from consumer import localkafka
+from consumer.runtime import Handled, InboundMessage, StreamRuntime
+from consumer.settings import KafkaSettings, RuntimeSettings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "runtime.json"
 PARTITIONS = 8
