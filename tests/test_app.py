@@ -1,0 +1,186 @@
+"""The whole service end to end: Kafka → runtime → dispatcher → FROM flows → the Klaviyo simulator.
+
+Every catalog entry of the FROM flows is asserted where a user meets it: verbatim in the error-log record, with
+the dead letter (code and flow in its headers) for errors and no dead letter for warnings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+
+from consumer import catalog, deadletter
+from consumer.klaviyo.simulator import DEFAULT_API_KEY, Faults, KlaviyoSimulator, SimulatorConfig, load_spec
+from tests.support.service import RunningService, running_service, service_settings
+
+
+@pytest.fixture
+async def klaviyo_sim() -> AsyncIterator[KlaviyoSimulator]:
+    sim = KlaviyoSimulator(SimulatorConfig(seed=5))
+    sim.state.spec = load_spec()  # validate every request body against Klaviyo's spec when it is present
+    async with sim:
+        yield sim
+
+
+def _settings(kafka_bootstrap: str, unique: str, sim: KlaviyoSimulator) -> Any:
+    return service_settings(kafka_bootstrap, unique, runtime={"retry_attempts": 2},
+                            klaviyo={"base_url": sim.base_url, "api_key": DEFAULT_API_KEY, "max_retries": 1})
+
+
+def _debezium(op: str, after: dict[str, Any]) -> bytes:
+    return orjson.dumps({"schema": {"type": "struct"},
+                         "payload": {"before": None, "after": after, "op": op, "ts_ms": 1_795_000_000_000}})
+
+
+def _customer(cid: str, **fields: Any) -> dict[str, Any]:
+    return {"id": cid, "first_name": "Ada", "last_name": "Lovelace", "email_address": f"{cid}@example.com", **fields}
+
+
+def _transaction(tid: str, customer_id: str | None, total: Any = 1250, lines: list[dict[str, Any]] | None = None,
+                 **fields: Any) -> dict[str, Any]:
+    lines = lines if lines is not None else [
+        {"sequence_number": 1, "sku": "ENG-1", "description": "Difference Engine", "qty": 1, "unit_price": 1200,
+         "extended_price": 1200},
+        {"sequence_number": 2, "sku": "CARD-50", "description": "Punched cards", "qty": 2, "unit_price": 25,
+         "extended_price": 50},
+    ]
+    return {"id": tid, "transaction_number": f"SO-{tid}", "customer_id": customer_id, "total": total,
+            "email_address": f"{customer_id}@example.com" if customer_id else None,
+            "created_datetime": "2026-11-27T10:00:00Z", "lines": lines, **fields}
+
+
+async def test_customers_and_orders_reach_klaviyo_once_even_when_redelivered(
+    kafka_bootstrap: str, unique: str, klaviyo_sim: KlaviyoSimulator
+):
+    changes = [
+        (b"c-1", _debezium("c", _customer("c-1"))),
+        (b"c-1", orjson.dumps(_customer("c-1", last_name="King")), [("scope", b"customer/updated")]),
+    ]
+    orders = [(b"t-1", _debezium("c", _transaction("t-1", "c-1")))]
+    async with running_service(_settings(kafka_bootstrap, unique, klaviyo_sim)) as svc:
+        await svc.send("customer-changes", changes)
+        await svc.send("transaction-changes", orders)
+        await svc.wait_finished(3)
+        await svc.send("customer-changes", changes)  # redelivery, as after a crash before the commit
+        await svc.send("transaction-changes", orders)
+        finished = await svc.wait_finished(6)
+
+    assert [outcome for _, outcome in finished] == ["succeeded"] * 6
+    profiles = list(klaviyo_sim.state.store.profiles.values())
+    assert len(profiles) == 1
+    assert profiles[0].attributes["external_id"] == "c-1"
+    assert profiles[0].attributes["last_name"] == "King"
+    events = klaviyo_sim.state.store.events
+    assert sorted((e.metric_name, e.unique_id) for e in events) == [
+        ("Ordered Product", "t-1:1:ENG-1"), ("Ordered Product", "t-1:2:CARD-50"), ("Placed Order", "t-1")]
+    placed = next(e for e in events if e.metric_name == "Placed Order")
+    assert placed.value == 1250 and placed.profile_id == profiles[0].id
+    assert placed.properties["OrderId"] == "SO-t-1"
+    assert [item["SKU"] for item in placed.properties["Items"]] == ["ENG-1", "CARD-50"]
+
+
+async def _expect_failure(svc: RunningService, letters_topic: str, letters: list[Any], errors: list[dict[str, Any]],
+                          key: bytes, entry: catalog.CatalogEntry, flow: catalog.Flow) -> dict[str, Any]:
+    """The record of ``key`` was dead-lettered with the entry's code, and its error-log record says so verbatim."""
+    letter = next(letter for letter in letters if letter.key == key)
+    headers = deadletter.decoded_headers(letter.headers)
+    assert headers[deadletter.ERROR_CODE] == entry.code
+    assert headers[deadletter.FLOW] == flow.slug
+    assert headers[deadletter.ORIGINAL_TOPIC] == svc.topic(letters_topic)
+    source = {"topic": svc.topic(letters_topic), "partition": int(headers[deadletter.ORIGINAL_PARTITION]),
+              "offset": int(headers[deadletter.ORIGINAL_OFFSET])}
+    record = next(e for e in errors if e["dead_lettered"] and e["source"] == source)
+    assert record["code"] == entry.code
+    assert record["flow"] == flow.slug
+    assert record["severity"] == "error"
+    assert record["what_to_do"] == entry.action
+    return record
+
+
+async def test_each_from_flow_catalog_entry_is_dead_lettered_and_logged_verbatim(
+    kafka_bootstrap: str, unique: str, klaviyo_sim: KlaviyoSimulator
+):
+    bad_line = {"sequence_number": 1, "sku": "REFUND", "description": "Negative line", "qty": 1,
+                "unit_price": -5, "extended_price": -5}
+    async with running_service(_settings(kafka_bootstrap, unique, klaviyo_sim)) as svc:
+        await svc.send("customer-changes", [
+            (b"c-ok", _debezium("c", _customer("c-ok"))),
+            (b"c-none", _debezium("c", {"id": "c-none", "first_name": "No", "last_name": "Contact"})),
+        ])
+        await svc.wait_finished(2)
+        await svc.send("customer-changes", [
+            (b"c-ok", orjson.dumps(_customer("c-ok", email_address="not-an-email")), [("scope", b"customer/updated")]),
+        ])
+        await svc.send("transaction-changes", [
+            (b"t-neg", _debezium("c", _transaction("t-neg", "c-ok", total=-10))),
+            (b"t-cust", _debezium("c", _transaction("t-cust", "c-new", email_address="also not an email"))),
+            (b"t-line", _debezium("c", _transaction("t-line", "c-ok", total=5, lines=[bad_line]))),
+        ])
+        await svc.wait_finished(6)
+        klaviyo_sim.faults = Faults(fail_next=[400], operations=["create_profile"])
+        await svc.send("customer-changes", [(b"c-400", _debezium("c", _customer("c-400")))])
+        await svc.wait_finished(7)
+        customer_letters = await svc.dead_letters("customer-changes", expected=3)
+        order_letters = await svc.dead_letters("transaction-changes", expected=3)
+        errors = await svc.error_log(expected=7)
+
+    flow = catalog.Flow
+    created = await _expect_failure(svc, "customer-changes", customer_letters, errors, b"c-none",
+                                    catalog.PROFILE_COULD_NOT_BE_CREATED, flow.ADD_PROFILE_FROM_IPAAS)
+    assert created["message"] == catalog.PROFILE_COULD_NOT_BE_CREATED.message
+    assert created["transfer"] == {"kind": "customer", "id": "c-none", "event_type": "customer/created"}
+    updated = await _expect_failure(svc, "customer-changes", customer_letters, errors, b"c-ok",
+                                    catalog.PROFILE_COULD_NOT_BE_UPDATED, flow.UPDATE_PROFILE_FROM_IPAAS)
+    assert updated["message"] == catalog.PROFILE_COULD_NOT_BE_UPDATED.message
+    order = await _expect_failure(svc, "transaction-changes", order_letters, errors, b"t-neg",
+                                  catalog.ORDER_EVENT_COULD_NOT_BE_CREATED, flow.PLACED_ORDER_FROM_IPAAS)
+    assert order["message"] == catalog.ORDER_EVENT_COULD_NOT_BE_CREATED.message
+    needs_customer = await _expect_failure(svc, "transaction-changes", order_letters, errors, b"t-cust",
+                                           catalog.CUSTOMER_REQUIRED_FOR_ORDER, flow.PLACED_ORDER_FROM_IPAAS)
+    assert needs_customer["message"] == catalog.CUSTOMER_REQUIRED_FOR_ORDER.message
+    assert needs_customer["cause"]["code"] == catalog.PROFILE_COULD_NOT_BE_CREATED.code
+    customers_own = [e for e in errors if e["transfer"] and e["transfer"]["id"] == "c-new"]
+    assert [e["code"] for e in customers_own] == [catalog.PROFILE_COULD_NOT_BE_CREATED.code]
+    product = await _expect_failure(svc, "transaction-changes", order_letters, errors, b"t-line",
+                                    catalog.PRODUCT_EVENT_COULD_NOT_BE_CREATED, flow.ORDERED_PRODUCT_FROM_IPAAS)
+    assert product["message"] == catalog.PRODUCT_EVENT_COULD_NOT_BE_CREATED.message
+    rejected = await _expect_failure(svc, "customer-changes", customer_letters, errors, b"c-400",
+                                     catalog.KLAVIYO_REJECTED_REQUEST, flow.ADD_PROFILE_FROM_IPAAS)
+    assert rejected["message"].startswith("Error calling Klaviyo (400 ")
+    assert rejected["http_status"] == 400
+    # the good customer's profile exists; the order with a bad line still sent its Placed Order
+    assert {e.unique_id for e in klaviyo_sim.state.store.events} == {"t-line"}
+
+
+async def test_a_near_duplicate_profile_is_a_warning_and_the_transfer_goes_on(
+    kafka_bootstrap: str, unique: str, klaviyo_sim: KlaviyoSimulator
+):
+    klaviyo_sim.state.store.create_profile({"email": "grace@example.com", "first_name": "Grace"})
+    async with running_service(_settings(kafka_bootstrap, unique, klaviyo_sim)) as svc:
+        await svc.send("customer-changes", [
+            (b"c-g", _debezium("c", _customer("c-g", email_address="Grace@Example.com", first_name="Grace")))])
+        finished = await svc.wait_finished(1)
+        errors = await svc.error_log(expected=1)
+
+    assert [outcome for _, outcome in finished] == ["succeeded"]
+    [warning] = errors
+    entry = catalog.COULD_NOT_LINK_TO_EXISTING_PROFILE
+    assert (warning["code"], warning["severity"], warning["message"]) == (entry.code, "warning", entry.message)
+    assert warning["dead_lettered"] is False
+    assert warning["transfer"]["id"] == "c-g"
+    assert len(klaviyo_sim.state.store.profiles) == 2
+
+
+async def test_klaviyo_unreachable_pauses_then_every_record_goes_through(
+    kafka_bootstrap: str, unique: str, klaviyo_sim: KlaviyoSimulator
+):
+    klaviyo_sim.faults = Faults(drop_next=6)  # more dropped connections than the client retries
+    async with running_service(_settings(kafka_bootstrap, unique, klaviyo_sim)) as svc:
+        await svc.send("customer-changes", [(f"c-{i}".encode(), _debezium("c", _customer(f"c-{i}"))) for i in range(3)])
+        finished = await svc.wait_finished(3)
+
+    assert [outcome for _, outcome in finished] == ["succeeded"] * 3
+    assert len(klaviyo_sim.state.store.profiles) == 3
