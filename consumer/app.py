@@ -21,6 +21,7 @@ from consumer.flows.context import FlowContext
 from consumer.kafka import reliable_producer
 from consumer.klaviyo import ApiKeyAuth, Auth, KlaviyoClient
 from consumer.mapping import load_collections
+from consumer.observability import metrics
 from consumer.observability.http import OpsServer
 from consumer.routing import Dispatcher, Route, RoutingTable, default_routes
 from consumer.runtime import Failure, InboundMessage, RetryPolicy, StreamRuntime
@@ -79,6 +80,7 @@ class Service:
 
     async def run(self, *, install_signal_handlers: bool = False) -> None:
         settings = self.settings
+        metrics.initialize()
         mappings = load_collections(settings.mapping_dir)
         default_policy = RetryPolicy(
             attempts=settings.runtime.retry_attempts,
@@ -93,8 +95,10 @@ class Service:
             error_log = ErrorLog(producer, self.catalog.name("error-log"))
             dead_letters = DeadLetterPublisher(producer, settings.kafka.group_id, self.catalog.dead_letter_name)
 
-            klaviyo = await stack.enter_async_context(
-                KlaviyoClient(settings.klaviyo, self._auth or klaviyo_auth(settings)))
+            auth = self._auth or klaviyo_auth(settings)
+            klaviyo = await stack.enter_async_context(KlaviyoClient(settings.klaviyo, auth))
+            if isinstance(auth, ApiKeyAuth):
+                metrics.set_authorization_state("connected")
             ipaas = ipaas_client(settings)
             if ipaas is not None:
                 await stack.enter_async_context(ipaas)

@@ -59,12 +59,14 @@ async def _kafka(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _simulate(args: argparse.Namespace, settings: Settings) -> int:
-    if args.system == "klaviyo":
-        from consumer.klaviyo.simulator import serve_forever
-    else:
-        from consumer.ipaas.simulator import serve_forever  # type: ignore[no-redef]
+    from consumer.ipaas import simulator as ipaas_simulator
+    from consumer.klaviyo import simulator as klaviyo_simulator
+
     print(f"{args.system} simulator on http://{args.host}:{args.port}", flush=True)
-    await serve_forever(args.host, args.port)
+    if args.system == "klaviyo":
+        await klaviyo_simulator.serve_forever(args.host, args.port)
+    else:
+        await ipaas_simulator.serve_forever(args.host, args.port)
     return 0
 
 

@@ -44,21 +44,23 @@ async def _fetch_if_notified(event: ChangeEvent, ctx: FlowContext) -> ChangeEven
 
 def default_routes(default: RetryPolicy | None = None) -> tuple[Route, ...]:
     """Every flow of the integration, from one table."""
-    from consumer.flows import orders_from, profiles_from, profiles_to
+    from consumer.flows.orders_from import send_order_events
+    from consumer.flows.profiles_from import sync_profile
+    from consumer.flows.profiles_to import sync_customer
 
     return (
-        Route("customer-changes", "customer/created", Flow.ADD_PROFILE_FROM_IPAAS, profiles_from.sync_profile),
-        Route("customer-changes", "customer/updated", Flow.UPDATE_PROFILE_FROM_IPAAS, profiles_from.sync_profile),
+        Route("customer-changes", "customer/created", Flow.ADD_PROFILE_FROM_IPAAS, sync_profile),
+        Route("customer-changes", "customer/updated", Flow.UPDATE_PROFILE_FROM_IPAAS, sync_profile),
         Route("customer-changes", "customer/deleted", None, None),  # Klaviyo profiles are not deleted
         Route("transaction-changes", "transaction/created", Flow.PLACED_ORDER_FROM_IPAAS,
-              orders_from.send_order_events),
+              send_order_events),
         Route("transaction-changes", "transaction/updated", Flow.PLACED_ORDER_FROM_IPAAS,
-              orders_from.send_order_events),  # events are append-only; unique_id makes a resend a no-op
+              send_order_events),  # events are append-only; unique_id makes a resend a no-op
         Route("transaction-changes", "transaction/deleted", None, None),
         Route("klaviyo-profile-changes", "klaviyo_profile/created", Flow.ADD_PROFILE_TO_IPAAS,
-              profiles_to.sync_customer),
+              sync_customer),
         Route("klaviyo-profile-changes", "klaviyo_profile/updated", Flow.UPDATE_PROFILE_TO_IPAAS,
-              profiles_to.sync_customer),
+              sync_customer),
         Route("klaviyo-profile-changes", "klaviyo_profile/deleted", None, None),
     )
 

@@ -150,3 +150,29 @@ POLLER_WATERMARK = Gauge(
     "poller_watermark_timestamp_seconds", "The poller's durable watermark (profile 'updated' time)",
     namespace=NAMESPACE,
 )
+
+
+PAUSE_REASONS = ("backpressure", "infrastructure", "authorization", "dead_letter_unavailable")
+AUTHORIZATION_STATES = ("connected", "needs_reauthorization", "not_configured")
+
+
+def initialize() -> None:
+    """Create every labelled series the dashboards and alerts read, at zero, so they exist before traffic."""
+    from consumer.catalog import ENTRIES
+
+    for reason in PAUSE_REASONS:
+        CONSUMPTION_PAUSED.labels(reason)
+    for state in AUTHORIZATION_STATES:
+        AUTHORIZATION_STATE.labels(state)
+    for entry in ENTRIES:
+        CATALOG_ERRORS.labels(entry.flow.slug, entry.code, entry.severity.value)
+    for outcome in ("ok", "failed"):
+        COMMITS.labels(outcome)
+    for kind in ("assigned", "revoked"):
+        REBALANCES.labels(kind)
+
+
+def set_authorization_state(state: str) -> None:
+    """Exactly one authorization state is 1."""
+    for known in AUTHORIZATION_STATES:
+        AUTHORIZATION_STATE.labels(known).set(1 if known == state else 0)
