@@ -67,6 +67,8 @@ DEFAULT_PAGE_SIZE = 100
 OVERLAP = timedelta(seconds=1)
 STATE_VERSION = 1
 ERROR_BACKOFF = Backoff(base_s=1.0, cap_s=300.0)
+MAX_IDS_AT_WATERMARK = 5000
+"""More profiles than this in the watermark's second (a bulk import) are not listed: see ``Watermark.bounded``."""
 
 Clock = Callable[[], datetime]
 
@@ -117,6 +119,15 @@ class Watermark:
         if updated == self.updated and (profile_id not in self.digests or self.digests[profile_id] != digest):
             return Watermark(updated, {**self.digests, profile_id: digest})
         return self
+
+    def bounded(self, limit: int) -> Watermark:
+        """This watermark, or, when more than ``limit`` profiles share its second, one just before that second
+        with none listed: the state record stays small (under Kafka's message size), and the next poll
+        publishes that second's profiles again (inside the overlap; the flows are idempotent) instead of
+        missing any."""
+        if len(self.digests) <= limit:
+            return self
+        return Watermark(self.updated - timedelta(microseconds=1))
 
     def to_json(self) -> bytes:
         return orjson.dumps({
@@ -245,6 +256,7 @@ class ProfilePoller:
         start_at: datetime | None = None,
         clock: Clock = lambda: datetime.now(UTC),
         error_backoff: Backoff = ERROR_BACKOFF,
+        max_ids_at_watermark: int = MAX_IDS_AT_WATERMARK,
     ) -> None:
         if not 1 <= page_size <= 100:
             raise ValueError("page_size must be between 1 and 100")
@@ -259,6 +271,7 @@ class ProfilePoller:
         self._start_at = start_at
         self._clock = clock
         self._error_backoff = error_backoff
+        self._max_ids = max_ids_at_watermark
         self._watermark: Watermark | None = None
         self._wake = asyncio.Event()
         self._cycle = asyncio.Condition()
@@ -289,6 +302,7 @@ class ProfilePoller:
         return self._watermark
 
     async def _save(self, watermark: Watermark) -> None:
+        watermark = watermark.bounded(self._max_ids)
         await self.store.save(self.name, watermark)
         self._watermark = watermark
         POLLER_WATERMARK.set(watermark.updated.timestamp())
@@ -297,7 +311,8 @@ class ProfilePoller:
     async def run_once(self) -> PollResult:
         """One poll: publish every profile changed since the watermark, advancing it page by page."""
         watermark = await self.watermark()
-        since = min(watermark.updated, _utc(self._clock())) - self._overlap
+        # whole seconds (Klaviyo's precision): flooring only widens the overlap, which the watermark de-duplicates
+        since = (min(watermark.updated, _utc(self._clock())) - self._overlap).replace(microsecond=0)
         result = await self._scan(since, watermark, advance=True)
         logger.info("Profile poll finished", extra={
             "poller": self.name, "published": result.published, "skipped": result.skipped, "pages": result.pages,
@@ -306,7 +321,7 @@ class ProfilePoller:
 
     async def backfill(self, since: datetime) -> PollResult:
         """Publish every profile updated after ``since`` (oldest first); the watermark is left alone."""
-        start = min(_utc(since), _utc(self._clock()))
+        start = min(_utc(since), _utc(self._clock())).replace(microsecond=0)
         result = await self._scan(start, None, advance=False)
         logger.info("Profile backfill finished", extra={
             "poller": self.name, "since": _iso(start), "published": result.published, "pages": result.pages})

@@ -82,6 +82,15 @@ def test_watermark_json_round_trip_and_refusals() -> None:
             Watermark.from_json(bad)
 
 
+def test_a_crowded_second_is_not_listed_but_kept_inside_the_overlap() -> None:
+    crowded = Watermark(T0, {f"id{i}": None for i in range(3)})
+    assert crowded.bounded(3) is crowded
+    bounded = crowded.bounded(2)
+    assert bounded == Watermark(T0 - timedelta(microseconds=1))
+    assert not any(bounded.covers(T0, f"id{i}") for i in range(3))  # published again, never missed
+    assert Watermark.from_json(bounded.to_json()) == bounded
+
+
 def test_parse_since_reads_iso_times_and_relative_spans() -> None:
     assert parse_since("2026-03-01T12:00:00") == T0
     assert parse_since("2026-03-01T13:00:00+01:00") == T0
@@ -257,6 +266,24 @@ async def test_a_crash_after_publishing_republishes_at_most_the_unsaved_page(rig
     assert result.ids == ids[2:]  # the page whose watermark was lost, once more; nothing missed
     published = [key for key, _ in await rig.published()]
     assert sorted(published) == sorted([*ids, *ids[2:]])
+
+
+async def test_a_bulk_import_in_one_second_keeps_the_state_small_and_misses_nothing(rig: Rig) -> None:
+    rig.clock.tick()
+    bulk = [rig.profile(f"bulk{i}@shop.test") for i in range(3)]
+    first = rig.poller(max_ids_at_watermark=2)
+    assert (await first.run_once()).published == 3
+    assert await rig.stored_watermark() == Watermark(T0 + timedelta(seconds=1) - timedelta(microseconds=1))
+
+    restarted = rig.poller(max_ids_at_watermark=2)
+    assert sorted((await restarted.run_once()).ids) == sorted(bulk)  # that second again: inside the overlap
+    rig.clock.tick()
+    later = rig.profile("later@shop.test")
+    # until the watermark moves past the crowded second, each poll publishes that second again
+    assert sorted((await restarted.run_once()).ids) == sorted([*bulk, later])
+    assert (await rig.stored_watermark()).ids_at_watermark == {later}
+    assert (await restarted.run_once()).published == 0
+    assert sorted(key for key, _ in await rig.published()) == sorted([*bulk, *bulk, *bulk, later])
 
 
 async def test_a_new_poller_starts_at_its_start_point_and_stores_it(rig: Rig) -> None:

@@ -39,7 +39,7 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-from consumer.catalog import COULD_NOT_LINK_TO_EXISTING_CUSTOMER, CatalogError, Flow
+from consumer.catalog import COULD_NOT_LINK_TO_EXISTING_CUSTOMER, UNEXPECTED_ERROR, CatalogError, Flow
 from consumer.envelopes import Action, ChangeEvent
 from consumer.flows.context import FlowContext, transfer_of
 from consumer.ipaas.errors import IpaasRejected
@@ -157,8 +157,6 @@ class _Sync:
     """One profile's sync (keeps the flow currently running, for the errors it raises)."""
 
     def __init__(self, event: ChangeEvent, ctx: FlowContext, profile: KlaviyoProfile) -> None:
-        if ctx.ipaas is None:
-            raise RuntimeError("the TO-iPaaS.com flows need ctx.ipaas (an IpaasClient)")
         self.event = event
         self.ctx = ctx
         self.ipaas = ctx.ipaas
@@ -168,6 +166,9 @@ class _Sync:
             Flow.UPDATE_PROFILE_TO_IPAAS if event.action == Action.UPDATED else Flow.ADD_PROFILE_TO_IPAAS
         )
         self.flow = self.event_flow
+        if ctx.ipaas is None:  # a configuration problem: dead-letter (replayable once configured), don't crash
+            raise CatalogError(UNEXPECTED_ERROR, "no iPaaS.com client is configured (set ipaas.api_token)",
+                               flow=self.flow, retryable=False)
 
     async def run(self) -> None:
         customer, stored = await self.resolve()

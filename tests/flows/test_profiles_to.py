@@ -397,6 +397,14 @@ async def test_a_linked_profile_that_lost_its_email_still_updates(world: World) 
     assert (customer["email_address"], customer["first_name"]) == ("lost@shop.test", "Found")
 
 
+async def test_without_an_ipaas_client_the_event_fails_clearly_for_the_dead_letter_topic(world: World) -> None:
+    world.profile(email="unconfigured@shop.test")
+    (event,) = await world.poll()
+    with pytest.raises(CatalogError) as caught:
+        await world.sync([event], ipaas=None)
+    assert not caught.value.retryable and "ipaas.api_token" in caught.value.message
+
+
 async def test_very_long_values_are_a_clear_validation_error_and_unicode_survives(world: World) -> None:
     long_name = "Ж" * 300
     world.profile(email="long@shop.test", first_name=long_name)
