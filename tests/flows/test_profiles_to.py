@@ -480,6 +480,38 @@ async def test_round_trip_customer_to_profile_to_customer_converges_without_an_e
     assert world.warnings.items == []
 
 
+async def test_round_trip_profile_to_customer_to_profile_converges_without_an_echo_loop(world: World) -> None:
+    from consumer.flows import profiles_from
+
+    profile_id = world.profile(email="start@klaviyo.test", first_name="Kla", last_name="Vi",
+                               location={"address1": "1 Start St", "city": "Denver", "country": "US"})
+    await world.sync()  # Klaviyo -> iPaaS.com: a new Customer
+    (customer,) = world.customers()
+    from_ctx = world.ctx()
+    sent_version = 0
+    rounds = 0
+    for rounds in range(1, 6):  # noqa: B007 - the count is asserted below
+        customer = world.ipaas_sim.customer(customer["id"])
+        if customer["version"] != sent_version:  # iPaaS.com emits the Customer change: the FROM flow runs
+            record = await world.ipaas.fetch_record("customer", customer["id"])
+            assert isinstance(record, Customer)
+            action = "created" if sent_version == 0 else "updated"
+            value = orjson.dumps({"scope": f"customer/{action}", "data": record.model_dump(mode="json")})
+            await profiles_from.sync_profile(decode("customer", record.id.encode(), value, [])[0], from_ctx)
+            sent_version = customer["version"]
+        before = world.writes()
+        await world.sync()
+        if world.writes() == before:
+            break
+    assert rounds <= 3
+    assert await world.poll() == []
+    assert list(world.klaviyo_sim.store.profiles) == [profile_id]  # the FROM flow linked, didn't duplicate
+    assert world.klaviyo_sim.store.profiles[profile_id].attributes["external_id"] == customer["id"]
+    (final,) = world.customers()
+    assert final["id"] == customer["id"] and len(final["addresses"]) == 1
+    assert world.warnings.items == []
+
+
 # --- through the running service --------------------------------------------------------------------------------
 async def test_the_service_consumes_the_pollers_topic_end_to_end(kafka_bootstrap: str, unique: str) -> None:
     from tests.support.service import running_service, service_settings
