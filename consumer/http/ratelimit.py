@@ -2,8 +2,12 @@
 
 A limiter admits at most ``limit`` acquisitions in *any* interval of ``seconds`` (plus a safety margin) for each
 of its windows. That is stricter than the fixed windows most servers count in, so a client that acquires before
-every request is never the reason for a 429, whatever the server's window alignment. The limiter also takes
-penalties (``block_for``, e.g. from a ``Retry-After``) and adapts to the quota a server advertises.
+every request is never the reason for a 429, whatever the server's window alignment. The limiter also adapts:
+to the quota a server advertises (``observe``), and to 429s it did not predict (``throttled``: wait out the
+``Retry-After`` and lower the burst, i.e. the shortest window, multiplicatively; each success raises it again
+additively), which covers timing jitter between client and server and bursts of other clients sharing the quota.
+Longer (steady) windows adapt through the advertised ``remaining``/``reset`` instead, so one unlucky 429 does not
+cost a minute of quota.
 """
 
 from __future__ import annotations
@@ -46,11 +50,20 @@ class SlidingWindowLimiter:
         windows: Iterable[Window] = (),
         *,
         margin_s: float = 0.0,
+        decrease: float = 0.75,
+        recovery: float = 0.005,
+        min_scale: float = 0.1,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         if margin_s < 0:
             raise ValueError("margin_s must be >= 0")
+        if not (0 < decrease <= 1 and recovery >= 0 and 0 < min_scale <= 1):
+            raise ValueError("need 0 < decrease <= 1, recovery >= 0 and 0 < min_scale <= 1")
+        self._decrease = decrease
+        self._recovery = recovery
+        self._min_scale = min_scale
+        self._scale = 1.0
         self._configured: dict[float, int] = {}
         for window in windows:
             self._configured[window.seconds] = min(window.limit, self._configured.get(window.seconds, window.limit))
@@ -67,15 +80,23 @@ class SlidingWindowLimiter:
     # --- configuration ---------------------------------------------------------------------------------------
     @property
     def windows(self) -> tuple[Window, ...]:
-        """The effective windows: the configured ones, lowered (or joined) by what the server advertised."""
+        """The effective windows: configured, lowered (or joined) by what the server advertised; the shortest one
+        times ``scale``."""
         return self._windows
+
+    @property
+    def scale(self) -> float:
+        """The share of the quota in use after unpredicted 429s (1.0 = all of it)."""
+        return self._scale
 
     def _rebuild(self) -> None:
         seconds = sorted(set(self._configured) | set(self._advertised))
         windows = []
         for s in seconds:
-            limits = [v for v in (self._configured.get(s), self._advertised.get(s)) if v is not None]
-            windows.append(Window(min(limits), s))
+            limit = min(v for v in (self._configured.get(s), self._advertised.get(s)) if v is not None)
+            if s == seconds[0]:
+                limit = max(1, int(limit * self._scale))
+            windows.append(Window(limit, s))
         self._windows = tuple(windows)
         size = max((w.limit for w in windows), default=1)
         if self._log.maxlen != size:
@@ -99,6 +120,19 @@ class SlidingWindowLimiter:
             self._rebuild()
         if remaining is not None and remaining <= 0 and reset_s is not None and reset_s > 0:
             self.block_for(reset_s)
+
+    def throttled(self, retry_after_s: float) -> None:
+        """The server refused a request: admit nothing for ``retry_after_s`` and lower the rate (once per block)."""
+        if self._clock() >= self._blocked_until and self._windows and self._scale > self._min_scale:
+            self._scale = max(self._min_scale, self._scale * self._decrease)
+            self._rebuild()
+        self.block_for(retry_after_s)
+
+    def succeeded(self) -> None:
+        """A request went through: win back a little of the rate lost to 429s."""
+        if self._scale < 1.0:
+            self._scale = min(1.0, self._scale + self._recovery)
+            self._rebuild()
 
     def block_for(self, seconds: float) -> None:
         """Admit nothing for ``seconds`` from now (a server's ``Retry-After``); never shortens a running block."""

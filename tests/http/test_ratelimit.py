@@ -142,3 +142,34 @@ def test_registry_shares_limiters_by_key() -> None:
     assert first is again and first is not other
     assert first.windows == (Window(5, 1.0),)
     assert len(registry) == 2
+
+
+async def test_an_unpredicted_429_lowers_the_rate_once_per_block_and_successes_restore_it() -> None:
+    fake = FakeTime()
+    lim = SlidingWindowLimiter([Window(100, 1.0), Window(1000, 60.0)], decrease=0.5, recovery=0.25,
+                               clock=fake.clock, sleep=fake.sleep)
+    lim.throttled(2.0)
+    lim.throttled(2.0)  # the same storm: one decrease only
+    assert lim.scale == 0.5 and lim.windows == (Window(50, 1.0), Window(1000, 60.0))  # the burst window only
+    assert lim.delay() == pytest.approx(2.0)
+    fake.now += 2.0
+    lim.throttled(1.0)  # a new episode
+    assert lim.scale == 0.25 and lim.windows[0] == Window(25, 1.0)
+    for expected in (0.5, 0.75, 1.0, 1.0):
+        lim.succeeded()
+        assert lim.scale == expected
+    assert lim.windows == (Window(100, 1.0), Window(1000, 60.0))
+
+
+async def test_throttled_without_windows_only_blocks() -> None:
+    fake = FakeTime()
+    lim = limiter(fake)
+    lim.throttled(3.0)
+    assert lim.scale == 1.0 and lim.delay() == pytest.approx(3.0)
+
+
+def test_invalid_adaptation_parameters() -> None:
+    with pytest.raises(ValueError):
+        SlidingWindowLimiter([], decrease=0)
+    with pytest.raises(ValueError):
+        SlidingWindowLimiter([], margin_s=-1)

@@ -6,14 +6,23 @@ import asyncio
 import math
 from collections import Counter
 
+import httpx
 import pytest
 
 from consumer.catalog import KLAVIYO_CONNECTION_ERROR, KLAVIYO_REJECTED_REQUEST
 from consumer.http.ratelimit import LimiterRegistry, Window
-from consumer.klaviyo import KlaviyoConnectionError, KlaviyoRejected, NewEvent, ProfileAttributes
+from consumer.klaviyo import (
+    ApiKeyAuth,
+    KlaviyoClient,
+    KlaviyoConnectionError,
+    KlaviyoRejected,
+    NewEvent,
+    ProfileAttributes,
+)
 from consumer.klaviyo.ratelimits import EndpointLimit
 from consumer.klaviyo.simulator import ApiKeyGrant, Faults, KlaviyoSimulator
-from consumer.observability.metrics import KLAVIYO_REQUESTS, KLAVIYO_THROTTLED
+from consumer.observability.metrics import KLAVIYO_RATE_LIMIT_WAITS, KLAVIYO_REQUESTS, KLAVIYO_THROTTLED
+from consumer.settings import KlaviyoSettings
 
 from .conftest import MakeClient
 
@@ -158,7 +167,9 @@ async def test_429_storm_client_paces_itself_to_the_limit_and_loses_nothing(
 ) -> None:
     simulator.config.with_limits({"create_event": SMALL})
     client = make_client(rate_limits={"create_event": SMALL})
+    waits_before = KLAVIYO_RATE_LIMIT_WAITS.labels("create_event")._value.get()
     await asyncio.gather(*(client.create_event(event(i)) for i in range(20)))
+    assert KLAVIYO_RATE_LIMIT_WAITS.labels("create_event")._value.get() - waits_before >= 10
     assert sorted(e.unique_id or "" for e in simulator.store.events) == sorted(f"ORD-{i}" for i in range(20))
     throttled = simulator.state.stats["throttled"]
     assert throttled <= 2  # the limiter, not Klaviyo, holds the requests back
@@ -220,3 +231,17 @@ async def test_client_adopts_the_quota_klaviyo_advertises(
     await asyncio.gather(*(client.create_event(event(i)) for i in range(12)))
     assert len(simulator.store.events) == 13
     assert simulator.state.stats["throttled"] <= 2
+
+
+async def test_a_success_status_with_a_non_json_body_is_a_retryable_rejection() -> None:
+    page = b"<html><head><title>Just a moment...</title></head></html>"
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=page,
+                                                                   headers={"content-type": "text/html"}))
+    settings = KlaviyoSettings(api_key="pk_" + "m" * 34)
+    async with KlaviyoClient(settings, ApiKeyAuth("pk_" + "m" * 34), transport=transport) as client:
+        with pytest.raises(KlaviyoRejected) as caught:
+            await client.get_profile("01P")
+    assert caught.value.retryable and caught.value.http_status == 200
+    assert caught.value.message == (
+        "Error calling Klaviyo (200 unexpected response: text/html page: Just a moment...)"
+    )

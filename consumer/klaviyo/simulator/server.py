@@ -85,5 +85,5 @@ class KlaviyoSimulator:
 async def serve_forever(host: str, port: int, config: SimulatorConfig | None = None) -> None:
     """Run a simulator until cancelled (``ipaas-klaviyo simulate klaviyo``)."""
     async with KlaviyoSimulator(config, host=host, port=port) as simulator:
-        print(f"Klaviyo simulator listening on {simulator.base_url}", flush=True)
+        logger.info("Klaviyo simulator listening on %s", simulator.base_url)
         await asyncio.Event().wait()

@@ -63,9 +63,12 @@ async def test_chunked_body_connection_close_and_oversize() -> None:
 
 
 async def test_drop_and_hang_and_stop_ends_hanging_connections() -> None:
+    hanging = asyncio.Event()
+
     async def handler(request: Request) -> Reply:
         if request.path == "/drop":
             return Reply(0, action="drop")
+        hanging.set()
         return Reply(0, action="hang", delay_s=3600)
 
     server = await start(handler)
@@ -74,7 +77,9 @@ async def test_drop_and_hang_and_stop_ends_hanging_connections() -> None:
     writer.write(b"GET /hang HTTP/1.1\r\n\r\n")
     await writer.drain()
     pending = asyncio.create_task(reader.read())
-    await asyncio.sleep(0.05)
+    await hanging.wait()
+    for _ in range(20):
+        await asyncio.sleep(0)
     assert not pending.done()
     await server.stop()
     assert await asyncio.wait_for(pending, 5) == b""
