@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from consumer.http.redact import redact
 from consumer.observability import metrics
-from consumer.redact import redact
 from consumer.runtime.messages import Failure, InboundMessage
 
 ORIGINAL_TOPIC = "kafka_dlt-original-topic"

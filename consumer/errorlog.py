@@ -15,8 +15,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from consumer.catalog import BY_CODE, RECORD_NOT_READABLE, UNEXPECTED_ERROR, CatalogEntry, CatalogError, Flow
+from consumer.http.redact import redact
 from consumer.observability import metrics
-from consumer.redact import redact
 from consumer.runtime.messages import Failure, InboundMessage
 
 log = logging.getLogger("consumer.errorlog")

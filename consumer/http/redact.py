@@ -11,6 +11,9 @@ _GENERIC = (
     re.compile(r"(?i)\b(bearer\s+)([A-Za-z0-9._~+/=-]{8,})"),
     re.compile(r"(?i)\b(basic\s+)([A-Za-z0-9+/=]{8,})"),
     re.compile(r"(?i)\b((?:access|refresh)_token[\"']?\s*[:=]\s*[\"']?)([A-Za-z0-9._~+/=-]+)"),
+    re.compile(r"(?i)\b(klaviyo-api-key\s+)([A-Za-z0-9._~+/=-]{6,})"),
+    re.compile(r"\bpk_[A-Za-z0-9]{6,}"),
+    re.compile(r"(?i)\b((?:client_secret|api_key|api_token|password|code_verifier)[\"']?\s*[:=]\s*[\"']?)([^\s\"'&,}]+)"),
 )
 
 
@@ -43,3 +46,11 @@ class Redactor:
         for pattern in self._patterns:
             text = pattern.sub(_mask, text)
         return text
+
+
+_DEFAULT = Redactor()
+
+
+def redact(text: str) -> str:
+    """``text`` with secret-looking values (keys, tokens, passwords, Authorization values) masked."""
+    return _DEFAULT.scrub(text)

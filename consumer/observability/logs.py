@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from consumer.redact import redact
+from consumer.http.redact import redact
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 
