@@ -15,12 +15,14 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
+from consumer.catalog import CatalogError
 from consumer.deadletter import DeadLetterPublisher
 from consumer.errorlog import ErrorLog
 from consumer.flows.context import FlowContext
 from consumer.kafka import reliable_producer
 from consumer.klaviyo import ApiKeyAuth, Auth, KlaviyoClient
 from consumer.mapping import load_collections
+from consumer.oauth import bind_runtime, oauth_auth
 from consumer.observability import metrics
 from consumer.observability.http import OpsServer
 from consumer.routing import Dispatcher, Route, RoutingTable, default_routes
@@ -36,11 +38,18 @@ class ConfigurationError(RuntimeError):
 
 
 def klaviyo_auth(settings: Settings) -> Auth:
-    """The Klaviyo credential from settings: the private API key (OAuth tokens plug in here too)."""
+    """The Klaviyo credential from settings: the private API key, else the OAuth tokens of the token file."""
     if settings.klaviyo.api_key is not None:
         return ApiKeyAuth(settings.klaviyo.api_key)
+    try:
+        auth = oauth_auth(settings)
+    except CatalogError as error:
+        raise ConfigurationError(f"{error.message} ({error.detail})") from None
+    if auth is not None:
+        return auth
     raise ConfigurationError(
-        "No Klaviyo credential: set IPAAS_KLAVIYO_KLAVIYO__API_KEY (or klaviyo.api_key in the settings file)"
+        "No Klaviyo credential: set IPAAS_KLAVIYO_KLAVIYO__API_KEY (or klaviyo.api_key in the settings file), "
+        "or connect with OAuth: `ipaas-klaviyo authorize`"
     )
 
 
@@ -121,6 +130,8 @@ class Service:
                 policy_for=lambda topic: table.policy_for(topic, default_policy),
             )
             self.runtime = runtime
+            # OAuth: a lost authorization pauses consumption ("authorization"), is logged, and shows in the gauge
+            await stack.enter_async_context(bind_runtime(auth, runtime, error_log))
             health = runtime.health
             self.ops = OpsServer(
                 settings.http.host, settings.http.port,

@@ -70,6 +70,59 @@ async def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _authorize(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer import oauth
+    from consumer.catalog import CatalogError
+
+    redirect = settings.oauth.redirect_url
+    receiver: oauth.CallbackReceiver | None = None
+    if redirect and (args.paste or not oauth.is_loopback(redirect)):
+        prompt = "Paste the URL your browser was sent to after approving: "
+        receiver = oauth.PastedCallback(redirect, lambda: asyncio.to_thread(input, prompt))
+
+    async def show(url: str) -> None:
+        print(f"Open this URL in a browser and approve access to Klaviyo:\n\n  {url}\n", flush=True)
+        if not args.no_browser:
+            import webbrowser
+
+            await asyncio.to_thread(webbrowser.open, url)
+
+    try:
+        tokens = await oauth.authorize(
+            settings, receiver=receiver, show_url=show, timeout_s=args.timeout,
+            report=None if args.no_error_log else oauth.kafka_reporter(settings),
+        )
+    except CatalogError as error:
+        print(f"ipaas-klaviyo: {error.entry.title}: {error.message}", file=sys.stderr)
+        if error.detail:
+            print(f"  detail: {error.detail}", file=sys.stderr)
+        print(f"  what to do: {error.entry.action}", file=sys.stderr)
+        return 1
+    print(f"Authorized with Klaviyo (scopes: {' '.join(tokens.scope) or 'as granted'}); "
+          f"tokens stored in {settings.oauth.token_file}")
+    return 0
+
+
+async def _revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer import oauth
+    from consumer.catalog import CatalogError
+
+    try:
+        result = await oauth.revoke(settings, force=args.force)
+    except CatalogError as error:
+        print(f"ipaas-klaviyo: {error.entry.title}: {error.message}", file=sys.stderr)
+        return 1
+    if result.revoked:
+        print(f"Klaviyo tokens revoked; {settings.oauth.token_file} deleted")
+        return 0
+    if result.deleted:
+        print(f"ipaas-klaviyo: {result.problem}; {settings.oauth.token_file} deleted anyway (--force)", file=sys.stderr)
+        return 1
+    hint = "" if result.problem and result.problem.startswith("no token file") else " (retry, or --force to delete)"
+    print(f"ipaas-klaviyo: {result.problem}; nothing deleted{hint}", file=sys.stderr)
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ipaas-klaviyo", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=8080)
     simulate.set_defaults(handler=_simulate)
+
+    authorize = commands.add_parser("authorize", help="connect to Klaviyo with OAuth and store the tokens")
+    authorize.add_argument("--paste", action="store_true",
+                           help="paste the redirect URL instead of serving it on the loopback address")
+    authorize.add_argument("--no-browser", action="store_true", help="print the authorization URL only")
+    authorize.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the redirect")
+    authorize.add_argument("--no-error-log", action="store_true",
+                           help="do not write authorization errors to the error-log topic")
+    authorize.set_defaults(handler=_authorize)
+
+    revoke = commands.add_parser("revoke", help="revoke the Klaviyo OAuth tokens and delete the token file")
+    revoke.add_argument("--force", action="store_true", help="delete the token file even if Klaviyo cannot confirm")
+    revoke.set_defaults(handler=_revoke)
     return parser
 
 
