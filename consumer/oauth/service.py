@@ -28,6 +28,7 @@ from consumer.oauth.provider import (
 )
 from consumer.oauth.store import TokenStore
 from consumer.observability import metrics
+from consumer.runtime.engine import PAUSE_AUTHORIZATION
 from consumer.settings import Settings
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("consumer.oauth")
 
-PAUSE_AUTHORIZATION = "authorization"
 _REPORT_TIMEOUT_S = 15.0
 
 

@@ -41,6 +41,8 @@ log = logging.getLogger("consumer.runtime")
 PAUSE_BACKPRESSURE = "backpressure"
 PAUSE_INFRASTRUCTURE = "infrastructure"
 PAUSE_DEAD_LETTER = "dead_letter_unavailable"
+PAUSE_AUTHORIZATION = "authorization"
+_OUTAGES = frozenset({PAUSE_INFRASTRUCTURE, PAUSE_AUTHORIZATION})
 
 
 class _Received:
@@ -187,9 +189,20 @@ class StreamRuntime:
 
     def resume(self, reason: str) -> None:
         """Lift one reason to pause; fetching goes on once no reason is left."""
+        had = reason in self._pause_reasons
         self._pause_reasons.discard(reason)
         self.health.paused = frozenset(self._pause_reasons)
         metrics.CONSUMPTION_PAUSED.labels(reason).set(0)
+        if had and reason in _OUTAGES and not self._pause_reasons & _OUTAGES:
+            self._retry_parked_now()
+
+    def _retry_parked_now(self) -> None:
+        """The outage is over: records waiting out a backoff go now rather than when their timer fires."""
+        for state in self._partitions.values():
+            for lane in state.lanes.values():
+                if lane.timer is not None:
+                    lane.timer.cancel()
+                    self._retry_due(lane)
 
     def on_finished(self, listener: Callable[[InboundMessage, str], None]) -> None:
         """Call ``listener(message, outcome)`` whenever a record is finished (succeeded, skipped, dead_lettered)."""
@@ -426,7 +439,8 @@ class StreamRuntime:
         if attempts.failure is not None:
             failure.first_failure = attempts.failure.first_failure
         attempts.failure = failure
-        if failure.infrastructure and self._still_down(lane):
+        # an outage (the far side down, or authorization lost) spends no attempts: nothing is dead-lettered for it
+        if failure.infrastructure and (PAUSE_AUTHORIZATION in self._pause_reasons or self._still_down(lane)):
             delay = policy.delay(attempts.attempt, failure.retry_after, cap=self._limits.infrastructure_max_delay_s)
             log.warning("infrastructure failure; consumption paused",
                         extra={"flow": failure.flow, "code": failure.code, "retry_in_s": round(delay, 3)})
