@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
+
 from consumer.catalog import CatalogError
 from consumer.deadletter import DeadLetterPublisher
 from consumer.errorlog import ErrorLog
@@ -26,7 +28,7 @@ from consumer.oauth import bind_runtime, oauth_auth
 from consumer.observability import metrics
 from consumer.observability.http import OpsServer
 from consumer.routing import Dispatcher, Route, RoutingTable, default_routes
-from consumer.runtime import Failure, InboundMessage, RetryPolicy, StreamRuntime
+from consumer.runtime import Failure, FailureSink, InboundMessage, RetryPolicy, StreamRuntime
 from consumer.settings import Settings
 from consumer.topics import TopicCatalog
 
@@ -62,6 +64,46 @@ def ipaas_client(settings: Settings) -> Any:
     return IpaasClient(settings.ipaas)
 
 
+async def build_dispatcher(
+    settings: Settings,
+    stack: AsyncExitStack,
+    producer: AIOKafkaProducer,
+    catalog: TopicCatalog,
+    *,
+    auth: Auth | None = None,
+    routes: Sequence[Route] | None = None,
+) -> tuple[Dispatcher, RoutingTable, FailureSink]:
+    """The flows behind their dispatcher, the routing table, and the failure path (error log, then dead letter).
+
+    What the service runs under its consumer, and what ``ipaas-klaviyo dlq replay --direct`` runs without one.
+    The API clients are entered on ``stack``; ``producer`` (started) writes the error log and the dead letters.
+    """
+    mappings = load_collections(settings.mapping_dir)
+    table = RoutingTable(routes if routes is not None else default_routes(), catalog)
+    error_log = ErrorLog(producer, catalog.name("error-log"))
+    dead_letters = DeadLetterPublisher(producer, settings.kafka.group_id, catalog.dead_letter_name)
+
+    auth = auth or klaviyo_auth(settings)
+    klaviyo = await stack.enter_async_context(KlaviyoClient(settings.klaviyo, auth))
+    if isinstance(auth, ApiKeyAuth):
+        metrics.set_authorization_state("connected")
+    ipaas = ipaas_client(settings)
+    if ipaas is not None:
+        await stack.enter_async_context(ipaas)
+    context = FlowContext(
+        klaviyo=klaviyo, ipaas=ipaas, mappings=mappings, warn=error_log.report,
+        generate_events=settings.klaviyo.generate_events,
+    )
+
+    async def failed_for_good(message: InboundMessage, failure: Failure) -> None:
+        # error log first: a retried dead letter may then log twice, but never dead-letter twice
+        await error_log.failed(message, failure)
+        await dead_letters.publish(message, failure)
+
+    dispatcher = Dispatcher(table, context, max_value_bytes=settings.runtime.max_value_bytes)
+    return dispatcher, table, failed_for_good
+
+
 class Service:
     """One running instance of the integration."""
 
@@ -90,48 +132,31 @@ class Service:
     async def run(self, *, install_signal_handlers: bool = False) -> None:
         settings = self.settings
         metrics.initialize()
-        mappings = load_collections(settings.mapping_dir)
         default_policy = RetryPolicy(
             attempts=settings.runtime.retry_attempts,
             base_delay_s=settings.runtime.retry_base_delay_s,
             max_delay_s=settings.runtime.retry_max_delay_s,
         )
-        table = RoutingTable(self._routes if self._routes is not None else default_routes(), self.catalog)
         async with AsyncExitStack() as stack:
             producer = reliable_producer(settings.kafka)
             await producer.start()
             stack.push_async_callback(producer.stop)
-            error_log = ErrorLog(producer, self.catalog.name("error-log"))
-            dead_letters = DeadLetterPublisher(producer, settings.kafka.group_id, self.catalog.dead_letter_name)
-
             auth = self._auth or klaviyo_auth(settings)
-            klaviyo = await stack.enter_async_context(KlaviyoClient(settings.klaviyo, auth))
-            if isinstance(auth, ApiKeyAuth):
-                metrics.set_authorization_state("connected")
-            ipaas = ipaas_client(settings)
-            if ipaas is not None:
-                await stack.enter_async_context(ipaas)
-            context = FlowContext(
-                klaviyo=klaviyo, ipaas=ipaas, mappings=mappings, warn=error_log.report,
-                generate_events=settings.klaviyo.generate_events,
-            )
-
-            async def failed_for_good(message: InboundMessage, failure: Failure) -> None:
-                # error log first: a retried dead letter may then log twice, but never dead-letter twice
-                await error_log.failed(message, failure)
-                await dead_letters.publish(message, failure)
+            dispatcher, table, failed_for_good = await build_dispatcher(
+                settings, stack, producer, self.catalog, auth=auth, routes=self._routes)
 
             runtime = StreamRuntime(
                 kafka=settings.kafka,
                 limits=settings.runtime,
                 topics=table.topics,
-                processor=Dispatcher(table, context, max_value_bytes=settings.runtime.max_value_bytes),
+                processor=dispatcher,
                 failure_sink=failed_for_good,
                 policy_for=lambda topic: table.policy_for(topic, default_policy),
             )
             self.runtime = runtime
             # OAuth: a lost authorization pauses consumption ("authorization"), is logged, and shows in the gauge
-            await stack.enter_async_context(bind_runtime(auth, runtime, error_log))
+            await stack.enter_async_context(
+                bind_runtime(auth, runtime, ErrorLog(producer, self.catalog.name("error-log"))))
             health = runtime.health
             self.ops = OpsServer(
                 settings.http.host, settings.http.port,

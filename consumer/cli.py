@@ -43,6 +43,80 @@ async def _topics(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if drift else 0
 
 
+async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer import dlq
+    from consumer.topics import TopicCatalog
+
+    catalog = TopicCatalog.load(settings.topics_file, settings.topic_prefix)
+    names = dlq.dead_letter_topics(catalog, args.topic)
+    selection = dlq.LetterFilter.build(flows=args.flow, codes=args.code, keys=args.key, since=args.since,
+                                       until=args.until)
+    if args.action == "list":
+        letters = await dlq.read_dead_letters(settings.kafka, names, selection, limit=args.limit)
+        if args.json:
+            for letter in letters:
+                print(dlq.to_json_line(letter.to_dict()))
+        else:
+            print(dlq.format_table(letters))
+            print(f"{len(letters)} dead letters in {', '.join(names)}", file=sys.stderr)
+        return 0
+    if args.action == "show":
+        if args.refs:
+            refs = [ref for text in args.refs for ref in dlq.parse_ref(text, names)]
+            letters = [letter for letter in await dlq.fetch_dead_letters(settings.kafka, refs)
+                       if selection.matches(letter)]
+        else:
+            letters = await dlq.read_dead_letters(settings.kafka, names, selection, limit=args.limit)
+        if args.json:
+            for letter in letters:
+                print(dlq.to_json_line(letter.to_dict(full=True)))
+        else:
+            print("\n\n".join(dlq.format_letter(letter) for letter in letters))
+        if not letters:
+            print("no dead letter found", file=sys.stderr)
+        return 0 if letters else 1
+    mode: dlq.Mode = "direct" if args.direct else "republish"
+    # the default run id comes from the command line as typed (a relative --since stays the same run)
+    run_id = args.run_id or dlq.default_run_id(mode, names, {**selection.spec(), "since": args.since,
+                                                            "until": args.until})
+    progress = dlq.TextProgress()
+    try:
+        result = await dlq.replay(
+            settings, catalog=catalog, topics=names, selection=selection, mode=mode, dry_run=args.dry_run,
+            rate=args.rate, run_id=run_id, batch_size=args.batch_size, on_progress=progress,
+        )
+    finally:
+        progress.close()
+    if args.json:
+        print(dlq.to_json_line(result.to_dict()))
+    elif result.dry_run:
+        print(dlq.format_table(result.letters))
+        print(f"dry run of {result.run_id}: would replay {result.replayed} dead letters ({mode}), "
+              f"{result.skipped} without an original topic; nothing was written")
+    else:
+        print(f"{result.run_id} ({mode}{', resumed' if result.resumed else ''}): replayed {result.replayed}, "
+              f"failed again {result.failed}, skipped {result.skipped}; {result.total_replayed} over the whole run")
+    return 1 if result.failed else 0
+
+
+async def _errors(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer import dlq, errorlog
+    from consumer.topics import TopicCatalog
+
+    catalog = TopicCatalog.load(settings.topics_file, settings.topic_prefix)
+    selection = errorlog.ErrorLogFilter.build(flows=args.flow, codes=args.code, severities=args.severity,
+                                              records=args.record, since=args.since, until=args.until)
+    entries = await errorlog.read_error_log(settings.kafka, catalog.name("error-log"), selection, limit=args.limit)
+    if args.json:
+        for entry in entries:
+            print(dlq.to_json_line(entry.to_dict()))
+    elif args.full:
+        print("\n\n".join(errorlog.format_error(entry) for entry in entries))
+    else:
+        print(errorlog.format_error_table(entries))
+    return 0
+
+
 async def _kafka(args: argparse.Namespace, settings: Settings) -> int:
     from consumer import localkafka
 
@@ -136,6 +210,43 @@ def build_parser() -> argparse.ArgumentParser:
     topics = commands.add_parser("topics", help="create/update the catalog's topics, or report drift")
     topics.add_argument("action", choices=["apply", "check"])
     topics.set_defaults(handler=_topics)
+
+    letters = argparse.ArgumentParser(add_help=False)
+    letters.add_argument("--topic", action="append", default=[], help="a dead-letter topic or its source topic "
+                         "(logical id or Kafka name); repeatable; default: every dead-letter topic")
+    letters.add_argument("--flow", action="append", default=[], help="flow (slug or catalog name); repeatable")
+    letters.add_argument("--code", action="append", default=[], help="error code; repeatable")
+    letters.add_argument("--key", action="append", default=[], help="record key; repeatable")
+    letters.add_argument("--since", help="last failure at or after: ISO time, or relative (30m, 2h, 7d)")
+    letters.add_argument("--until", help="last failure at or before: ISO time, or relative")
+    letters.add_argument("--json", action="store_true", help="machine output (JSON)")
+    dlq_parser = commands.add_parser("dlq", help="read dead-letter topics, and replay dead letters")
+    dlq_actions = dlq_parser.add_subparsers(dest="action", required=True)
+    dlq_list = dlq_actions.add_parser("list", parents=[letters], help="one line per dead letter")
+    dlq_list.add_argument("--limit", type=int, default=None)
+    dlq_show = dlq_actions.add_parser("show", parents=[letters], help="dead letters in full")
+    dlq_show.add_argument("refs", nargs="*", metavar="REF", help="[topic:]partition:offset (default: the filter)")
+    dlq_show.add_argument("--limit", type=int, default=None)
+    dlq_replay = dlq_actions.add_parser(
+        "replay", parents=[letters], help="re-publish dead letters to their original topic (resumable)")
+    dlq_replay.add_argument("--direct", action="store_true", help="run them through the flow handlers instead")
+    dlq_replay.add_argument("--dry-run", action="store_true", help="list what would be replayed; write nothing")
+    dlq_replay.add_argument("--rate", type=float, default=None, help="at most this many records per second")
+    dlq_replay.add_argument("--run-id", default=None, help="the run to resume (default: derived from the filter)")
+    dlq_replay.add_argument("--batch-size", type=int, default=100, help="records per committed batch")
+    dlq_parser.set_defaults(handler=_dlq)
+
+    errors = commands.add_parser("errors", help="read the error log (the Error Logs of the affected transfers)")
+    errors.add_argument("--flow", action="append", default=[], help="flow (slug or catalog name); repeatable")
+    errors.add_argument("--code", action="append", default=[], help="error code; repeatable")
+    errors.add_argument("--severity", action="append", default=[], choices=["error", "warning"])
+    errors.add_argument("--record", action="append", default=[], help="the transfer: kind:id, or an id; repeatable")
+    errors.add_argument("--since", help="logged at or after: ISO time, or relative (30m, 2h, 7d)")
+    errors.add_argument("--until", help="logged at or before: ISO time, or relative")
+    errors.add_argument("--limit", type=int, default=None)
+    errors.add_argument("--full", action="store_true", help="every field, with what to do")
+    errors.add_argument("--json", action="store_true", help="machine output (one JSON record per line)")
+    errors.set_defaults(handler=_errors)
 
     kafka = commands.add_parser("kafka", help="a local single-node Kafka broker (no Docker) for development")
     kafka.add_argument("action", choices=["start", "stop", "status"])

@@ -1,0 +1,106 @@
+"""Reading the error log back (``ipaas-klaviyo errors``): by flow, code, severity, record and time, through the
+real broker, from records the service's own writer produced."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from consumer import errorlog, topics
+from consumer.catalog import (
+    COULD_NOT_LINK_TO_EXISTING_PROFILE,
+    KLAVIYO_REJECTED_REQUEST,
+    ORDER_EVENT_COULD_NOT_BE_CREATED,
+    CatalogError,
+    Flow,
+)
+from consumer.cli import main as cli_main
+from consumer.errorlog import ErrorLog, ErrorLogFilter, TransferRef, build_record, read_error_log
+from consumer.kafka import reliable_producer
+from consumer.runtime import InboundMessage, classify
+from consumer.settings import KafkaSettings
+from consumer.topics import TopicCatalog
+
+
+async def _written(kafka_bootstrap: str, unique: str) -> tuple[KafkaSettings, TopicCatalog]:
+    """An error log with: a link warning and a dead-lettered failure of customer c-1, an old failure of customer
+    c-2 (written a day ago), and an order event failure of transaction t-9."""
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    catalog = TopicCatalog.load(prefix=f"t{unique}.")
+    await topics.apply(catalog, kafka)
+    producer = reliable_producer(kafka)
+    await producer.start()
+    try:
+        log = ErrorLog(producer, catalog.name("error-log"))
+        c1 = TransferRef("customer", "c-1", "customer/updated")
+        await log.report(CatalogError(COULD_NOT_LINK_TO_EXISTING_PROFILE, "2 profiles share a@example.com",
+                                      flow=Flow.ADD_PROFILE_FROM_IPAAS), c1)
+        error = CatalogError(KLAVIYO_REJECTED_REQUEST, "400 invalid: email is not valid",
+                             flow=Flow.UPDATE_PROFILE_FROM_IPAAS, http_status=400, error_code="invalid")
+        error.transfer = c1  # type: ignore[attr-defined]  # as the dispatcher sets it
+        source = InboundMessage(catalog.name("customer-changes"), 3, 77, b"c-1", b"{}", [], 0)
+        await log.failed(source, classify(error))
+        old = build_record(entry=KLAVIYO_REJECTED_REQUEST, flow=Flow.ADD_PROFILE_FROM_IPAAS.slug, message="old",
+                           detail=None, transfer=TransferRef("customer", "c-2"), source=None)
+        old["time"] = "2020-01-01T00:00:00.000Z"
+        await log.write(old)
+        await log.report(CatalogError(ORDER_EVENT_COULD_NOT_BE_CREATED, "no line items"),
+                         TransferRef("transaction", "t-9"))
+    finally:
+        await producer.stop()
+    return kafka, catalog
+
+
+async def test_the_error_log_is_read_back_by_flow_code_severity_record_and_time(kafka_bootstrap: str, unique: str):
+    kafka, catalog = await _written(kafka_bootstrap, unique)
+    topic = catalog.name("error-log")
+
+    async def read(**criteria: object) -> list[str]:
+        entries = await read_error_log(kafka, topic, ErrorLogFilter.build(**criteria))  # type: ignore[arg-type]
+        return [f"{e.transfer} {e.record['code']}" for e in entries]
+
+    everything = await read_error_log(kafka, topic)
+    assert len(everything) == 4
+    assert [e.record["time"] for e in everything] == sorted(e.record["time"] for e in everything)
+    assert sorted(await read(records=["customer:c-1"])) == [
+        "customer:c-1 COULD_NOT_LINK_TO_EXISTING_PROFILE", "customer:c-1 KLAVIYO_REJECTED_REQUEST"]
+    assert await read(records=["c-1"]) == await read(records=["customer:c-1"])
+    assert await read(records=["t-9"]) == ["transaction:t-9 ORDER_EVENT_COULD_NOT_BE_CREATED"]
+    assert await read(severities=["warning"]) == ["customer:c-1 COULD_NOT_LINK_TO_EXISTING_PROFILE"]
+    assert sorted(await read(codes=["klaviyo_rejected_request"])) == [
+        "customer:c-1 KLAVIYO_REJECTED_REQUEST", "customer:c-2 KLAVIYO_REJECTED_REQUEST"]
+    assert await read(flows=[Flow.UPDATE_PROFILE_FROM_IPAAS.value]) == ["customer:c-1 KLAVIYO_REJECTED_REQUEST"]
+    assert await read(until="2021-01-01") == ["customer:c-2 KLAVIYO_REJECTED_REQUEST"]
+    assert "customer:c-2 KLAVIYO_REJECTED_REQUEST" not in await read(since="1h")
+    assert len(await read(since="1h")) == 3
+    failed = (await read_error_log(kafka, topic, ErrorLogFilter.build(codes=["KLAVIYO_REJECTED_REQUEST"],
+                                                                      records=["c-1"])))[0]
+    shown = errorlog.format_error(failed)
+    assert f"what to do   {KLAVIYO_REJECTED_REQUEST.action}" in shown
+    assert f"source       {catalog.name('customer-changes')} partition 3 offset 77  (dead-lettered)" in shown
+    assert "HTTP status  400" in shown
+
+
+async def test_the_errors_command(kafka_bootstrap: str, unique: str, monkeypatch, capsys):
+    await _written(kafka_bootstrap, unique)
+    monkeypatch.setenv("IPAAS_KLAVIYO_KAFKA__BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("IPAAS_KLAVIYO_TOPIC_PREFIX", f"t{unique}.")
+
+    async def cli(*argv: str) -> str:
+        capsys.readouterr()
+        code = await asyncio.to_thread(cli_main, list(argv))
+        out, err = capsys.readouterr()
+        assert code == 0, f"{' '.join(argv)}: exit {code}; stderr: {err}"
+        return out
+
+    out = await cli("errors", "--record", "customer:c-1", "--json")
+    records = [json.loads(line) for line in out.strip().splitlines()]
+    assert {r["code"] for r in records} == {"COULD_NOT_LINK_TO_EXISTING_PROFILE", "KLAVIYO_REJECTED_REQUEST"}
+    assert all(r["transfer"]["id"] == "c-1" and "offset" in r for r in records)
+
+    lines = (await cli("errors", "--severity", "error", "--since", "1h")).strip().splitlines()
+    assert lines[0].split()[:4] == ["TIME", "SEVERITY", "FLOW", "CODE"] and len(lines) == 3
+    assert any("transaction:t-9" in line and "ORDER_EVENT_COULD_NOT_BE_CREATED" in line for line in lines)
+
+    out = await cli("errors", "--code", "ORDER_EVENT_COULD_NOT_BE_CREATED", "--full")
+    assert ORDER_EVENT_COULD_NOT_BE_CREATED.action in out
