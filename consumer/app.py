@@ -129,6 +129,22 @@ class Service:
         if self.runtime is not None:
             self.runtime.stop()
 
+    async def _start_poller(self, stack: AsyncExitStack, klaviyo: KlaviyoClient, producer: AIOKafkaProducer) -> None:
+        """The Klaviyo profile poller as a task of the service, stopped with it."""
+        from consumer.poller import open_poller
+
+        options = self.settings.poller
+        poller = await stack.enter_async_context(open_poller(
+            self.settings, klaviyo=klaviyo, catalog=self.catalog, producer=producer, name=options.name,
+            interval_s=options.interval_s, page_size=options.page_size))
+        task = asyncio.create_task(poller.run(self._stop))
+
+        async def stopped() -> None:
+            self._stop.set()
+            await task
+
+        stack.push_async_callback(stopped)
+
     async def run(self, *, install_signal_handlers: bool = False) -> None:
         settings = self.settings
         metrics.initialize()
@@ -157,6 +173,8 @@ class Service:
             # OAuth: a lost authorization pauses consumption ("authorization"), is logged, and shows in the gauge
             await stack.enter_async_context(
                 bind_runtime(auth, runtime, ErrorLog(producer, self.catalog.name("error-log"))))
+            if settings.poller.in_service:
+                await self._start_poller(stack, dispatcher.context.klaviyo, producer)
             health = runtime.health
             self.ops = OpsServer(
                 settings.http.host, settings.http.port,

@@ -286,6 +286,28 @@ RECORD_NOT_READABLE = CatalogEntry(
     action="The record was set aside on the dead-letter topic with its original bytes. Fix the producer of the "
     "record (the detail names the problem), then replay the dead letter with `ipaas-klaviyo dlq replay`.",
 )
+IPAAS_REJECTED_REQUEST = CatalogEntry(
+    code="IPAAS_REJECTED_REQUEST",
+    title="iPaaS.com Rejected the Request",
+    severity=Severity.ERROR,
+    flow=Flow.SERVICE,
+    message="Error calling iPaaS.com",
+    meaning="iPaaS.com received the request but rejected it: a value failed its validation, the API token lacks "
+    "a permission, or the record no longer exists.",
+    action="Read the detail iPaaS.com returned in the Error Logs entry; correct the mapped value or the source data "
+    f"and resend, or confirm the integration's API token and its permissions. If the cause is unclear, {_SUPPORT}.",
+)
+IPAAS_CONNECTION_ERROR = CatalogEntry(
+    code="IPAAS_CONNECTION_ERROR",
+    title="iPaaS.com Connection Error",
+    severity=Severity.ERROR,
+    flow=Flow.SERVICE,
+    message="An error occurred while contacting iPaaS.com",
+    meaning="The integration could not complete the request to iPaaS.com because of a transport or connectivity "
+    "problem rather than a data validation issue.",
+    action="This is often transient. Allow the transfer to retry. If connection errors persist, confirm the "
+    f"iPaaS.com API URL in the integration's settings and that iPaaS.com is reachable, then {_SUPPORT}.",
+)
 UNEXPECTED_ERROR = CatalogEntry(
     code="UNEXPECTED_ERROR",
     title="Unexpected Error",
@@ -315,6 +337,8 @@ ENTRIES: tuple[CatalogEntry, ...] = (
     KLAVIYO_REJECTED_REQUEST,
     KLAVIYO_CONNECTION_ERROR,
     RECORD_NOT_READABLE,
+    IPAAS_REJECTED_REQUEST,
+    IPAAS_CONNECTION_ERROR,
     UNEXPECTED_ERROR,
 )
 BY_CODE: dict[str, CatalogEntry] = {entry.code: entry for entry in ENTRIES}

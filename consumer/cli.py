@@ -117,6 +117,42 @@ async def _errors(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _poll_profiles(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+
+    from consumer.app import klaviyo_auth
+    from consumer.klaviyo import KlaviyoClient
+    from consumer.observability import metrics
+    from consumer.observability.http import OpsServer
+    from consumer.poller import open_poller, parse_since
+
+    options = settings.poller
+    async with KlaviyoClient(settings.klaviyo, klaviyo_auth(settings)) as klaviyo, open_poller(
+        settings, klaviyo=klaviyo, name=options.name, interval_s=options.interval_s, page_size=options.page_size,
+    ) as poller:
+        if args.profile:
+            for profile_id in args.profile:
+                profile = await poller.sync_profile(profile_id)
+                print(f"published profile {profile.id}")
+            return 0
+        if args.since or args.once:
+            result = await (poller.backfill(parse_since(args.since)) if args.since else poller.run_once())
+            print(f"published {result.published} changed profiles ({result.skipped} unchanged, {result.pages} pages)")
+            return 0
+        metrics.initialize()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        ops = OpsServer(settings.http.host, settings.http.port, live=lambda: (True, {}),
+                        ready=lambda: (True, {})).start()
+        try:
+            await poller.run(stop)
+        finally:
+            ops.close()
+    return 0
+
+
 async def _kafka(args: argparse.Namespace, settings: Settings) -> int:
     from consumer import localkafka
 
@@ -247,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     errors.add_argument("--full", action="store_true", help="every field, with what to do")
     errors.add_argument("--json", action="store_true", help="machine output (one JSON record per line)")
     errors.set_defaults(handler=_errors)
+
+    poll = commands.add_parser("poll-profiles", help="publish changed Klaviyo profiles (the TO-iPaaS.com source)")
+    poll.add_argument("--once", action="store_true", help="one poll from the watermark, then exit")
+    poll.add_argument("--profile", action="append", metavar="ID", help="publish this profile now (repeatable)")
+    poll.add_argument("--since", metavar="TIME", help="backfill profiles updated since TIME (ISO, or 2h / 7d)")
+    poll.set_defaults(handler=_poll_profiles)
 
     kafka = commands.add_parser("kafka", help="a local single-node Kafka broker (no Docker) for development")
     kafka.add_argument("action", choices=["start", "stop", "status"])

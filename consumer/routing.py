@@ -34,8 +34,8 @@ class Route:
 
 async def _fetch_if_notified(event: ChangeEvent, ctx: FlowContext) -> ChangeEvent:
     """Notify-then-fetch: a hook notification carries only an id; read the record from iPaaS.com."""
-    if event.record is not None or event.action == "deleted":
-        return event
+    if event.record is not None or event.action == "deleted" or event.kind == "klaviyo_profile":
+        return event  # (a data-less Klaviyo profile change is read from Klaviyo by its flow)
     if ctx.ipaas is None:
         raise PoisonPill("schema_violation", f"{event.event_type} carries no record and no iPaaS.com client is set")
     record = await ctx.ipaas.fetch_record(event.kind, event.record_id)
@@ -103,6 +103,10 @@ class Dispatcher:
         self._table = table
         self._context = context
         self._max_value_bytes = max_value_bytes
+
+    @property
+    def context(self) -> FlowContext:
+        return self._context
 
     async def __call__(self, message: InboundMessage) -> Handled:
         try:

@@ -77,6 +77,16 @@ class IpaasSettings(BaseModel):
     total_timeout_s: float = 60.0
     max_connections: int = 50
     max_retries: int = 4
+    system_id: int = Field(1, ge=1, description="the subscription's system id that external ids are kept under")
+
+
+class PollerSettings(BaseModel):
+    """The Klaviyo profile change source (``ipaas-klaviyo poll-profiles``, or inside the service)."""
+
+    in_service: bool = Field(False, description="also run the poller inside `ipaas-klaviyo run`")
+    name: str = Field("klaviyo-profiles", description="the watermark's key in the poller-state topic")
+    interval_s: float = Field(60.0, gt=0, description="seconds between polls")
+    page_size: int = Field(100, ge=1, le=100, description="profiles per page")
 
 
 class OAuthSettings(BaseModel):
@@ -108,6 +118,7 @@ class Settings(BaseSettings):
     ipaas: IpaasSettings = Field(default_factory=IpaasSettings)
     oauth: OAuthSettings = Field(default_factory=OAuthSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    poller: PollerSettings = Field(default_factory=PollerSettings)
     topics_file: Path | None = Field(None, description="topic catalog; default: the shipped topics/topics.yaml")
     mapping_dir: Path | None = Field(None, description="mapping collections replacing the shipped defaults")
     topic_prefix: str = Field("", description="prepended to every topic name of the catalog")

@@ -22,8 +22,8 @@ from consumer.catalog import CatalogEntry, CatalogError
 from consumer.http.content import is_json_content_type, summarize_non_json
 from consumer.http.redact import Redactor
 
-REJECTED_ENTRY: CatalogEntry = getattr(catalog, "IPAAS_REJECTED_REQUEST", catalog.UNEXPECTED_ERROR)
-CONNECTION_ENTRY: CatalogEntry = getattr(catalog, "IPAAS_CONNECTION_ERROR", catalog.UNEXPECTED_ERROR)
+REJECTED_ENTRY: CatalogEntry = catalog.IPAAS_REJECTED_REQUEST
+CONNECTION_ENTRY: CatalogEntry = catalog.IPAAS_CONNECTION_ERROR
 
 
 def ipaas_redactor(secrets: Callable[[], Iterable[str]] | None = None) -> Redactor:
