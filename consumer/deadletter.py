@@ -73,7 +73,7 @@ def dead_letter_headers(message: InboundMessage, failure: Failure, group_id: str
         ORIGINAL_TOPIC: previous.get(ORIGINAL_TOPIC, message.topic),
         ORIGINAL_PARTITION: previous.get(ORIGINAL_PARTITION, str(message.partition)),
         ORIGINAL_OFFSET: previous.get(ORIGINAL_OFFSET, str(message.offset)),
-        ORIGINAL_TIMESTAMP: previous.get(ORIGINAL_TIMESTAMP, str(message.timestamp_ms)),
+        ORIGINAL_TIMESTAMP: previous.get(ORIGINAL_TIMESTAMP, str(message.timestamp)),
         ORIGINAL_TIMESTAMP_TYPE: "CREATE_TIME" if message.timestamp_type == 0 else "LOG_APPEND_TIME",
         ORIGINAL_CONSUMER_GROUP: group_id,
         EXCEPTION_FQCN: failure.exception_fqcn,

@@ -72,7 +72,7 @@ from consumer.errorlog import entry_for
 from consumer.http.ratelimit import SlidingWindowLimiter, Window
 from consumer.kafka import connection_options
 from consumer.observability import metrics
-from consumer.runtime.messages import Failure, FailureSink, InboundMessage, Processor, classify
+from consumer.runtime.messages import Failure, FailureSink, InboundMessage, Message, Processor, classify
 from consumer.runtime.policy import RetryPolicy
 from consumer.settings import KafkaSettings, Settings
 from consumer.topics import TopicCatalog
@@ -970,11 +970,11 @@ class _Run:
                     result.skipped += 1
                 else:
                     await self._acquire()
-                    message = InboundMessage(
+                    message = Message(
                         topic=target[0], partition=target[1] if target[1] is not None else letter.partition,
                         offset=letter.original_offset if letter.original_offset is not None else -1,
                         key=letter.key, value=letter.value, headers=letter.replay_headers(),
-                        timestamp_ms=_int(letter.context.get(dl.ORIGINAL_TIMESTAMP)) or letter.timestamp_ms,
+                        timestamp=_int(letter.context.get(dl.ORIGINAL_TIMESTAMP)) or letter.timestamp_ms,
                     )
                     failure = await _handle(dispatcher, message, policy_for(message.topic))
 

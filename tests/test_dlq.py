@@ -25,7 +25,7 @@ from consumer.envelopes import ChangeEvent
 from consumer.flows.context import FlowContext
 from consumer.kafka import reliable_producer
 from consumer.routing import Route
-from consumer.runtime import Failure, InboundMessage
+from consumer.runtime import Failure, Message
 from consumer.settings import Settings
 from consumer.topics import TopicCatalog
 from tests.support.kafka import end_offsets, read_all
@@ -118,10 +118,10 @@ async def _dead_letter(settings: Settings, catalog: TopicCatalog, ids: Sequence[
         source = catalog.name("customer-changes")
         failure = Failure(code=code, message=f"{code}: 400 invalid", exception_fqcn="consumer.catalog.CatalogError",
                           flow=Flow.ADD_PROFILE_FROM_IPAAS.slug, attempts=3)
-        await asyncio.gather(*(publisher.publish(InboundMessage(
+        await asyncio.gather(*(publisher.publish(Message(
             topic=source, partition=i % 8, offset=10_000 + i, key=f"c-{i}".encode(),
             value=orjson.dumps({"id": f"c-{i}", "first_name": f"Name {i}"}), headers=[("trace", f"t-{i}".encode())],
-            timestamp_ms=1_700_000_000_000,
+            timestamp=1_700_000_000_000,
         ), failure) for i in ids))
     finally:
         await producer.stop()

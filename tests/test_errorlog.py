@@ -17,7 +17,7 @@ from consumer.catalog import (
 from consumer.cli import main as cli_main
 from consumer.errorlog import ErrorLog, ErrorLogFilter, TransferRef, build_record, read_error_log
 from consumer.kafka import reliable_producer
-from consumer.runtime import InboundMessage, classify
+from consumer.runtime import Message, classify
 from consumer.settings import KafkaSettings
 from consumer.topics import TopicCatalog
 
@@ -38,7 +38,7 @@ async def _written(kafka_bootstrap: str, unique: str) -> tuple[KafkaSettings, To
         error = CatalogError(KLAVIYO_REJECTED_REQUEST, "400 invalid: email is not valid",
                              flow=Flow.UPDATE_PROFILE_FROM_IPAAS, http_status=400, error_code="invalid")
         error.transfer = c1  # type: ignore[attr-defined]  # as the dispatcher sets it
-        source = InboundMessage(catalog.name("customer-changes"), 3, 77, b"c-1", b"{}", [], 0)
+        source = Message(catalog.name("customer-changes"), 3, 77, b"c-1", b"{}", [], 0)
         await log.failed(source, classify(error))
         old = build_record(entry=KLAVIYO_REJECTED_REQUEST, flow=Flow.ADD_PROFILE_FROM_IPAAS.slug, message="old",
                            detail=None, transfer=TransferRef("customer", "c-2"), source=None)

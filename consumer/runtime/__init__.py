@@ -1,7 +1,7 @@
 """The streaming consumer runtime (ordering, concurrency, retries, commits); it knows nothing of Klaviyo."""
 
 from consumer.runtime.engine import RuntimeHealth, StreamRuntime
-from consumer.runtime.messages import Failure, FailureSink, Handled, InboundMessage, Processor, classify
+from consumer.runtime.messages import Failure, FailureSink, Handled, InboundMessage, Message, Processor, classify
 from consumer.runtime.policy import RetryPolicy
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "FailureSink",
     "Handled",
     "InboundMessage",
+    "Message",
     "Processor",
     "RetryPolicy",
     "RuntimeHealth",

@@ -304,15 +304,11 @@ class StreamRuntime:
             return  # fetched just before a revoke: the partition's next owner reads them again
         lanes, ready, add_offset = state.lanes, self._ready, state.offsets.add
         for record in records:
-            message = InboundMessage(
-                record.topic, record.partition, record.offset, record.key, record.value, record.headers or (),
-                record.timestamp, record.timestamp_type,
-            )
             add_offset(record.offset)
             lane = lanes.get(record.key)
             if lane is None:
                 lane = lanes[record.key] = _Lane(state, record.key)
-            lane.queue.append(message)
+            lane.queue.append(record)
             if not lane.scheduled:
                 lane.scheduled = True
                 ready.append(lane)
@@ -350,7 +346,8 @@ class StreamRuntime:
                 self._waking -= 1
                 continue
             lane = self._ready.popleft()
-            self._wake_worker()
+            if self._ready and not self._waking:
+                self._wake_worker()
             lane.worker = me
             try:
                 await self._run_lane(lane)
@@ -373,16 +370,17 @@ class StreamRuntime:
         Each record is one attempt here (the success path is inlined: it is the hot path); a failed attempt is
         classified by ``_failed``, which either finishes the record (dead letter) or names the retry delay.
         """
-        state, queue = lane.state, lane.queue
+        state, queue, record, finish = lane.state, lane.queue, metrics.HANDLING.record, lane.state.offsets.finish
+        processor, clock = self._processor, time.monotonic
         state.running += 1
+        self._running += 1  # in flight: lanes a worker is running (each runs one handler call at a time)
         try:
             while queue and not state.revoked:
                 message = queue[0]
                 attempts = lane.attempts
-                started = time.monotonic() if attempts is None else attempts.started
-                self._running += 1
+                started = clock() if attempts is None else attempts.started
                 try:
-                    handled = await self._processor(message)
+                    handled = await processor(message)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -396,22 +394,23 @@ class StreamRuntime:
                             return
                         break
                 else:
-                    self._last_success = now = time.monotonic()
-                    if lane.infra_since is not None:
-                        self._leave_infrastructure(lane)
-                    metrics.HANDLING.record(message.topic, handled.flow, handled.outcome, now - started)
+                    now = clock()
+                    if self._infra_lanes:  # only an outage needs to know when a call last succeeded
+                        self._last_success = now
+                        if lane.infra_since is not None:
+                            self._leave_infrastructure(lane)
+                    record(message.topic, handled.flow, handled.outcome, now - started)
                     if self._finished_listeners:
                         self._finished(message, handled.outcome)
-                finally:
-                    self._running -= 1
                 queue.popleft()
                 lane.attempts = None
-                state.offsets.finish(message.offset)
+                finish(message.offset)
                 self._buffered -= 1
                 if self._room_wanted:
                     self._release(0)
             self._retire(lane)
         finally:
+            self._running -= 1
             state.running -= 1
             if state.running == 0 and state.drained is not None:
                 state.drained.set()

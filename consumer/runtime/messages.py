@@ -7,16 +7,39 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from aiokafka.structs import TopicPartition
-
 UNKNOWN_FLOW = "unknown"
 UNEXPECTED_ERROR = "UNEXPECTED_ERROR"
 _MAX_MESSAGE_CHARS = 2000
 
 
+class InboundMessage(Protocol):
+    """One Kafka record as the runtime hands it on, undecoded: the runtime never interprets key or value.
+
+    aiokafka's ``ConsumerRecord`` is one (the runtime passes fetched records on as they are: no copy per record);
+    ``Message`` is one built elsewhere (a replay, a test).
+    """
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def timestamp_type(self) -> int: ...
+
+
 @dataclass(slots=True)
-class InboundMessage:
-    """One Kafka record, undecoded: the runtime never interprets key or value."""
+class Message:
+    """An ``InboundMessage`` made by the service itself (``timestamp`` in ms since the epoch, as Kafka's)."""
 
     topic: str
     partition: int
@@ -24,19 +47,8 @@ class InboundMessage:
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes]]
-    timestamp_ms: int
+    timestamp: int
     timestamp_type: int = 0
-
-    @property
-    def tp(self) -> TopicPartition:
-        return TopicPartition(self.topic, self.partition)
-
-    def header(self, name: str) -> str | None:
-        """The last header of that name, decoded as UTF-8."""
-        for key, value in reversed(self.headers):
-            if key == name:
-                return value.decode("utf-8", "replace") if value is not None else None
-        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,25 +12,31 @@ class PartitionOffsets:
     offset fetched for the partition are finished (handled, or dead-lettered with the broker's ack).
     """
 
-    __slots__ = ("_done", "_pending", "_position", "committed")
+    __slots__ = ("_done", "_pending", "_position", "add", "committed")
 
     def __init__(self) -> None:
         self._pending: deque[int] = deque()
         self._done: set[int] = set()
         self._position: int | None = None
         self.committed: int | None = None
+        self.add = self._pending.append
+        """Track a fetched offset (offsets arrive in order); the deque's own append, as this runs per record."""
 
     def __len__(self) -> int:
         return len(self._pending)
 
-    def add(self, offset: int) -> None:
-        self._pending.append(offset)
-
     def finish(self, offset: int) -> None:
-        self._done.add(offset)
-        while self._pending and self._pending[0] in self._done:
-            head = self._pending.popleft()
-            self._done.discard(head)
+        pending, done = self._pending, self._done
+        if pending and pending[0] == offset:  # the common case: the oldest record finished
+            pending.popleft()
+            self._position = offset + 1
+            if not done:
+                return
+        else:
+            done.add(offset)
+        while pending and pending[0] in done:
+            head = pending.popleft()
+            done.discard(head)
             self._position = head + 1
 
     def commit_position(self) -> int | None:
