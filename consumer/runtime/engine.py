@@ -251,6 +251,7 @@ class StreamRuntime:
                     self._enqueue(tp, records)
                 if time.monotonic() >= next_commit:
                     await self._commit()
+                    self._prune_idle_lanes()
                     self._report_lag(consumer)
                     next_commit = time.monotonic() + self._limits.commit_interval_s
         finally:
@@ -416,12 +417,17 @@ class StreamRuntime:
                 state.drained.set()
 
     def _retire(self, lane: _Lane) -> None:
+        """The lane has no work (or its partition is gone); an idle lane stays for reuse until the next prune."""
         lane.scheduled = False
         if lane.infra_since is not None:
             self._leave_infrastructure(lane)
-        lanes = lane.state.lanes
-        if lanes.get(lane.key) is lane and (not lane.queue or lane.state.revoked):
-            del lanes[lane.key]
+
+    def _prune_idle_lanes(self) -> None:
+        """Forget idle lanes (once per commit interval), so memory follows the keys seen lately, not all keys."""
+        for state in self._partitions.values():
+            idle = [key for key, lane in state.lanes.items() if not lane.scheduled and not lane.queue]
+            for key in idle:
+                del state.lanes[key]
 
     def _retry_due(self, lane: _Lane) -> None:
         lane.timer = None
