@@ -1,7 +1,7 @@
 """Runtime benchmark against a real broker: raw aiokafka vs our runtime vs a naive one-at-a-time loop.
 
 Prints the numbers and writes them to bench/results/runtime.json. Broker: KAFKA_BOOTSTRAP_SERVERS, else a local
-KRaft broker started for the run. Usage: ``python bench/runtime.py [--messages 50000] [--slow-messages 4000]``.
+KRaft broker started for the run. Usage: ``python bench/runtime.py [--messages 500000] [--slow-messages 4000]``.
 
 (a) raw aiokafka ``getmany`` consumption, no handling; (b) our runtime with a no-op handler; (c) a naive loop
 that handles one record at a time and commits after each batch; then (b) and (c) with a handler that sleeps
@@ -156,7 +156,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=50_000)
+    parser.add_argument("--messages", type=int, default=500_000)
     parser.add_argument("--slow-messages", type=int, default=4_000)
     parser.add_argument("--naive-slow-messages", type=int, default=100)
     parser.add_argument("--in-flight", type=int, default=256)
