@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from consumer.http.httpserver import Reply, Request
 from consumer.ipaas.simulator.config import Faults, SimulatorConfig
 from consumer.ipaas.simulator.store import ApiError, Limits, Store
-from consumer.klaviyo.simulator.httpserver import Reply, Request
 
 logger = logging.getLogger("consumer.ipaas.simulator")
 

@@ -6,10 +6,10 @@ import asyncio
 from types import TracebackType
 from typing import Any, Self
 
+from consumer.http.httpserver import HttpServer
 from consumer.ipaas.simulator.app import ReceivedRequest, SimulatorApp, SimulatorState
 from consumer.ipaas.simulator.config import DEFAULT_TOKEN, Faults, SimulatorConfig
 from consumer.ipaas.simulator.store import CustomerRow, Store
-from consumer.klaviyo.simulator.httpserver import HttpServer
 
 
 class IpaasSimulator:

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlencode
 import orjson
 from pydantic import ValidationError
 
+from consumer.http.httpserver import Reply, Request
 from consumer.klaviyo.ratelimits import (
     ENDPOINTS,
     GET_PROFILE_INCLUDE,
@@ -26,7 +27,6 @@ from consumer.klaviyo.ratelimits import (
     resolve_limits,
 )
 from consumer.klaviyo.simulator.config import Faults, SimulatorConfig
-from consumer.klaviyo.simulator.httpserver import Reply, Request
 from consumer.klaviyo.simulator.oauth import OAuthServer
 from consumer.klaviyo.simulator.quota import FixedWindowQuota, Verdict
 from consumer.klaviyo.simulator.spec import Spec

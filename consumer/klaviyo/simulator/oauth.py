@@ -13,8 +13,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import orjson
 
+from consumer.http.httpserver import Reply, Request
 from consumer.klaviyo.simulator.config import OAuthClient, SimulatorConfig
-from consumer.klaviyo.simulator.httpserver import Reply, Request
 
 
 @dataclass(slots=True)

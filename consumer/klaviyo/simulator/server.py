@@ -7,9 +7,9 @@ import logging
 from types import TracebackType
 from typing import Self
 
+from consumer.http.httpserver import HttpServer
 from consumer.klaviyo.simulator.app import ReceivedRequest, SimulatorApp, SimulatorState
 from consumer.klaviyo.simulator.config import Faults, SimulatorConfig
-from consumer.klaviyo.simulator.httpserver import HttpServer
 from consumer.klaviyo.simulator.spec import load_spec, spec_path
 from consumer.klaviyo.simulator.store import Store
 
