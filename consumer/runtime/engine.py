@@ -167,6 +167,7 @@ class StreamRuntime:
         self._buffered = 0
         self._drained = asyncio.Event()
         self._room_wanted = False
+        self._revoking = asyncio.Lock()
         self._received = _Received()
         self._last_success = 0.0
         self._consumer: AIOKafkaConsumer | None = None
@@ -503,6 +504,10 @@ class StreamRuntime:
         log.info("partitions assigned", extra={"partitions": sorted(f"{t.topic}/{t.partition}" for t in assigned)})
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._revoking:  # a rebalance and a stop may revoke at once: one after the other
+            await self._revoke(revoked)
+
+    async def _revoke(self, revoked: set[TopicPartition]) -> None:
         states = {tp: self._partitions[tp] for tp in revoked if tp in self._partitions}
         if not states:
             return
@@ -557,7 +562,9 @@ class StreamRuntime:
             log.warning("commit failed", extra={"error": type(exc).__name__})
             return
         for tp, position in offsets.items():
-            self._partitions[tp].offsets.committed = position
+            state = self._partitions.get(tp)  # a rebalance may have taken it while the commit was in flight
+            if state is not None:
+                state.offsets.committed = position
         metrics.COMMITS.labels("ok").inc()
 
     def _report_lag(self, consumer: AIOKafkaConsumer) -> None:

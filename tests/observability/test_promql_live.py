@@ -1,10 +1,10 @@
 """Every PromQL expression of the dashboards and alert rules, evaluated by a real Prometheus scraping metrics.
 
 Prometheus (Debian's ``prometheus`` package) scrapes ``metrics_target`` every second and evaluates the alert
-rules. The target is, by default, the service's own ``/metrics`` handler (``OpsServer``) in this process, after
-every metric of ``consumer.observability.metrics`` has been exercised with realistic label values and while a
-background thread keeps producing traffic. Set ``IPAAS_KLAVIYO_METRICS_TARGET=host:port[/path]`` to scrape a
-running service instead (or override the ``metrics_target`` fixture).
+rules. The target is, by default, the service itself, running in this process against the real broker and the
+Klaviyo simulator after some real traffic; metrics its traffic cannot reach here are exercised with realistic label
+values, and a background thread keeps producing traffic. Set ``IPAAS_KLAVIYO_METRICS_TARGET=host:port[/path]`` to
+scrape a running service instead (or override the ``metrics_target`` fixture).
 
 Each dashboard query must parse and return series; each alert rule must parse, and each of its operands (the
 expression split at its top-level comparisons and ``and``) must return series.
@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,10 +33,11 @@ import yaml
 
 from consumer.catalog import ENTRIES, Flow, Severity
 from consumer.klaviyo.ratelimits import ENDPOINTS
+from consumer.klaviyo.simulator import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfig
 from consumer.observability import metrics
-from consumer.observability.http import OpsServer
 from consumer.topics import DEFAULT_CATALOG
 from tests.observability import helpers
+from tests.support.service import running_service, service_settings
 
 TARGET_ENV = "IPAAS_KLAVIYO_METRICS_TARGET"
 JOB = "ipaas-klaviyo"
@@ -191,19 +192,31 @@ def _traffic_in_background() -> Iterator[Traffic]:
 
 
 @pytest.fixture(scope="module")
-def metrics_target() -> Iterator[ScrapeTarget]:
-    """The service's /metrics after some traffic (or the running service named by IPAAS_KLAVIYO_METRICS_TARGET)."""
+async def metrics_target(kafka_bootstrap: str) -> AsyncIterator[ScrapeTarget]:
+    """The running service's /metrics after some real traffic (or the service named by IPAAS_KLAVIYO_METRICS_TARGET).
+
+    The service runs against the real broker and the Klaviyo simulator, and handles customers, an order and a
+    poison pill; what its traffic cannot reach here (the poller, iPaaS.com calls, replays, OAuth states) is then
+    exercised with realistic label values in the same process, so every series the dashboards read exists.
+    """
     configured = os.environ.get(TARGET_ENV)
     if configured:
         yield ScrapeTarget.parse(configured)
         return
     snapshot = _snapshot_gauges()
-    with _traffic_in_background():
-        server = OpsServer("127.0.0.1", 0, live=lambda: (True, {}), ready=lambda: (True, {})).start()
-        try:
-            yield ScrapeTarget(f"127.0.0.1:{server.port}")
-        finally:
-            server.close()
+    async with KlaviyoSimulator(SimulatorConfig(seed=3)) as sim:
+        settings = service_settings(kafka_bootstrap, f"promql{os.getpid()}",
+                                    klaviyo={"base_url": sim.base_url, "api_key": DEFAULT_API_KEY})
+        async with running_service(settings) as svc:
+            customer = {"id": "c-1", "first_name": "Ada", "email_address": "ada@example.com"}
+            order = {"id": "t-1", "customer_id": "c-1", "email_address": "ada@example.com", "total": 10,
+                     "lines": [{"sequence_number": 1, "sku": "A", "qty": 1, "unit_price": 10, "extended_price": 10}]}
+            await svc.send("customer-changes", [(b"c-1", orjson.dumps(customer)), (b"c-x", b"not json")])
+            await svc.send("transaction-changes", [(b"t-1", orjson.dumps(order))])
+            await svc.wait_finished(3)
+            assert svc.service.ops is not None
+            with _traffic_in_background():
+                yield ScrapeTarget(f"127.0.0.1:{svc.service.ops.port}")
     _restore_gauges(snapshot)
 
 
