@@ -16,6 +16,13 @@ import orjson
 from pydantic import ValidationError
 
 from consumer.http.httpserver import Reply, Request
+from consumer.http.simulation import (
+    RequestLog,
+    connection_fault,
+    injected_status,
+    operation_targeted,
+    recorded_body,
+)
 from consumer.ipaas.simulator.config import Faults, SimulatorConfig
 from consumer.ipaas.simulator.store import ApiError, Limits, Store
 
@@ -65,7 +72,7 @@ class ReceivedRequest:
 
 
 @dataclass(slots=True)
-class SimulatorState:
+class SimulatorState(RequestLog[ReceivedRequest]):
     """Everything the simulator holds; tests reach it in-process through ``IpaasSimulator.state``."""
 
     config: SimulatorConfig
@@ -86,29 +93,12 @@ class SimulatorState:
         config = self.config
         return Store(Limits(config.max_text_length, config.max_comment_length, config.require_email))
 
-    def next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
-
-    def record(self, received: ReceivedRequest) -> None:
-        self.requests.append(received)
-        self.stats["requests"] += 1
-        self.stats[f"status:{received.status}"] += 1
-        if received.operation:
-            self.stats[f"operation:{received.operation}"] += 1
-        if received.fault:
-            self.stats[f"fault:{received.fault}"] += 1
-
     def reset(self) -> None:
         """Forget all data, requests, faults and counters (the config stays)."""
         self.store = self.new_store()
         self.faults = Faults()
         self.requests.clear()
         self.stats.clear()
-
-    def received(self, operation: str | None = None) -> list[ReceivedRequest]:
-        """Recorded requests, optionally of one operation."""
-        return [r for r in self.requests if operation is None or r.operation == operation]
 
     def charge(self, token: str) -> tuple[bool, list[tuple[str, str]]]:
         """The optional one-second quota: (allowed, RateLimit-* headers)."""
@@ -163,7 +153,7 @@ class SimulatorApp:
             method=request.method,
             path=request.path,
             query={k: v[-1] for k, v in request.query.items()},
-            body=self._recorded_body(request),
+            body=recorded_body(request.body),
             auth_scheme=request.headers.get("authorization", "").split(" ", 1)[0] or None,
         )
         try:
@@ -177,15 +167,6 @@ class SimulatorApp:
         state.record(received)
         reply.delay_s += state.faults.latency.sample_s(state.rng)
         return reply
-
-    @staticmethod
-    def _recorded_body(request: Request) -> Any:
-        if not request.body:
-            return None
-        try:
-            return orjson.loads(request.body)
-        except orjson.JSONDecodeError:
-            return request.body[:2048].decode("utf-8", "replace")
 
     # --- pipeline ------------------------------------------------------------------------------------------------
     def _handle(self, request: Request, received: ReceivedRequest) -> Reply:
@@ -205,7 +186,7 @@ class SimulatorApp:
         body = self._body(request)
         reply = self._operation(operation, params, request, body)
         faults = self.state.faults
-        if faults.garble_next > 0 and (faults.operations is None or operation in faults.operations):
+        if faults.garble_next > 0 and operation_targeted(faults, operation):
             faults.garble_next -= 1
             received.fault = "garbled"
             return Reply(200, html_page(200, "Service Gateway"), "text/html; charset=utf-8")
@@ -245,31 +226,18 @@ class SimulatorApp:
 
     def _fault(self, operation: str, received: ReceivedRequest) -> Reply | None:
         faults = self.state.faults
-        if faults.operations is not None and operation not in faults.operations:
+        if not operation_targeted(faults, operation):
             return None
         rng = self.state.rng
-        if faults.drop_next > 0 or (faults.drop_rate and rng.random() < faults.drop_rate):
-            faults.drop_next = max(faults.drop_next - 1, 0)
-            received.fault = "drop"
-            return Reply(0, action="drop")
-        if faults.hang_next > 0:
-            faults.hang_next -= 1
-            received.fault = "hang"
-            return Reply(0, action="hang", delay_s=faults.hang_s)
+        dropped = connection_fault(faults, rng)
+        if dropped is not None:
+            received.fault, reply = dropped
+            return reply
         if faults.non_json_next > 0 or (faults.non_json_rate and rng.random() < faults.non_json_rate):
             faults.non_json_next = max(faults.non_json_next - 1, 0)
             received.fault = "non_json"
             return Reply(200, html_page(200, "Service Gateway"), "text/html; charset=utf-8")
-        status: int | None = None
-        if faults.fail_next:
-            status = faults.fail_next.pop(0)
-        elif faults.error_rates:
-            draw = rng.random()
-            for candidate, probability in faults.error_rates.items():
-                draw -= probability
-                if draw < 0:
-                    status = int(candidate)
-                    break
+        status = injected_status(faults, rng)
         if status is None:
             return None
         received.fault = f"status:{status}"

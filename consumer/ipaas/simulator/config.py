@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 
-from consumer.klaviyo.simulator.config import Latency
+from consumer.http.simulation import Latency
 
 DEFAULT_TOKEN = "ipaas-sim-token-00000000000000000000"
 """The company API token the simulator accepts unless configured otherwise (not a secret: a test fixture)."""

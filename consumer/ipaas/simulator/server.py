@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from consumer.http.httpserver import HttpServer
+from consumer.http.simulation import SimulatorServer
 from consumer.ipaas.simulator.app import ReceivedRequest, SimulatorApp, SimulatorState
 from consumer.ipaas.simulator.config import DEFAULT_TOKEN, Faults, SimulatorConfig
 from consumer.ipaas.simulator.store import CustomerRow, Store
 
 
-class IpaasSimulator:
+class IpaasSimulator(SimulatorServer):
     """An iPaaS.com look-alike HTTP server on ``host:port`` (port 0: a free one).
 
     ``async with IpaasSimulator() as sim`` starts it; ``sim.base_url`` is what a client points at (with
@@ -23,35 +22,7 @@ class IpaasSimulator:
     def __init__(self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.config = config or SimulatorConfig()
         self.state = SimulatorState(self.config)
-        self._server = HttpServer(SimulatorApp(self.state), host, port, max_body=self.config.max_body_bytes)
-        self._host = host
-        self._running = False
-
-    async def start(self) -> None:
-        await self._server.start()
-        self._running = True
-
-    async def stop(self) -> None:
-        if self._running:
-            await self._server.stop()
-            self._running = False
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        super().__init__(SimulatorApp(self.state), host=host, port=port, max_body=self.config.max_body_bytes)
 
     @property
     def token(self) -> str:

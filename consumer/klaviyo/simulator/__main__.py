@@ -3,30 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from consumer.klaviyo.simulator.config import ApiKeyGrant, Faults, Latency, SimulatorConfig
-from consumer.klaviyo.simulator.server import serve_forever
+from consumer.http.simulation import Latency, add_run_options, serve_until_interrupted, simulator_parser
+from consumer.klaviyo.simulator.config import ApiKeyGrant, Faults, SimulatorConfig
+from consumer.klaviyo.simulator.server import KlaviyoSimulator, serve_forever
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m consumer.klaviyo.simulator", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port (printed on start)")
+    parser = simulator_parser("python -m consumer.klaviyo.simulator", __doc__, 8765)
     parser.add_argument("--api-key", action="append", default=[], help="an extra private key to accept")
     parser.add_argument("--no-rate-limits", action="store_true", help="don't enforce Klaviyo's quotas")
     parser.add_argument("--rate-limit-scale", type=float, default=1.0, help="multiply every quota")
     parser.add_argument("--no-validate", action="store_true", help="skip OpenAPI request-body validation")
     parser.add_argument("--spec", type=Path, default=None, help="OpenAPI spec (default: $KLAVIYO_OPENAPI_SPEC "
                         "or ../shared/reference/klaviyo/openapi-stable.json)")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="added latency per response")
-    parser.add_argument("--seed", type=int, default=None)
-    return parser
+    return add_run_options(parser)
 
 
 def build_config(args: argparse.Namespace) -> SimulatorConfig:
@@ -46,21 +40,15 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and serve until interrupted."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = build_config(args)
 
-    async def run() -> None:
-        from consumer.klaviyo.simulator.server import KlaviyoSimulator
+    def set_latency(simulator: KlaviyoSimulator, latency: Latency) -> None:
+        simulator.faults = Faults(latency=latency)
 
-        async with KlaviyoSimulator(config, host=args.host, port=args.port) as simulator:
-            if args.latency_ms:
-                simulator.faults = Faults(latency=Latency(mean_ms=args.latency_ms))
-            print(f"Klaviyo simulator listening on {simulator.base_url}", flush=True)
-            await asyncio.Event().wait()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
-    return 0
+    return serve_until_interrupted(
+        lambda: KlaviyoSimulator(config, host=args.host, port=args.port), "Klaviyo",
+        latency_ms=args.latency_ms, set_latency=set_latency,
+    )
 
 
 __all__ = ["main", "serve_forever"]

@@ -19,6 +19,13 @@ import orjson
 from pydantic import ValidationError
 
 from consumer.http.httpserver import Reply, Request
+from consumer.http.simulation import (
+    RequestLog,
+    connection_fault,
+    injected_status,
+    operation_targeted,
+    recorded_body,
+)
 from consumer.klaviyo.ratelimits import (
     ENDPOINTS,
     GET_PROFILE_INCLUDE,
@@ -99,7 +106,7 @@ class _Caller:
 
 
 @dataclass(slots=True)
-class SimulatorState:
+class SimulatorState(RequestLog[ReceivedRequest]):
     """Everything the simulator holds; tests reach it in-process through ``KlaviyoSimulator.state``."""
 
     config: SimulatorConfig
@@ -118,20 +125,9 @@ class SimulatorState:
         self.rng = random.Random(self.config.seed)
         self.requests = deque(maxlen=self.config.max_recorded_requests)
 
-    def next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
-
-    def record(self, received: ReceivedRequest) -> None:
-        self.requests.append(received)
-        self.stats["requests"] += 1
-        self.stats[f"status:{received.status}"] += 1
-        if received.operation:
-            self.stats[f"operation:{received.operation}"] += 1
+    def count(self, received: ReceivedRequest) -> None:
         if received.status == 429:
             self.stats["throttled"] += 1
-        if received.fault:
-            self.stats[f"fault:{received.fault}"] += 1
 
     def reset(self) -> None:
         """Forget all data, requests, faults, counters and OAuth grants (the config stays)."""
@@ -141,10 +137,6 @@ class SimulatorState:
         self.requests.clear()
         self.stats.clear()
         self.oauth.reset()
-
-    def received(self, operation: str | None = None) -> list[ReceivedRequest]:
-        """Recorded requests, optionally of one operation."""
-        return [r for r in self.requests if operation is None or r.operation == operation]
 
 
 def _json_reply(status: int, document: Any, headers: list[tuple[str, str]] | None = None) -> Reply:
@@ -206,10 +198,7 @@ class SimulatorApp:
         if media == "application/x-www-form-urlencoded":
             form = parse_qs(request.body.decode("utf-8", "replace"), keep_blank_values=True)
             return {k: ("***" if k in _SECRET_FORM_KEYS else v[-1]) for k, v in form.items()}
-        try:
-            return orjson.loads(request.body)
-        except orjson.JSONDecodeError:
-            return request.body[:2048].decode("utf-8", "replace")
+        return recorded_body(request.body)
 
     # --- pipeline ------------------------------------------------------------------------------------------------
     def _handle(self, request: Request, received: ReceivedRequest) -> Reply:
@@ -355,32 +344,19 @@ class SimulatorApp:
 
     def _fault(self, operation: str, received: ReceivedRequest) -> Reply | None:
         faults = self.state.faults
-        if faults.operations is not None and operation not in faults.operations:
+        if not operation_targeted(faults, operation):
             return None
         rng = self.state.rng
-        if faults.drop_next > 0 or (faults.drop_rate and rng.random() < faults.drop_rate):
-            faults.drop_next = max(faults.drop_next - 1, 0)
-            received.fault = "drop"
-            return Reply(0, action="drop")
-        if faults.hang_next > 0 or (faults.hang_rate and rng.random() < faults.hang_rate):
-            faults.hang_next = max(faults.hang_next - 1, 0)
-            received.fault = "hang"
-            return Reply(0, action="hang", delay_s=faults.hang_s)
+        dropped = connection_fault(faults, rng, hang_rate=faults.hang_rate)
+        if dropped is not None:
+            received.fault, reply = dropped
+            return reply
         if faults.challenge_next > 0:
             faults.challenge_next -= 1
             received.fault = "challenge"
             return Reply(403, _html_page(403, "Forbidden"), "text/html; charset=UTF-8",
                          [("cf-mitigated", "challenge")])
-        status: int | None = None
-        if faults.fail_next:
-            status = faults.fail_next.pop(0)
-        elif faults.error_rates:
-            draw = rng.random()
-            for candidate, probability in faults.error_rates.items():
-                draw -= probability
-                if draw < 0:
-                    status = int(candidate)
-                    break
+        status = injected_status(faults, rng)
         if status is None:
             return None
         received.fault = f"status:{status}"

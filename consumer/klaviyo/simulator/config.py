@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from consumer.http.simulation import Latency
 from consumer.klaviyo.ratelimits import EndpointLimit, resolve_limits
 
 DEFAULT_ACCOUNT = "sim-account"
@@ -64,27 +63,6 @@ class SimulatorConfig:
         """This config with some endpoint-class limits replaced."""
         self.rate_limits = resolve_limits({**self.rate_limits, **overrides})
         return self
-
-
-class Latency(BaseModel):
-    """Added response latency: fixed, uniform (mean ± spread), normal (sd = spread) or exponential (mean)."""
-
-    distribution: Literal["fixed", "uniform", "normal", "exponential"] = "fixed"
-    mean_ms: float = Field(0.0, ge=0)
-    spread_ms: float = Field(0.0, ge=0)
-
-    def sample_s(self, rng: random.Random) -> float:
-        if self.mean_ms <= 0 and self.spread_ms <= 0:
-            return 0.0
-        if self.distribution == "uniform":
-            value = rng.uniform(self.mean_ms - self.spread_ms, self.mean_ms + self.spread_ms)
-        elif self.distribution == "normal":
-            value = rng.gauss(self.mean_ms, self.spread_ms)
-        elif self.distribution == "exponential":
-            value = rng.expovariate(1.0 / self.mean_ms) if self.mean_ms > 0 else 0.0
-        else:
-            value = self.mean_ms
-        return max(value, 0.0) / 1000.0
 
 
 class Faults(BaseModel):

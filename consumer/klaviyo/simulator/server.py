@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from types import TracebackType
-from typing import Self
 
-from consumer.http.httpserver import HttpServer
+from consumer.http.simulation import SimulatorServer
 from consumer.klaviyo.simulator.app import ReceivedRequest, SimulatorApp, SimulatorState
 from consumer.klaviyo.simulator.config import Faults, SimulatorConfig
 from consumer.klaviyo.simulator.spec import load_spec, spec_path
@@ -16,7 +14,7 @@ from consumer.klaviyo.simulator.store import Store
 logger = logging.getLogger("consumer.klaviyo.simulator")
 
 
-class KlaviyoSimulator:
+class KlaviyoSimulator(SimulatorServer):
     """A Klaviyo look-alike HTTP server on ``host:port`` (port 0: a free one).
 
     ``async with KlaviyoSimulator() as sim`` starts it; ``sim.base_url`` is what a client points at, and
@@ -26,9 +24,7 @@ class KlaviyoSimulator:
     def __init__(self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.config = config or SimulatorConfig()
         self.state = SimulatorState(self.config)
-        self._server = HttpServer(SimulatorApp(self.state), host, port, max_body=self.config.max_body_bytes)
-        self._host = host
-        self._running = False
+        super().__init__(SimulatorApp(self.state), host=host, port=port, max_body=self.config.max_body_bytes)
 
     async def start(self) -> None:
         if self.config.validate_bodies and self.state.spec is None:
@@ -36,30 +32,7 @@ class KlaviyoSimulator:
             self.state.spec = await asyncio.to_thread(load_spec, path)
             if self.state.spec is None:
                 logger.warning("Klaviyo OpenAPI spec not found at %s; request bodies get structural checks only", path)
-        await self._server.start()
-        self._running = True
-
-    async def stop(self) -> None:
-        if self._running:
-            await self._server.stop()
-            self._running = False
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        await super().start()
 
     # --- in-process admin shortcuts ------------------------------------------------------------------------------
     @property
