@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -9,7 +10,7 @@ from typing import Any, Literal
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from consumer.kafka import connection_options
@@ -105,6 +106,7 @@ class Drift:
 async def apply(catalog: TopicCatalog, kafka: KafkaSettings) -> list[str]:
     """Create missing topics, add partitions and set configs where they differ. Returns what changed."""
     changes: list[str] = []
+    created: set[str] = set()
     admin = AIOKafkaAdminClient(**connection_options(kafka))
     await admin.start()
     try:
@@ -113,12 +115,14 @@ async def apply(catalog: TopicCatalog, kafka: KafkaSettings) -> list[str]:
             name = catalog.name(logical)
             current = existing.get(name)
             if current is None:
-                try:
-                    await admin.create_topics([NewTopic(
-                        name, spec.partitions, spec.replication_factor, topic_configs=spec.configs())])
-                    changes.append(f"created {name} ({spec.partitions} partitions)")
-                except TopicAlreadyExistsError:
-                    pass
+                response = await admin.create_topics([NewTopic(
+                    name, spec.partitions, spec.replication_factor, topic_configs=spec.configs())])
+                for topic, code, message in response.topic_errors:
+                    if code not in (0, TopicAlreadyExistsError.errno):  # it exists: another apply won the race
+                        raise for_code(code)(f"creating {topic}: {message or ''}")
+                    if code == 0:
+                        created.add(name)
+                        changes.append(f"created {name} ({spec.partitions} partitions)")
                 continue
             if current["partitions"] < spec.partitions:
                 await admin.create_partitions({name: NewPartitions(spec.partitions)})
@@ -128,9 +132,17 @@ async def apply(catalog: TopicCatalog, kafka: KafkaSettings) -> list[str]:
                 # AlterConfigs (not incremental) resets what it is not given: send every pinned config
                 await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=spec.configs())])
                 changes.append(f"{name}: set {differing}")
+        await _visible(admin, catalog, created)
     finally:
         await admin.close()
     return changes
+
+
+async def _visible(admin: AIOKafkaAdminClient, catalog: TopicCatalog, names: set[str], timeout_s: float = 30.0) -> None:
+    """Wait until new topics show in the brokers' metadata (it follows the controller), so what runs next finds them."""
+    async with asyncio.timeout(timeout_s):
+        while names - set(await _describe(admin, catalog)):  # noqa: ASYNC110 - the broker has no event to await
+            await asyncio.sleep(0.1)
 
 
 async def check(catalog: TopicCatalog, kafka: KafkaSettings) -> list[Drift]:
@@ -158,15 +170,20 @@ async def check(catalog: TopicCatalog, kafka: KafkaSettings) -> list[Drift]:
 
 
 async def _describe(admin: AIOKafkaAdminClient, catalog: TopicCatalog) -> dict[str, dict[str, Any]]:
-    names = [catalog.name(logical) for logical in catalog.topics]
-    present = set(await admin.list_topics()) & set(names)
+    """Partitions and configs of the catalog's topics that exist (asked of the broker, not a metadata cache)."""
+    names = sorted(catalog.name(logical) for logical in catalog.topics)
+    described: dict[str, dict[str, Any]] = {}
+    for topic in await admin.describe_topics(names):
+        if topic["error_code"] == UnknownTopicOrPartitionError.errno:
+            continue
+        if topic["error_code"]:
+            raise for_code(topic["error_code"])(f"describing {topic['topic']}")
+        described[topic["topic"]] = {"partitions": len(topic["partitions"]), "configs": {}}
+    present = sorted(described)
     if not present:
         return {}
-    described: dict[str, dict[str, Any]] = {}
-    for topic in await admin.describe_topics(sorted(present)):
-        described[topic["topic"]] = {"partitions": len(topic["partitions"]), "configs": {}}
     responses = await admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, name) for name in sorted(present)]
+        [ConfigResource(ConfigResourceType.TOPIC, name) for name in present]
     )
     for response in responses:
         for resource in response.resources:
