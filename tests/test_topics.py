@@ -37,7 +37,7 @@ async def test_check_reports_partitions_and_configs_that_differ_and_apply_mends_
     expected = [(name, "partitions 6, catalog says 4")]
     # the broker's metadata follows its controller a moment later: ask until it does (bounded)
     async with asyncio.timeout(15):
-        while [(d.topic, d.problem) for d in await topics.check(catalog, settings)] != expected:
+        while [(d.topic, d.problem) for d in await topics.check(catalog, settings)] != expected:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
 
     wider = catalog.model_copy(update={"topics": {**catalog.topics, "error-log": catalog.topics["error-log"].model_copy(
@@ -45,7 +45,7 @@ async def test_check_reports_partitions_and_configs_that_differ_and_apply_mends_
     changes = await topics.apply(wider, settings)
     assert any("partitions 6 -> 8" in change for change in changes)
     async with asyncio.timeout(15):
-        while await topics.check(wider, settings):
+        while await topics.check(wider, settings):  # noqa: ASYNC110 - nothing to await but the broker
             await asyncio.sleep(0.1)
 
 
