@@ -1,9 +1,10 @@
 """``ipaas-klaviyo demo``: the whole service on embedded defaults, with sample changes flowing through it.
 
-Starts (or reuses) a Kafka broker, the Klaviyo simulator, applies the topic catalog under a fresh prefix, runs the
-service, produces a handful of customer and transaction changes in the envelope kinds the service reads (plus
-two bad records), waits until every one is handled, and prints what reached Klaviyo, what was dead-lettered and
-what the error log and ``/metrics`` say.
+Starts (or reuses) a Kafka broker and the Klaviyo and iPaaS.com simulators, applies the topic catalog under a fresh
+prefix, runs the service, produces a handful of customer and transaction changes in the envelope kinds the service
+reads (plus two bad records), then polls Klaviyo's profiles (one of them signed up in Klaviyo itself) back towards
+iPaaS.com; waits until every change is handled, and prints what reached Klaviyo and iPaaS.com, what was
+dead-lettered and what the error log and ``/metrics`` say.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import time
 import urllib.request
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -23,8 +25,10 @@ from aiokafka.structs import TopicPartition
 from consumer import localkafka, topics
 from consumer.app import Service
 from consumer.deadletter import ERROR_CODE, decoded_headers
+from consumer.ipaas.simulator import IpaasSimulator
 from consumer.kafka import connection_options
 from consumer.klaviyo.simulator import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfig
+from consumer.poller import open_poller
 from consumer.settings import Settings
 
 
@@ -105,7 +109,8 @@ async def _read_topic(settings: Settings, topic: str) -> list[Any]:
         await consumer.stop()
 
 
-def _print_report(sim: KlaviyoSimulator, dead: list[Any], errors: list[Any], metrics_text: str) -> None:
+def _print_report(sim: KlaviyoSimulator, ipaas: IpaasSimulator, dead: list[Any], errors: list[Any],
+                  metrics_text: str) -> None:
     print("\n== Klaviyo (simulator) ==")
     for profile in sim.state.store.profiles.values():
         attributes = profile.attributes
@@ -113,6 +118,11 @@ def _print_report(sim: KlaviyoSimulator, dead: list[Any], errors: list[Any], met
               f"name={attributes.get('first_name')} {attributes.get('last_name')}")
     for event in sim.state.store.events:
         print(f"event {event.metric_name!r}: unique_id={event.unique_id} value={event.value}")
+    print("\n== iPaaS.com (simulator): Customers after the profiles came back ==")
+    for row in ipaas.store.customers.values():
+        addresses = [a for a in ipaas.store.addresses.values() if a.customer_id == row.id]
+        print(f"customer {row.id}: {row.fields.get('email_address')} name={row.fields.get('first_name')} "
+              f"{row.fields.get('last_name')} addresses={len(addresses)}")
     print(f"\n== Dead letters ({len(dead)}) ==")
     for record in dead:
         headers = decoded_headers(record.headers)
@@ -125,7 +135,8 @@ def _print_report(sim: KlaviyoSimulator, dead: list[Any], errors: list[Any], met
     print("\n== /metrics (excerpt) ==")
     for line in metrics_text.splitlines():
         if line.startswith(("ipaas_klaviyo_events_handled_total", "ipaas_klaviyo_dead_letters_total",
-                            "ipaas_klaviyo_klaviyo_requests_total", "ipaas_klaviyo_catalog_errors_total")):
+                            "ipaas_klaviyo_klaviyo_requests_total", "ipaas_klaviyo_catalog_errors_total",
+                            "ipaas_klaviyo_ipaas_requests_total")) and not line.endswith(" 0.0"):
             print(line)
 
 
@@ -139,12 +150,19 @@ async def run_demo(settings: Settings, *, keep_running: bool = False) -> int:
         bootstrap = broker.bootstrap_servers
     run_id = uuid.uuid4().hex[:6]
     try:
-        async with KlaviyoSimulator(SimulatorConfig()) as sim:
+        async with KlaviyoSimulator(SimulatorConfig()) as sim, IpaasSimulator() as ipaas:
+            for first, last in (("Ada", "Lovelace"), ("Grace", "Hopper")):  # already on the platform
+                ipaas.seed_customer(first_name=first, last_name=last, email_address=f"{first.lower()}@example.com")
+            sim.state.store.create_profile({  # a subscriber who signed up in Klaviyo: goes to iPaaS.com
+                "email": "margaret@example.com", "first_name": "Margaret", "last_name": "Hamilton",
+                "location": {"address1": "1 Apollo Way", "city": "Cambridge", "region": "MA", "country": "US",
+                             "zip": "02139"}})
             settings = settings.model_copy(update={
                 "kafka": settings.kafka.model_copy(update={"bootstrap_servers": bootstrap,
                                                            "group_id": f"ipaas-klaviyo-demo-{run_id}"}),
                 "klaviyo": settings.klaviyo.model_copy(update={"base_url": sim.base_url,
                                                                "api_key": DEFAULT_API_KEY}),
+                "ipaas": settings.ipaas.model_copy(update={"base_url": ipaas.base_url, "api_token": ipaas.token}),
                 "http": settings.http.model_copy(update={"port": 0}),
                 "topic_prefix": f"demo-{run_id}.",
             })
@@ -164,12 +182,16 @@ async def run_demo(settings: Settings, *, keep_running: bool = False) -> int:
             finally:
                 await producer.stop()
             handled = await _wait_until_committed(settings, catalog)
+            async with open_poller(settings, catalog=catalog) as poller:  # Klaviyo profiles back to iPaaS.com
+                polled = await poller.backfill(datetime.now(UTC) - timedelta(hours=1))
+            print(f"poller published {polled.published} Klaviyo profiles", flush=True)
+            handled = handled and await _wait_until_committed(settings, catalog)
             metrics_url = f"http://127.0.0.1:{service.ops.port}/metrics"
             metrics_text = await asyncio.to_thread(lambda: urllib.request.urlopen(metrics_url).read().decode())
             dead = [r for logical, spec in catalog.sources().items()
                     for r in await _read_topic(settings, catalog.name(spec.dead_letter_topic or logical))]
             errors = await _read_topic(settings, catalog.name("error-log"))
-            _print_report(sim, dead, errors, metrics_text)
+            _print_report(sim, ipaas, dead, errors, metrics_text)
             print(f"\nall {len(sample_changes())} sample changes handled: {handled}; metrics at {metrics_url}")
             if keep_running:
                 print("service keeps running; Ctrl-C to stop", flush=True)
