@@ -3,7 +3,8 @@ with that system's simulator; this module holds what is the same for both.
 
 ``Latency`` (added response latency), the fault draws every simulator makes (``operation_targeted``,
 ``connection_fault``, ``injected_status``), the request log (``RequestLog``: sequence numbers, recorded
-requests, counters), the decoded body a recorded request keeps (``recorded_body``), the in-process server
+requests, counters), the decoded body a recorded request keeps (``recorded_body``), the request handler's
+outline (``RecordingApp``: admin, record, answer, add latency), the in-process server
 lifecycle (``SimulatorServer``) and the standalone command's options and serve loop (``simulator_parser``,
 ``add_run_options``, ``serve_until_interrupted``).
 """
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Callable
 from types import TracebackType
@@ -23,7 +25,7 @@ from typing import Any, Generic, Literal, Protocol, Self, TypeVar
 import orjson
 from pydantic import BaseModel, Field
 
-from consumer.http.httpserver import Handler, HttpServer, Reply
+from consumer.http.httpserver import Handler, HttpServer, Reply, Request
 
 
 class Latency(BaseModel):
@@ -148,6 +150,72 @@ def recorded_body(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         return body[:2048].decode("utf-8", "replace")
+
+
+# --- the request handler ---------------------------------------------------------------------------------------
+class Answered(Protocol):
+    """A recorded request, as the handler completes it."""
+
+    status: int | None
+
+
+A = TypeVar("A", bound=Answered)
+A_contra = TypeVar("A_contra", bound=Answered, contravariant=True)
+
+
+class _WithLatency(Protocol):
+    @property
+    def latency(self) -> Latency: ...
+
+
+class RecordingState(Protocol[A_contra]):
+    """What the handler's outline uses of a simulator state."""
+
+    @property
+    def faults(self) -> _WithLatency: ...
+
+    @property
+    def rng(self) -> random.Random: ...
+
+    def record(self, received: A_contra) -> None: ...
+
+
+class RecordingApp(ABC, Generic[A]):
+    """The outline of a simulator's request handler (the HTTP server calls it): ``/__admin`` requests go to
+    ``_admin_reply``; every other request is recorded (``_receive``), answered (``_handle``; an exception it
+    raises is answered by ``_failed``), counted in the log, and delayed by the configured latency."""
+
+    state: RecordingState[A]
+
+    async def __call__(self, request: Request) -> Reply:
+        if request.path.startswith("/__admin"):
+            return self._admin_reply(request)
+        state = self.state
+        received = self._receive(request)
+        try:
+            reply = self._handle(request, received)
+        except Exception as exc:  # _failed answers the system's own errors, and 500 for any other
+            reply = self._failed(exc)
+        received.status = reply.status if reply.action == "respond" else None
+        state.record(received)
+        reply.delay_s += state.faults.latency.sample_s(state.rng)
+        return reply
+
+    @abstractmethod
+    def _admin_reply(self, request: Request) -> Reply:
+        """The answer to an admin request."""
+
+    @abstractmethod
+    def _receive(self, request: Request) -> A:
+        """The record of an API request (no credentials)."""
+
+    @abstractmethod
+    def _handle(self, request: Request, received: A) -> Reply:
+        """The answer to an API request."""
+
+    @abstractmethod
+    def _failed(self, exc: Exception) -> Reply:
+        """The answer when ``_handle`` raised ``exc`` (called while it is being handled)."""
 
 
 # --- the in-process server -------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from consumer.http.httpserver import Reply, Request
 from consumer.http.simulation import (
+    RecordingApp,
     RequestLog,
     connection_fault,
     injected_status,
@@ -132,22 +133,25 @@ def html_page(status: int, title: str) -> bytes:
     ).encode()
 
 
-class SimulatorApp:
+class SimulatorApp(RecordingApp[ReceivedRequest]):
     """The request handler the HTTP server calls."""
+
+    state: SimulatorState
 
     def __init__(self, state: SimulatorState) -> None:
         self.state = state
 
-    async def __call__(self, request: Request) -> Reply:
-        if request.path.startswith("/__admin"):
-            try:
-                return self._admin(request)
-            except ApiError as exc:
-                return error_reply(exc)
-            except (ValueError, ValidationError, orjson.JSONDecodeError) as exc:
-                return Reply(400, orjson.dumps({"error": str(exc)}), JSON)
+    def _admin_reply(self, request: Request) -> Reply:
+        try:
+            return self._admin(request)
+        except ApiError as exc:
+            return error_reply(exc)
+        except (ValueError, ValidationError, orjson.JSONDecodeError) as exc:
+            return Reply(400, orjson.dumps({"error": str(exc)}), JSON)
+
+    def _receive(self, request: Request) -> ReceivedRequest:
         state = self.state
-        received = ReceivedRequest(
+        return ReceivedRequest(
             seq=state.next_seq(),
             at=time.time(),
             method=request.method,
@@ -156,17 +160,13 @@ class SimulatorApp:
             body=recorded_body(request.body),
             auth_scheme=request.headers.get("authorization", "").split(" ", 1)[0] or None,
         )
-        try:
-            reply = self._handle(request, received)
-        except ApiError as exc:
-            reply = error_reply(exc)
-        except Exception:  # a simulator bug answers 500, like a server would
-            logger.exception("iPaaS.com simulator handler failed")
-            reply = error_reply(ApiError(500, "An error occurred while processing your request."))
-        received.status = reply.status if reply.action == "respond" else None
-        state.record(received)
-        reply.delay_s += state.faults.latency.sample_s(state.rng)
-        return reply
+
+    def _failed(self, exc: Exception) -> Reply:
+        if isinstance(exc, ApiError):
+            return error_reply(exc)
+        # a simulator bug answers 500, like a server would
+        logger.exception("iPaaS.com simulator handler failed")
+        return error_reply(ApiError(500, "An error occurred while processing your request."))
 
     # --- pipeline ------------------------------------------------------------------------------------------------
     def _handle(self, request: Request, received: ReceivedRequest) -> Reply:

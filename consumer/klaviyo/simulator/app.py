@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from consumer.http.httpserver import Reply, Request
 from consumer.http.simulation import (
+    RecordingApp,
     RequestLog,
     connection_fault,
     injected_status,
@@ -154,20 +155,23 @@ def _html_page(status: int, title: str) -> bytes:
     ).encode()
 
 
-class SimulatorApp:
+class SimulatorApp(RecordingApp[ReceivedRequest]):
     """The request handler the HTTP server calls."""
+
+    state: SimulatorState
 
     def __init__(self, state: SimulatorState) -> None:
         self.state = state
 
-    async def __call__(self, request: Request) -> Reply:
-        if request.path.startswith("/__admin"):
-            try:
-                return self._admin(request)
-            except (ValueError, ValidationError) as exc:
-                return Reply(400, orjson.dumps({"error": str(exc)}), "application/json")
+    def _admin_reply(self, request: Request) -> Reply:
+        try:
+            return self._admin(request)
+        except (ValueError, ValidationError) as exc:
+            return Reply(400, orjson.dumps({"error": str(exc)}), "application/json")
+
+    def _receive(self, request: Request) -> ReceivedRequest:
         state = self.state
-        received = ReceivedRequest(
+        return ReceivedRequest(
             seq=state.next_seq(),
             at=time.time(),
             monotonic=time.monotonic(),
@@ -178,17 +182,13 @@ class SimulatorApp:
             body=self._recorded_body(request),
             auth_scheme=request.headers.get("authorization", "").split(" ", 1)[0] or None,
         )
-        try:
-            reply = self._handle(request, received)
-        except ApiError as exc:
-            reply = error_reply(exc)
-        except Exception:  # a simulator bug answers 500, like a server would
-            logger.exception("simulator handler failed")
-            reply = error_reply(ApiError(500, "error", "A server error occurred."))
-        received.status = reply.status if reply.action == "respond" else None
-        state.record(received)
-        reply.delay_s += state.faults.latency.sample_s(state.rng)
-        return reply
+
+    def _failed(self, exc: Exception) -> Reply:
+        if isinstance(exc, ApiError):
+            return error_reply(exc)
+        # a simulator bug answers 500, like a server would
+        logger.exception("simulator handler failed")
+        return error_reply(ApiError(500, "error", "A server error occurred."))
 
     @staticmethod
     def _recorded_body(request: Request) -> Any:
