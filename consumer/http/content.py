@@ -1,9 +1,14 @@
-"""Making sense of response bodies that are not what the API promised (HTML pages from proxies and CDNs)."""
+"""Making sense of response bodies: JSON error bodies, and bodies that are not what the API promised (HTML pages
+from proxies and CDNs)."""
 
 from __future__ import annotations
 
 import html
 import re
+from http import HTTPStatus
+from typing import Any
+
+import orjson
 
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _H1 = re.compile(rb"<h1[^>]*>(.*?)</h1>", re.IGNORECASE | re.DOTALL)
@@ -17,6 +22,26 @@ def is_json_content_type(content_type: str | None) -> bool:
         return False
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or media.endswith("+json")
+
+
+def reason_phrase(status: int) -> str:
+    """The standard reason phrase of an HTTP status (``"Unknown Status"`` for one it does not know)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown Status"
+
+
+def json_object(content: bytes, content_type: str | None) -> dict[str, Any] | None:
+    """A body that is a JSON object (an error document), or None when it is empty, not JSON (e.g. an HTML page)
+    or not an object."""
+    if not content or (content_type and not is_json_content_type(content_type) and content[:1] not in b"{["):
+        return None
+    try:
+        document = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+    return document if isinstance(document, dict) else None
 
 
 def _clean(raw: bytes, limit: int) -> str:

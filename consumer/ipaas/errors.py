@@ -12,14 +12,11 @@ service's own ``UNEXPECTED_ERROR`` (with the iPaaS.com detail appended) until it
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from http import HTTPStatus
 from typing import Any
-
-import orjson
 
 from consumer import catalog
 from consumer.catalog import CatalogEntry, CatalogError
-from consumer.http.content import is_json_content_type, summarize_non_json
+from consumer.http.content import json_object, reason_phrase, summarize_non_json
 from consumer.http.redact import Redactor
 
 REJECTED_ENTRY: CatalogEntry = catalog.IPAAS_REJECTED_REQUEST
@@ -69,24 +66,6 @@ class IpaasConnectionError(CatalogError):
         self.operation = operation
 
 
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown Status"
-
-
-def _problem(content: bytes, content_type: str | None) -> dict[str, Any] | None:
-    """An ASP.NET ProblemDetails / ``{"message": ...}`` error body, or None when the body is not such JSON."""
-    if not content or (content_type and not is_json_content_type(content_type) and content[:1] not in b"{["):
-        return None
-    try:
-        document = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return None
-    return document if isinstance(document, dict) else None
-
-
 def _field_errors(problem: Mapping[str, Any]) -> dict[str, Any]:
     errors = problem.get("errors")
     if isinstance(errors, dict):
@@ -99,12 +78,12 @@ def _field_errors(problem: Mapping[str, Any]) -> dict[str, Any]:
 def describe_response(status: int, headers: Mapping[str, str], content: bytes) -> tuple[str, dict[str, Any]]:
     """The detail text of a rejected request (``"400 Bad Request: One or more validation errors occurred.
     (FirstName: The field FirstName must be ...)"``) and the field errors, if the body had any."""
-    problem = _problem(content, headers.get("content-type"))
+    problem = json_object(content, headers.get("content-type"))  # ProblemDetails, or {"message": ...}
     if problem is None:
-        return f"{status} {_phrase(status)}: {summarize_non_json(content, headers.get('content-type'))}", {}
-    title = problem.get("title") or problem.get("message") or problem.get("error") or _phrase(status)
+        return f"{status} {reason_phrase(status)}: {summarize_non_json(content, headers.get('content-type'))}", {}
+    title = problem.get("title") or problem.get("message") or problem.get("error") or reason_phrase(status)
     detail = problem.get("detail")
-    text = f"{status} {_phrase(status)}: {title}"
+    text = f"{status} {reason_phrase(status)}: {title}"
     if detail and detail != title:
         text += f" - {detail}"
     errors = _field_errors(problem)

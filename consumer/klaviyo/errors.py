@@ -10,13 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 
-import orjson
-
 from consumer.catalog import KLAVIYO_CONNECTION_ERROR, KLAVIYO_REJECTED_REQUEST, CatalogError
-from consumer.http.content import is_json_content_type, summarize_non_json
+from consumer.http.content import json_object, reason_phrase, summarize_non_json
 from consumer.http.redact import Redactor
 
 # Private keys are "pk_" + 34 alphanumerics; scrub anything key-shaped even if we never saw it.
@@ -91,13 +88,8 @@ class ErrorBody:
 
 def parse_error_body(content: bytes, content_type: str | None) -> ErrorBody | None:
     """Klaviyo's ``{"errors": [...]}`` body, or None when the body is not such JSON (e.g. an HTML page)."""
-    if not content or (content_type and not is_json_content_type(content_type) and content[:1] not in b"{["):
-        return None
-    try:
-        document = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(document, dict):
+    document = json_object(content, content_type)
+    if document is None:
         return None
     errors = document.get("errors")
     if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
@@ -126,13 +118,6 @@ def expected_available_s(detail: str | None) -> float | None:
         return None
     match = _EXPECTED_AVAILABLE.search(detail)
     return float(match.group(1)) if match else None
-
-
-def reason_phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown Status"
 
 
 def describe_response(status: int, headers: Mapping[str, str], content: bytes, body: ErrorBody | None) -> str:
