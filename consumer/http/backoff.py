@@ -1,4 +1,4 @@
-"""Capped exponential backoff with full jitter."""
+"""Capped exponential backoff with full jitter, and the waits a client derives from it and the server's hints."""
 
 from __future__ import annotations
 
@@ -31,3 +31,19 @@ class Backoff:
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """A random delay for retry ``attempt`` (full jitter)."""
         return (rng or random).uniform(0.0, self.ceiling(attempt))
+
+    def server_error_delay(self, attempt: int, rng: random.Random, hinted: float | None, cap_s: float) -> float:
+        """The delay before retrying a 5xx: the backoff delay, stretched to the server's ``Retry-After`` hint
+        (``hinted``, capped at ``cap_s``) when it asks for longer."""
+        delay = self.delay(attempt, rng)
+        if hinted is not None:
+            delay = max(delay, min(hinted, cap_s))
+        return delay
+
+    def throttle_wait(self, attempt: int, rng: random.Random, hinted: float | None, cap_s: float) -> float:
+        """How long to wait after a 429: the server's hint, else half to all of the backoff ceiling (at least one
+        second), capped at ``cap_s``."""
+        wait = hinted
+        if wait is None:
+            wait = max(self.ceiling(attempt), 1.0) * rng.uniform(0.5, 1.0)
+        return min(max(wait, 0.0), cap_s)

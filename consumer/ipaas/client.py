@@ -435,10 +435,8 @@ class IpaasClient:
 
             if status >= 500:
                 if op.idempotent and attempt < max_retries:
-                    delay = self._backoff.delay(attempt, self._rng)
                     hinted = parse_retry_after(response.headers.get("retry-after"))
-                    if hinted is not None:
-                        delay = max(delay, min(hinted, self._retry_after_cap))
+                    delay = self._backoff.server_error_delay(attempt, self._rng, hinted, self._retry_after_cap)
                     await self._retry_later(name, method, status, attempt, delay, "server error")
                     attempt += 1
                     continue
@@ -455,10 +453,8 @@ class IpaasClient:
         await asyncio.sleep(delay)
 
     def _throttle_wait(self, response: httpx.Response, attempt: int) -> float:
-        wait = parse_retry_after(response.headers.get("retry-after"))
-        if wait is None:
-            wait = max(self._backoff.ceiling(attempt), 1.0) * self._rng.uniform(0.5, 1.0)
-        return min(max(wait, 0.0), self._retry_after_cap)
+        hinted = parse_retry_after(response.headers.get("retry-after"))
+        return self._backoff.throttle_wait(attempt, self._rng, hinted, self._retry_after_cap)
 
     def _rejected(
         self,

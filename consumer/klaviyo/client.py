@@ -398,10 +398,8 @@ class KlaviyoClient:
 
             if status >= 500:
                 if attempt < max_retries:
-                    delay = self._backoff.delay(attempt, self._rng)
                     hinted = parse_retry_after(response.headers.get("retry-after"))
-                    if hinted is not None:
-                        delay = max(delay, min(hinted, self._retry_after_cap))
+                    delay = self._backoff.server_error_delay(attempt, self._rng, hinted, self._retry_after_cap)
                     self._log_retry(op, method, status, attempt, delay, "server error")
                     await asyncio.sleep(delay)
                     attempt += 1
@@ -412,13 +410,11 @@ class KlaviyoClient:
 
     def _throttle_wait(self, response: httpx.Response, attempt: int) -> float:
         """How long a 429 asks us to wait: Retry-After, else the detail's hint, else capped backoff."""
-        wait = parse_retry_after(response.headers.get("retry-after"))
-        if wait is None:
+        hinted = parse_retry_after(response.headers.get("retry-after"))
+        if hinted is None:
             body = parse_error_body(response.content, response.headers.get("content-type"))
-            wait = expected_available_s(body.detail if body else None)
-        if wait is None:
-            wait = max(self._backoff.ceiling(attempt), 1.0) * self._rng.uniform(0.5, 1.0)
-        return min(max(wait, 0.0), self._retry_after_cap)
+            hinted = expected_available_s(body.detail if body else None)
+        return self._backoff.throttle_wait(attempt, self._rng, hinted, self._retry_after_cap)
 
     def _rejected(
         self,
