@@ -240,21 +240,25 @@ class StreamRuntime:
         next_commit = time.monotonic() + self._limits.commit_interval_s
         try:
             while not self._stopping.is_set() and self._fatal is None:
+                if time.monotonic() >= next_commit:
+                    await self._commit()
+                    self._prune_idle_lanes()
+                    self._report_lag(consumer)
+                    next_commit = time.monotonic() + self._limits.commit_interval_s
                 self._apply_pauses(consumer)
                 room = self._limits.max_buffered - self._buffered
                 if room <= 0:
-                    await self._wait_for_room()
+                    if not await self._wait_for_room():
+                        # still full: poll the paused partitions anyway, or the group would count this member as
+                        # gone after max_poll_interval_ms (a poll, not a fetch: nothing comes back)
+                        consumer.pause(*consumer.assignment())
+                        await consumer.getmany(timeout_ms=0)
                     continue
                 batch = await consumer.getmany(timeout_ms=200, max_records=min(self._limits.fetch_max_records, room))
                 self.health.last_poll = time.monotonic()
                 for tp, records in batch.items():
                     self._received(tp.topic).inc(len(records))
                     self._enqueue(tp, records)
-                if time.monotonic() >= next_commit:
-                    await self._commit()
-                    self._prune_idle_lanes()
-                    self._report_lag(consumer)
-                    next_commit = time.monotonic() + self._limits.commit_interval_s
         finally:
             await self._on_revoked(set(self._partitions))
             await self._stop_workers()
@@ -274,8 +278,8 @@ class StreamRuntime:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
 
-    async def _wait_for_room(self) -> None:
-        """Backpressure: stop fetching until a quarter of the buffer finished (or a second passed, to poll)."""
+    async def _wait_for_room(self) -> bool:
+        """Backpressure: stop fetching until a quarter of the buffer finished; False when a second passed first."""
         self.pause(PAUSE_BACKPRESSURE)
         self._drained.clear()
         self._room_wanted = True
@@ -284,6 +288,8 @@ class StreamRuntime:
         self.health.last_poll = time.monotonic()
         if self._buffered <= self._limits.max_buffered * 3 // 4:
             self.resume(PAUSE_BACKPRESSURE)
+            return True
+        return False
 
     def _apply_pauses(self, consumer: AIOKafkaConsumer) -> None:
         """Pause every assigned partition while a lasting reason holds (infrastructure, authorization, ...)."""

@@ -12,7 +12,8 @@ from aiokafka.structs import TopicPartition
 from consumer import deadletter
 from consumer.catalog import KLAVIYO_CONNECTION_ERROR, KLAVIYO_REJECTED_REQUEST, CatalogError
 from consumer.kafka import reliable_producer
-from consumer.runtime import InboundMessage, StreamRuntime
+from consumer.observability import metrics
+from consumer.runtime import Handled, InboundMessage, StreamRuntime
 from tests.support.kafka import (
     create_topics,
     group_offsets,
@@ -202,3 +203,32 @@ async def test_a_second_instance_joining_rebalances_without_losing_events(kafka_
     seen = {(m.partition, m.offset) for m in first.handled + second.handled}
     assert everything <= seen
     assert first.handled and second.handled
+
+
+async def test_a_full_buffer_for_longer_than_the_poll_interval_keeps_the_partitions(kafka_bootstrap: str, unique: str):
+    topic = f"stall-{unique}"
+    await create_topics(kafka_bootstrap, [topic], partitions=1)
+    await produce(kafka_bootstrap, topic, [(f"k{i}".encode(), b"v") for i in range(20)])
+    slow = RecordingProcessor(max_delay_s=0)
+    released = asyncio.Event()
+
+    async def stalled(message: InboundMessage) -> Handled:
+        if message.offset < 4:
+            await asyncio.wait_for(released.wait(), 30)
+        return await slow(message)
+
+    runtime = StreamRuntime(
+        kafka=kafka_settings(kafka_bootstrap, max_poll_interval_ms=2000, session_timeout_ms=6000),
+        limits=runtime_limits(max_buffered=4, fetch_max_records=4), topics=[topic], processor=stalled,
+        failure_sink=CollectingSink(), group_id=f"g-{unique}",
+    )
+    revoked_before = metrics.REBALANCES.labels("revoked")._value.get()
+    async with running(runtime):
+        await asyncio.wait_for(runtime.assigned.wait(), 30)
+        await asyncio.sleep(4)  # the handlers' slow work: twice the poll interval with a full buffer
+        assert runtime.health.partitions == 1
+        released.set()
+        await slow.wait_for(lambda: len(slow.handled) >= 20)
+        revoked_during = metrics.REBALANCES.labels("revoked")._value.get() - revoked_before
+    assert revoked_during == 0
+    assert sorted(m.offset for m in slow.handled) == list(range(20))
