@@ -227,11 +227,9 @@ class CustomField(_Model):
     value: Any = None
 
 
-class CustomerAddress(_Model):
-    """A Customer Address (collection type 17). Field list after the transaction address (see the notes)."""
+class _PostalAddress(_Model):
+    """The postal fields the platform's address types share."""
 
-    id: OptStr = None
-    customer_id: OptStr = None
     first_name: OptStr = None
     last_name: OptStr = None
     company: OptStr = None
@@ -245,6 +243,13 @@ class CustomerAddress(_Model):
     phone_number: OptStr = None
     is_primary_billing: Flag = False
     is_primary_shipping: Flag = False
+
+
+class CustomerAddress(_PostalAddress):
+    """A Customer Address (collection type 17). Field list after the transaction address (see the notes)."""
+
+    id: OptStr = None
+    customer_id: OptStr = None
 
 
 class Customer(_Model):
@@ -316,24 +321,11 @@ class TransactionLine(_Model):
     options: JsonDict = Field(default_factory=dict)
 
 
-class TransactionAddress(_Model):
+class TransactionAddress(_PostalAddress):
     """A transaction's billing or shipping address (``ShippingAddressResponse``)."""
 
     shipping_method: OptStr = None
-    first_name: OptStr = None
-    last_name: OptStr = None
     type: OptStr = None
-    phone_number: OptStr = None
-    company: OptStr = None
-    address_1: OptStr = None
-    address_2: OptStr = None
-    address_3: OptStr = None
-    city: OptStr = None
-    region: OptStr = None
-    country: OptStr = None
-    postal_code: OptStr = None
-    is_primary_billing: Flag = False
-    is_primary_shipping: Flag = False
     customer_id: OptStr = None
 
 
