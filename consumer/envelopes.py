@@ -492,26 +492,25 @@ def _from_debezium(kind: RecordKind, doc: Mapping[str, Any], schema: Any, key_id
     if _is_outbox_row(after if action is not Action.DELETED else before):
         return _from_outbox_row(kind, action, after, occurred_at)
 
+    if action is not Action.DELETED and after is None:
+        raise PoisonPill("schema_violation", f"Debezium op {op!r} without an after image")
+    image, where = (before, "before") if action is Action.DELETED else (after, "after")
+    return [_row_change(kind, action, image, where, key_id, occurred_at, source, table, op)]
+
+
+def _row_change(kind: RecordKind, action: Action, row: Any, where: str, key_id: str | None,
+                occurred_at: datetime | None, position: Mapping[str, Any], table: Any, op: str) -> ChangeEvent:
+    """The change event of one Debezium row image (a delete keeps what it can read of the row it had)."""
     record: Customer | Transaction | KlaviyoProfile | None
     if action is Action.DELETED:
-        record = _validate_lenient(kind, before)
-        record_id = _require_id(record.id if record else _row_id(before) or key_id, "Debezium delete")
+        record = _validate_lenient(kind, row)
+        record_id = _require_id(record.id if record else _row_id(row) or key_id, "Debezium delete")
     else:
-        if after is None:
-            raise PoisonPill("schema_violation", f"Debezium op {op!r} without an after image")
-        record = _validate(kind, after, "after")
+        record = _validate(kind, row, where)
         record_id = record.id
-    return [
-        ChangeEvent(
-            kind=kind,
-            action=action,
-            record_id=record_id,
-            record=record,
-            format=EnvelopeFormat.DEBEZIUM,
-            occurred_at=occurred_at,
-            event_id=_debezium_event_id(source, table, record_id, op),
-        )
-    ]
+    return ChangeEvent(kind=kind, action=action, record_id=record_id, record=record,
+                       format=EnvelopeFormat.DEBEZIUM, occurred_at=occurred_at,
+                       event_id=_debezium_event_id(position, table, record_id, op))
 
 
 def _row_id(row: Any) -> str | None:
@@ -534,27 +533,11 @@ def _from_flattened(kind: RecordKind, doc: Mapping[str, Any], schema: Any, key_i
     else:
         raise PoisonPill("unknown_event_type", f"Debezium op {_short(str(op), 10)!r} is not a row change")
 
-    record: Customer | Transaction | KlaviyoProfile | None
-    if action is Action.DELETED:
-        record = _validate_lenient(kind, row)
-        record_id = _require_id(record.id if record else _row_id(row) or key_id, "Debezium delete")
-    else:
-        record = _validate(kind, row, "value")
-        record_id = record.id
     occurred_at = _ms_to_datetime(meta.get("source_ts_ms")) or _ms_to_datetime(meta.get("ts_ms"))
     position = {name.removeprefix("source_"): item for name, item in meta.items()}
     table = position.get("table") or position.get("collection")
-    return [
-        ChangeEvent(
-            kind=kind,
-            action=action,
-            record_id=record_id,
-            record=record,
-            format=EnvelopeFormat.DEBEZIUM,
-            occurred_at=occurred_at,
-            event_id=_debezium_event_id(position, table, record_id, str(op or ("d" if deleted else "u"))),
-        )
-    ]
+    return [_row_change(kind, action, row, "value", key_id, occurred_at, position, table,
+                        str(op or ("d" if deleted else "u")))]
 
 
 def _from_outbox_row(kind: RecordKind, action: Action, row: Any, occurred_at: datetime | None) -> list[ChangeEvent]:
