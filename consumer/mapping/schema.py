@@ -51,9 +51,7 @@ _BASE: dict[str, Shape] = {
     "updated_datetime_raw": VALUE,
 }
 
-ADDRESS: dict[str, Shape] = {
-    **_BASE,
-    "customer_id": VALUE,
+_POSTAL: dict[str, Shape] = {
     "first_name": VALUE,
     "last_name": VALUE,
     "company": VALUE,
@@ -68,6 +66,12 @@ ADDRESS: dict[str, Shape] = {
     "email_address": VALUE,
     "is_primary_billing": VALUE,
     "is_primary_shipping": VALUE,
+}
+
+ADDRESS: dict[str, Shape] = {
+    **_BASE,
+    "customer_id": VALUE,
+    **_POSTAL,
     "shipping_method": VALUE,
     "shipping_method_description": VALUE,
     "shipping_amount": VALUE,
@@ -202,20 +206,7 @@ IPAAS_CUSTOMER: dict[str, Shape] = {
 }
 
 IPAAS_CUSTOMER_ADDRESS: dict[str, Shape] = {
-    "first_name": VALUE,
-    "last_name": VALUE,
-    "company": VALUE,
-    "address_1": VALUE,
-    "address_2": VALUE,
-    "address_3": VALUE,
-    "city": VALUE,
-    "region": VALUE,
-    "country": VALUE,
-    "postal_code": VALUE,
-    "phone_number": VALUE,
-    "email_address": VALUE,
-    "is_primary_billing": VALUE,
-    "is_primary_shipping": VALUE,
+    **_POSTAL,
     "type": VALUE,
     "custom_fields": OPEN,
 }
