@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from consumer.errors import IntegrationError, Outage
+
 
 class Flow(StrEnum):
     """The integration's flows, named as in the catalog."""
@@ -344,13 +346,13 @@ ENTRIES: tuple[CatalogEntry, ...] = (
 BY_CODE: dict[str, CatalogEntry] = {entry.code: entry for entry in ENTRIES}
 
 
-class CatalogError(Exception):
+class CatalogError(IntegrationError):
     """A failure described by a catalog entry.
 
     ``detail`` is what the far side said (Klaviyo's error detail, a connection error's text); it is appended
-    to the message in parentheses, as the catalog's API entries describe. ``retryable`` and ``infrastructure``
-    tell the runtime whether to try again and whether the failure means "the far side is down for every key"
-    (pause consumption rather than dead-letter). Never put secrets into ``detail``.
+    to the message in parentheses, as the catalog's API entries describe. ``retryable`` says whether trying
+    again may help; ``outage`` (with ``destination``) says the destination failed, not the record (see
+    ``consumer.errors``). Never put secrets into ``detail``.
     """
 
     def __init__(
@@ -360,7 +362,8 @@ class CatalogError(Exception):
         *,
         flow: Flow | None = None,
         retryable: bool = False,
-        infrastructure: bool = False,
+        destination: str | None = None,
+        outage: Outage | None = None,
         http_status: int | None = None,
         error_code: str | None = None,
         retry_after: float | None = None,
@@ -370,7 +373,8 @@ class CatalogError(Exception):
         self.detail = detail
         self.flow = flow or entry.flow
         self.retryable = retryable
-        self.infrastructure = infrastructure
+        self.destination = destination
+        self.outage = outage
         self.http_status = http_status
         self.error_code = error_code
         self.retry_after = retry_after
@@ -378,12 +382,17 @@ class CatalogError(Exception):
         super().__init__(self.message)
 
     @property
-    def code(self) -> str:
+    def code(self) -> str:  # type: ignore[override]
         return self.entry.code
 
     @property
     def severity(self) -> Severity:
         return self.entry.severity
+
+    @property
+    def infrastructure(self) -> bool:
+        """True when the destination, not the record, failed (``outage`` is set)."""
+        return self.outage is not None
 
     @property
     def message(self) -> str:

@@ -1,17 +1,17 @@
 """The iPaaS.com REST client: typed operations over httpx with rate limiting, retries and catalog errors.
 
-Same rules as the Klaviyo client, on the shared ``consumer.http`` toolkit: every request waits for the client-side
-limiter, is sent with explicit per-phase timeouts inside a total deadline, adapts the limiter to ``RateLimit-*``
-headers, and retries 429 (after ``Retry-After``), 5xx, transport failures and 2xx answers that are not JSON with
-capped, jittered exponential backoff up to ``settings.max_retries`` times. Secrets (the API token) never appear in
-errors, logs or reprs.
+Same layers as the Klaviyo client: the shared ``consumer.http.sender.Sender`` (client-side limiter, per-phase
+timeouts inside a total deadline, ``RateLimit-*`` and ``Retry-After``, retries of 429, 5xx and transport failures
+with capped, jittered backoff up to ``settings.max_retries`` times), the token as an ``httpx.Auth`` flow, and
+``IpaasDialect`` wording the failures. A 2xx answer that is not JSON (a proxy's page) and a 401/403 blame
+iPaaS.com (``outage``), never the record. Secrets (the API token) never appear in errors, logs or reprs.
 
 Non-idempotent operations (creating a Customer or a Customer Address) are retried only where the request cannot
 have been applied: a 429, or a failure to connect. After a 5xx, a timeout or a garbled success the client raises a
 retryable error instead, and the flow's next attempt re-resolves the link (the new record is found by its external
 id or email, its address by its content), so a retry never creates a duplicate.
 
-Endpoints (``/work/shared/reference/ipaas-and-cdc.md`` 1.3; the Customer Address paths are not in the reference and
+Endpoints (the iPaaS.com and CDC reference, 1.3; the Customer Address paths are not in the reference and
 follow the Customer ones)::
 
     GET  customers/v2/Customer/{id}                  GET  customers/v2/Customers?action=equals&EmailAddress=...
@@ -24,12 +24,10 @@ follow the Customer ones)::
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import random
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -39,12 +37,20 @@ import httpx
 import orjson
 from pydantic import SecretStr
 
+from consumer.errors import Outage
 from consumer.http.backoff import Backoff
-from consumer.http.content import is_json_content_type, summarize_non_json
-from consumer.http.headers import parse_ratelimit_headers, parse_retry_after
+from consumer.http.content import is_json_content_type
 from consumer.http.ratelimit import LimiterRegistry, SlidingWindowLimiter, Window
-from consumer.http.transport import build_limits, build_timeout, describe_transport_error
-from consumer.ipaas.errors import IpaasConnectionError, IpaasRejected, ipaas_redactor, rejected_from_response
+from consumer.http.redact import Redactor
+from consumer.http.sender import Call, RequestMetrics, RetryRules, Sender
+from consumer.http.transport import build_limits, build_timeout
+from consumer.ipaas.errors import (
+    DESTINATION,
+    IpaasConnectionError,
+    IpaasRejected,
+    ipaas_redactor,
+    rejected_from_response,
+)
 from consumer.ipaas.models import (
     ADDRESS_WRITABLE,
     CUSTOMER_TABLE,
@@ -69,9 +75,6 @@ RETRY_AFTER_CAP_S = 60.0
 LIMITER_MARGIN_S = 0.05
 DEFAULT_SYSTEM_ID = 1
 """The Klaviyo subscription's iPaaS.com system id when neither the caller nor the settings give one."""
-
-_SAFE_TO_RESEND = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-
 
 @dataclass(frozen=True, slots=True)
 class Operation:
@@ -144,16 +147,25 @@ class IpaasClient:
         self._tracking_guid = tracking_guid
         self._windows = tuple(rate_limit)
         self._limiters = limiters if limiters is not None else LimiterRegistry(margin_s=LIMITER_MARGIN_S)
-        self._backoff = backoff
-        self._retry_after_cap = retry_after_cap_s
-        self._rng = rng or random.Random()
         self._redactor = ipaas_redactor(lambda: (self._token.get_secret_value(),))
         self._http = httpx.AsyncClient(
             base_url=settings.base_url.rstrip("/"),
             timeout=build_timeout(settings.connect_timeout_s, settings.read_timeout_s),
             limits=build_limits(settings.max_connections),
             transport=transport,
+            auth=_BearerToken(self._token),
+            follow_redirects=False,
             headers={"accept": JSON, "user-agent": USER_AGENT},
+        )
+        self._sender = Sender(
+            self._http,
+            IpaasDialect(self._redactor),
+            rules=RetryRules(max_retries=settings.max_retries, total_timeout_s=settings.total_timeout_s,
+                             backoff=backoff, retry_after_cap_s=retry_after_cap_s),
+            metrics=RequestMetrics(requests=IPAAS_REQUESTS, seconds=IPAAS_REQUEST_SECONDS),
+            scrub=self._redactor.scrub,
+            logger=logger,
+            rng=rng,
         )
 
     async def __aenter__(self) -> Self:
@@ -328,7 +340,8 @@ class IpaasClient:
         return document
 
     def _unexpected(self, op: str, what: str) -> IpaasRejected:
-        return IpaasRejected(f"200 unexpected response: {what}", http_status=200, retryable=True, operation=op)
+        return IpaasRejected(f"200 unexpected response: {what}", http_status=200, retryable=True,
+                             outage=Outage.MISCONFIGURED, operation=op)
 
     def _path(self, op: Operation, values: Mapping[str, Any]) -> str:
         return op.path.format(**{name: _segment(value) for name, value in values.items()})
@@ -363,122 +376,77 @@ class IpaasClient:
         scalar: bool = False,
         expect: Literal["json", "any"] = "json",
     ) -> Any:
-        """Send one operation with rate limiting, retries and error mapping; returns the decoded JSON body
-        (None for an empty body, or for a 404 when ``allow_404``)."""
+        """Send one operation through the shared sender; returns the decoded JSON body (None for an empty body,
+        or for a 404 when ``allow_404``)."""
         op = OPERATIONS[name]
-        path = self._path(op, path_values)
-        method = op.method
-        max_retries = max(self._settings.max_retries, 0)
-        headers = {"content-type": JSON} if body is not None else {}
         if self._tracking_guid:
             params = {**(params or {}), "trackingGuid": self._tracking_guid}
-        attempt = 0
-        while True:
-            waited = await self._limiter().acquire()
-            if waited > 0:
-                logger.debug("iPaaS.com request waited for the rate limiter",
-                             extra={"endpoint": name, "waited_s": round(waited, 3)})
-            headers["authorization"] = f"Bearer {self._token.get_secret_value()}"
-            started = time.perf_counter()
-            try:
-                async with asyncio.timeout(self._settings.total_timeout_s):
-                    response = await self._http.request(method, path, params=params, content=body, headers=headers)
-            except (httpx.TransportError, TimeoutError) as exc:
-                IPAAS_REQUESTS.labels(name, method, "error").inc()
-                IPAAS_REQUEST_SECONDS.labels(name).observe(time.perf_counter() - started)
-                detail = self._redactor.scrub(f"{describe_transport_error(exc)} on {method} {op.path}")
-                if (op.idempotent or isinstance(exc, _SAFE_TO_RESEND)) and attempt < max_retries:
-                    await self._retry_later(name, method, None, attempt, self._backoff.delay(attempt, self._rng),
-                                            detail)
-                    attempt += 1
-                    continue
-                detail = f"{detail}, after {attempt + 1} attempt{'s' if attempt else ''}"
-                logger.warning("iPaaS.com unreachable",
-                               extra={"endpoint": name, "method": method, "attempts": attempt + 1, "detail": detail})
-                raise IpaasConnectionError(detail, operation=name) from None
 
-            status = response.status_code
-            elapsed = time.perf_counter() - started
-            IPAAS_REQUESTS.labels(name, method, str(status)).inc()
-            IPAAS_REQUEST_SECONDS.labels(name).observe(elapsed)
-            logger.debug("iPaaS.com request", extra={"endpoint": name, "method": method, "status": status,
-                                                     "attempt": attempt, "elapsed_ms": round(elapsed * 1000, 2)})
-            if status != 429:
-                info = parse_ratelimit_headers(response.headers)
-                if not info.empty:
-                    self._limiter().observe(remaining=info.remaining, reset_s=info.reset_s, policies=info.policies)
+        def accepts(response: httpx.Response) -> bool:
+            if response.status_code == 404:
+                return True
+            ok, _ = self._decode(response, scalar=scalar or expect == "any")
+            return ok
 
-            if status < 400:
-                ok, document = self._decode(response, scalar=scalar)
-                if ok or expect == "any":
-                    return document
-                summary = summarize_non_json(response.content, response.headers.get("content-type"))
-                detail = self._redactor.scrub(f"{status} unexpected response: {summary}")
-                if op.idempotent and attempt < max_retries:
-                    await self._retry_later(name, method, status, attempt, self._backoff.delay(attempt, self._rng),
-                                            "not JSON")
-                    attempt += 1
-                    continue
-                raise IpaasRejected(detail, http_status=status, retryable=True, operation=name)
+        response = await self._sender.send(Call(
+            operation=name,
+            method=op.method,
+            path=self._path(op, path_values),
+            route=op.path,
+            success=_SUCCESS | {404} if allow_404 else _SUCCESS,
+            accepts=accepts,
+            params=params,
+            body=body,
+            headers={"content-type": JSON} if body is not None else {},
+            idempotent=op.idempotent,
+            limiters=(("ipaas", self._limiter()),),
+        ))
+        if response.status_code == 404:
+            return None
+        return self._decode(response, scalar=scalar or expect == "any")[1]
 
-            if status == 404 and allow_404:
-                return None
 
-            if status == 429:
-                wait = self._throttle_wait(response, attempt)
-                self._limiter().block_for(wait)
-                if attempt < max_retries:
-                    self._log_retry(name, method, status, attempt, wait, "throttled")
-                    attempt += 1
-                    continue
-                raise self._rejected(response, name, retryable=True, retry_after=wait)
+class IpaasDialect:
+    """How iPaaS.com words its failures (``consumer.http.sender.Dialect``)."""
 
-            if status >= 500:
-                if op.idempotent and attempt < max_retries:
-                    hinted = parse_retry_after(response.headers.get("retry-after"))
-                    delay = self._backoff.server_error_delay(attempt, self._rng, hinted, self._retry_after_cap)
-                    await self._retry_later(name, method, status, attempt, delay, "server error")
-                    attempt += 1
-                    continue
-                raise self._rejected(response, name, retryable=True, infrastructure=True)
+    destination = DESTINATION
 
-            if status in (401, 403):  # the token is wrong or expired: every record would fail the same way
-                raise self._rejected(response, name, retryable=True, infrastructure=True)
-            raise self._rejected(response, name)
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
 
-    async def _retry_later(
-        self, op: str, method: str, status: int | None, attempt: int, delay: float, reason: str
-    ) -> None:
-        self._log_retry(op, method, status, attempt, delay, reason)
-        await asyncio.sleep(delay)
-
-    def _throttle_wait(self, response: httpx.Response, attempt: int) -> float:
-        hinted = parse_retry_after(response.headers.get("retry-after"))
-        return self._backoff.throttle_wait(attempt, self._rng, hinted, self._retry_after_cap)
-
-    def _rejected(
-        self,
-        response: httpx.Response,
-        op: str,
-        *,
-        retryable: bool = False,
-        infrastructure: bool = False,
-        retry_after: float | None = None,
+    def rejected(
+        self, response: httpx.Response, call: Call, *, retryable: bool, outage: Outage | None,
+        retry_after: float | None,
     ) -> IpaasRejected:
-        error = rejected_from_response(
+        return rejected_from_response(
             response.status_code, response.headers, response.content, redactor=self._redactor,
-            retryable=retryable, infrastructure=infrastructure, retry_after=retry_after, operation=op,
+            retryable=retryable, outage=outage, retry_after=retry_after, operation=call.operation,
         )
-        status = response.status_code
-        logger.log(
-            logging.WARNING if status in (401, 403, 429) or status >= 500 else logging.INFO,
-            "iPaaS.com rejected the request",
-            extra={"endpoint": op, "method": response.request.method, "status": status, "detail": error.detail,
-                   "retryable": retryable},
-        )
-        return error
 
-    def _log_retry(self, op: str, method: str, status: int | None, attempt: int, delay: float, reason: str) -> None:
-        logger.info("Retrying iPaaS.com request", extra={"endpoint": op, "method": method, "status": status,
-                                                         "attempt": attempt + 1, "retry_in_s": round(delay, 3),
-                                                         "reason": reason})
+    def unreachable(self, detail: str, call: Call) -> IpaasConnectionError:
+        return IpaasConnectionError(detail, operation=call.operation)
+
+    def unexpected(self, response: httpx.Response, call: Call, detail: str) -> IpaasRejected:
+        return IpaasRejected(detail, http_status=response.status_code, retryable=True,
+                             outage=Outage.MISCONFIGURED, operation=call.operation)
+
+    def throttle_hint(self, response: httpx.Response) -> float | None:
+        return None
+
+    def outage_of(self, response: httpx.Response, call: Call) -> Outage | None:
+        """401/403: the API token is wrong or expired; every record would fail the same way."""
+        return Outage.UNAUTHORIZED if response.status_code in (401, 403) else None
+
+
+class _BearerToken(httpx.Auth):
+    """The ``httpx.Auth`` layer of the iPaaS.com client: a static bearer token."""
+
+    def __init__(self, token: SecretStr) -> None:
+        self._token = token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["authorization"] = f"Bearer {self._token.get_secret_value()}"
+        yield request
+
+
+_SUCCESS = frozenset({200, 201, 202, 204})

@@ -2,7 +2,7 @@
 
 A response iPaaS.com did not answer with success becomes ``IpaasRejected``; a transport failure becomes
 ``IpaasConnectionError``. Both say whether retrying may help and whether the failure means the far side is down
-for every record ("infrastructure": 5xx, 401/403, unreachable), like the Klaviyo client's errors.
+for every record (``outage``: 5xx, 401/403, unreachable), like the Klaviyo client's errors.
 
 The seed error catalog describes Klaviyo's answers only. The catalog entries used here are
 ``consumer.catalog.IPAAS_REJECTED_REQUEST`` / ``IPAAS_CONNECTION_ERROR`` when the catalog defines them, and the
@@ -16,9 +16,12 @@ from typing import Any
 
 from consumer import catalog
 from consumer.catalog import CatalogEntry, CatalogError
+from consumer.errors import Outage
 from consumer.http.content import json_object, reason_phrase, summarize_non_json
 from consumer.http.redact import Redactor
 
+DESTINATION = "ipaas"
+"""The name iPaaS.com goes by in routes, destination health and metrics."""
 REJECTED_ENTRY: CatalogEntry = catalog.IPAAS_REJECTED_REQUEST
 CONNECTION_ENTRY: CatalogEntry = catalog.IPAAS_CONNECTION_ERROR
 
@@ -37,7 +40,7 @@ class IpaasRejected(CatalogError):
         *,
         http_status: int,
         retryable: bool = False,
-        infrastructure: bool = False,
+        outage: Outage | None = None,
         retry_after: float | None = None,
         operation: str | None = None,
         errors: Mapping[str, Any] | None = None,
@@ -46,7 +49,8 @@ class IpaasRejected(CatalogError):
             REJECTED_ENTRY,
             f"iPaaS.com {detail}",
             retryable=retryable,
-            infrastructure=infrastructure,
+            destination=DESTINATION,
+            outage=outage,
             http_status=http_status,
             retry_after=retry_after,
         )
@@ -58,10 +62,11 @@ class IpaasConnectionError(CatalogError):
     """iPaaS.com could not be reached, or the exchange broke off (timeouts, resets, refused connections)."""
 
     def __init__(
-        self, detail: str, *, retryable: bool = True, infrastructure: bool = True, operation: str | None = None
+        self, detail: str, *, retryable: bool = True, outage: Outage | None = Outage.DOWN, operation: str | None = None
     ) -> None:
         super().__init__(
-            CONNECTION_ENTRY, f"iPaaS.com unreachable: {detail}", retryable=retryable, infrastructure=infrastructure
+            CONNECTION_ENTRY, f"iPaaS.com unreachable: {detail}", retryable=retryable, destination=DESTINATION,
+            outage=outage,
         )
         self.operation = operation
 
@@ -104,7 +109,7 @@ def rejected_from_response(
     *,
     redactor: Redactor,
     retryable: bool = False,
-    infrastructure: bool = False,
+    outage: Outage | None = None,
     retry_after: float | None = None,
     operation: str | None = None,
 ) -> IpaasRejected:
@@ -114,7 +119,7 @@ def rejected_from_response(
         redactor.scrub(text),
         http_status=status,
         retryable=retryable,
-        infrastructure=infrastructure,
+        outage=outage,
         retry_after=retry_after,
         operation=operation,
         errors=errors,

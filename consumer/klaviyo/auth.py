@@ -7,11 +7,13 @@ text it logs or raises.
 from __future__ import annotations
 
 import hashlib
+import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable
 from typing import Protocol, runtime_checkable
 
+import httpx
 from pydantic import SecretStr
 
 from consumer.settings import KlaviyoSettings
@@ -83,12 +85,24 @@ class ApiKeyAuth(Auth):
 
 
 class BearerTokenAuth(Auth):
-    """``Authorization: Bearer <access token>`` from a ``TokenProvider``; a 401 triggers one refresh."""
+    """``Authorization: Bearer <access token>`` from a ``TokenProvider``.
 
-    def __init__(self, provider: TokenProvider, *, account: str = "oauth") -> None:
+    After a 401: a caller whose token was already replaced retries with the new one (no refresh); otherwise one
+    refresh runs for every caller at once (the provider is single-flight). A token that a refresh produced less
+    than ``trust_fresh_s`` ago and that is refused as well is not refreshed again: the credential is refused
+    (the destination is unauthorized), and a refresh storm cannot start.
+    """
+
+    def __init__(
+        self, provider: TokenProvider, *, account: str = "oauth", trust_fresh_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._provider = provider
         self._account = account
         self._seen: deque[str] = deque(maxlen=8)
+        self._trust_fresh_s = trust_fresh_s
+        self._clock = clock
+        self._fresh: tuple[str, float] | None = None
 
     @property
     def account_key(self) -> str:
@@ -104,11 +118,34 @@ class BearerTokenAuth(Auth):
 
     async def refresh(self, stale_authorization: str) -> bool:
         stale = stale_authorization.removeprefix("Bearer ")
+        if self._fresh is not None and self._fresh[0] == stale and self._clock() - self._fresh[1] < self._trust_fresh_s:
+            return False  # a token just refreshed is refused too: refreshing again would not help
         fresh = self._remember(await self._provider.refresh_token(stale))
-        return bool(fresh)
+        if not fresh or fresh == stale:
+            return False
+        self._fresh = (fresh, self._clock())
+        return True
 
     def secrets(self) -> Iterable[str]:
         return tuple(self._seen)
 
     def __repr__(self) -> str:
         return f"BearerTokenAuth(account={self._account!r}, provider={type(self._provider).__name__})"
+
+
+class CredentialFlow(httpx.Auth):
+    """The ``httpx.Auth`` layer: sets ``Authorization`` from an ``Auth``; a 401 may refresh it and resend once."""
+
+    def __init__(self, auth: Auth) -> None:
+        self.auth = auth
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        raise RuntimeError("the Klaviyo credential is async-only")
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        sent = await self.auth.authorization()
+        request.headers["authorization"] = sent
+        response = yield request
+        if response.status_code == 401 and await self.auth.refresh(sent):
+            request.headers["authorization"] = await self.auth.authorization()
+            yield request

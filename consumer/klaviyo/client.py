@@ -1,17 +1,16 @@
 """The Klaviyo REST client: typed operations over httpx with rate limiting, retries and catalog errors.
 
-Every request goes through ``_send``: wait for the account's limiter of that endpoint class, send with explicit
-timeouts, adapt the limiter to the ``RateLimit-*`` headers, and retry 429 (after ``Retry-After``), 5xx and
-transport failures with capped, jittered exponential backoff up to ``settings.max_retries`` times. Anything else
-that is not a success raises ``KlaviyoRejected``; transport failures raise ``KlaviyoConnectionError``.
+Every request goes through the shared ``consumer.http.sender.Sender`` (quota, retries, ``Retry-After``, metrics)
+with the credential as an ``httpx.Auth`` flow (``CredentialFlow``); only the status and body the spec documents
+for an operation count as its success. ``KlaviyoDialect`` words the failures: ``KlaviyoRejected`` for an answer,
+``KlaviyoConnectionError`` when Klaviyo can't be reached, either with ``outage`` set when Klaviyo (its
+availability, the credential, the configuration) failed rather than the record.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -21,14 +20,24 @@ from urllib.parse import parse_qs, quote, urlsplit
 import httpx
 import orjson
 
+from consumer.errors import Outage
 from consumer.http.backoff import Backoff
-from consumer.http.content import summarize_non_json
-from consumer.http.headers import parse_ratelimit_headers, parse_retry_after
 from consumer.http.lanes import LaneTransport
 from consumer.http.ratelimit import LimiterRegistry, SlidingWindowLimiter
-from consumer.http.transport import build_timeout, describe_transport_error
-from consumer.klaviyo.auth import Auth
+from consumer.http.redact import Redactor
+from consumer.http.sender import (
+    Call,
+    RequestMetrics,
+    RetryRules,
+    Sender,
+    is_empty_or_json,
+    is_jsonapi_document,
+    json_document,
+)
+from consumer.http.transport import build_timeout
+from consumer.klaviyo.auth import Auth, CredentialFlow
 from consumer.klaviyo.errors import (
+    DESTINATION,
     KlaviyoConnectionError,
     KlaviyoRejected,
     expected_available_s,
@@ -116,19 +125,39 @@ class KlaviyoClient:
         self._auth = auth
         self._limits = resolve_limits(rate_limits)
         self._limiters = limiters if limiters is not None else LimiterRegistry(margin_s=limiter_margin_s)
-        self._backoff = backoff
-        self._retry_after_cap = retry_after_cap_s
-        self._rng = rng or random.Random()
         self._redactor = klaviyo_redactor(auth.secrets)
         self._http = httpx.AsyncClient(
             base_url=settings.base_url.rstrip("/"),
             timeout=build_timeout(settings.connect_timeout_s, settings.read_timeout_s),
             transport=transport if transport is not None else LaneTransport(settings.max_connections),
+            auth=CredentialFlow(auth),
+            follow_redirects=False,
             headers={
                 "revision": settings.revision,
                 "accept": JSONAPI,
                 "user-agent": USER_AGENT,
             },
+        )
+        self._sender = Sender(
+            self._http,
+            KlaviyoDialect(self._redactor),
+            rules=RetryRules(
+                max_retries=settings.max_retries,
+                total_timeout_s=settings.total_timeout_s,
+                backoff=backoff,
+                retry_after_cap_s=retry_after_cap_s,
+                adaptive_limits=settings.rate_limit,
+            ),
+            metrics=RequestMetrics(
+                requests=KLAVIYO_REQUESTS,
+                seconds=KLAVIYO_REQUEST_SECONDS,
+                throttled=KLAVIYO_THROTTLED,
+                limiter_waits=KLAVIYO_RATE_LIMIT_WAITS,
+                limiter_wait_seconds=KLAVIYO_RATE_LIMIT_WAIT_SECONDS,
+            ),
+            scrub=self._redactor.scrub,
+            logger=logger,
+            rng=rng,
         )
 
     async def __aenter__(self) -> Self:
@@ -288,27 +317,9 @@ class KlaviyoClient:
         windows = self._limits[endpoint_class].windows() if self._settings.rate_limit else ()
         return self._limiters.get((self._auth.account_key, endpoint_class), windows)
 
-    async def _throttle(self, classes: Sequence[str]) -> None:
-        for endpoint_class in classes:
-            waited = await self._limiter(endpoint_class).acquire()
-            if waited > 0:
-                KLAVIYO_RATE_LIMIT_WAITS.labels(endpoint_class).inc()
-                KLAVIYO_RATE_LIMIT_WAIT_SECONDS.labels(endpoint_class).inc(waited)
-
     def _document(self, response: httpx.Response, op: str) -> dict[str, Any]:
-        try:
-            document = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            document = None
-        if not isinstance(document, dict):
-            summary = summarize_non_json(response.content, response.headers.get("content-type"))
-            raise KlaviyoRejected(
-                self._redactor.scrub(f"{response.status_code} unexpected response: {summary}"),
-                http_status=response.status_code,
-                retryable=True,
-                operation=op,
-            )
-        return document
+        document = json_document(response)
+        return document if isinstance(document, dict) else {}
 
     def _data(self, response: httpx.Response, op: str) -> Any:
         return self._document(response, op).get("data")
@@ -322,133 +333,65 @@ class KlaviyoClient:
         body: bytes | None = None,
         extra_classes: Sequence[str] = (),
     ) -> httpx.Response:
-        """Send one operation with rate limiting, retries and error mapping; returns a 2xx/3xx response."""
+        """Send one operation through the shared sender; returns the response of a documented success."""
         endpoint = ENDPOINTS[op]
-        method = endpoint.method
-        classes = (op, *extra_classes)
-        max_retries = max(self._settings.max_retries, 0)
-        headers = {"content-type": JSONAPI} if body is not None else {}
-        attempt = 0
-        refreshed = False
-        while True:
-            await self._throttle(classes)
-            headers["authorization"] = authorization = await self._auth.authorization()
-            started = time.perf_counter()
-            try:
-                async with asyncio.timeout(self._settings.total_timeout_s):
-                    response = await self._http.request(
-                        method, path, params=params, content=body, headers=headers
-                    )
-            except (httpx.TransportError, TimeoutError) as exc:
-                elapsed = time.perf_counter() - started
-                KLAVIYO_REQUESTS.labels(op, method, "error").inc()
-                KLAVIYO_REQUEST_SECONDS.labels(op).observe(elapsed)
-                detail = self._redactor.scrub(f"{describe_transport_error(exc)} on {method} {endpoint.path}")
-                if attempt < max_retries:
-                    delay = self._backoff.delay(attempt, self._rng)
-                    self._log_retry(op, method, None, attempt, delay, detail)
-                    await asyncio.sleep(delay)
-                    attempt += 1
-                    continue
-                detail = f"{detail}, after {attempt + 1} attempt{'s' if attempt else ''}"
-                logger.warning(
-                    "Klaviyo unreachable",
-                    extra={"endpoint": op, "method": method, "attempts": attempt + 1, "detail": detail},
-                )
-                raise KlaviyoConnectionError(detail, operation=op) from None
-
-            status = response.status_code
-            elapsed = time.perf_counter() - started
-            KLAVIYO_REQUESTS.labels(op, method, str(status)).inc()
-            KLAVIYO_REQUEST_SECONDS.labels(op).observe(elapsed)
-            logger.debug(
-                "Klaviyo request",
-                extra={"endpoint": op, "method": method, "status": status, "attempt": attempt,
-                       "elapsed_ms": round(elapsed * 1000, 2)},
-            )
-            limiter = self._limiter(op)
-            if self._settings.rate_limit and status != 429:
-                info = parse_ratelimit_headers(response.headers)
-                if not info.empty:
-                    limiter.observe(remaining=info.remaining, reset_s=info.reset_s, policies=info.policies)
-            if status < 400:
-                if self._settings.rate_limit:
-                    limiter.succeeded()
-                return response
-
-            if status == 401 and not refreshed:
-                refreshed = True
-                if await self._auth.refresh(authorization):
-                    logger.info("Klaviyo refused the access token; retrying with a fresh one",
-                                extra={"endpoint": op, "method": method})
-                    continue
-
-            if status == 429:
-                KLAVIYO_THROTTLED.labels(op).inc()
-                wait = self._throttle_wait(response, attempt)
-                if self._settings.rate_limit:
-                    limiter.throttled(wait)
-                else:
-                    limiter.block_for(wait)
-                if attempt < max_retries:
-                    self._log_retry(op, method, status, attempt, wait, "throttled")
-                    attempt += 1
-                    continue
-                raise self._rejected(response, op, retryable=True, retry_after=wait)
-
-            if status >= 500:
-                if attempt < max_retries:
-                    hinted = parse_retry_after(response.headers.get("retry-after"))
-                    delay = self._backoff.server_error_delay(attempt, self._rng, hinted, self._retry_after_cap)
-                    self._log_retry(op, method, status, attempt, delay, "server error")
-                    await asyncio.sleep(delay)
-                    attempt += 1
-                    continue
-                raise self._rejected(response, op, retryable=True, infrastructure=True)
-
-            raise self._rejected(response, op)
-
-    def _throttle_wait(self, response: httpx.Response, attempt: int) -> float:
-        """How long a 429 asks us to wait: Retry-After, else the detail's hint, else capped backoff."""
-        hinted = parse_retry_after(response.headers.get("retry-after"))
-        if hinted is None:
-            body = parse_error_body(response.content, response.headers.get("content-type"))
-            hinted = expected_available_s(body.detail if body else None)
-        return self._backoff.throttle_wait(attempt, self._rng, hinted, self._retry_after_cap)
-
-    def _rejected(
-        self,
-        response: httpx.Response,
-        op: str,
-        *,
-        retryable: bool = False,
-        infrastructure: bool = False,
-        retry_after: float | None = None,
-    ) -> KlaviyoRejected:
-        error = rejected_from_response(
-            response.status_code,
-            response.headers,
-            response.content,
-            redactor=self._redactor,
-            retryable=retryable,
-            infrastructure=infrastructure,
-            retry_after=retry_after,
+        expects_document = endpoint.success != (202,) or op == "bulk_import_profiles"
+        call = Call(
             operation=op,
+            method=endpoint.method,
+            path=path,
+            route=endpoint.path,
+            success=frozenset(endpoint.success),
+            accepts=is_jsonapi_document if expects_document else is_empty_or_json,
+            params=params,
+            body=body,
+            headers={"content-type": JSONAPI} if body is not None else {},
+            limiters=tuple((name, self._limiter(name)) for name in (op, *extra_classes)),
         )
-        status = response.status_code
-        logger.log(
-            logging.WARNING if status in (401, 403, 429) or status >= 500 else logging.INFO,
-            "Klaviyo rejected the request",
-            extra={"endpoint": op, "method": response.request.method, "status": status,
-                   "error_code": error.error_code, "detail": error.detail, "retryable": retryable},
-        )
-        return error
+        return await self._sender.send(call)
 
-    def _log_retry(
-        self, op: str, method: str, status: int | None, attempt: int, delay: float, reason: str
-    ) -> None:
-        logger.info(
-            "Retrying Klaviyo request",
-            extra={"endpoint": op, "method": method, "status": status, "attempt": attempt + 1,
-                   "retry_in_s": round(delay, 3), "reason": reason},
+
+class KlaviyoDialect:
+    """How Klaviyo words its failures (``consumer.http.sender.Dialect``)."""
+
+    destination = DESTINATION
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
+
+    def rejected(
+        self, response: httpx.Response, call: Call, *, retryable: bool, outage: Outage | None,
+        retry_after: float | None,
+    ) -> KlaviyoRejected:
+        return rejected_from_response(
+            response.status_code, response.headers, response.content, redactor=self._redactor,
+            retryable=retryable, outage=outage, retry_after=retry_after, operation=call.operation,
         )
+
+    def unreachable(self, detail: str, call: Call) -> KlaviyoConnectionError:
+        return KlaviyoConnectionError(detail, operation=call.operation)
+
+    def unexpected(self, response: httpx.Response, call: Call, detail: str) -> KlaviyoRejected:
+        return KlaviyoRejected(detail, http_status=response.status_code, retryable=True,
+                               outage=Outage.MISCONFIGURED, operation=call.operation)
+
+    def throttle_hint(self, response: httpx.Response) -> float | None:
+        body = parse_error_body(response.content, response.headers.get("content-type"))
+        return expected_available_s(body.detail if body else None)
+
+    def outage_of(self, response: httpx.Response, call: Call) -> Outage | None:
+        """401: the credential is refused. 403: a missing scope refuses the whole account, unless Klaviyo points
+        at a field of this request (``source.pointer``), which makes it the record's. An authentication code on
+        a 400 (Klaviyo's docs call a bad key a 400 in places) is the credential's too."""
+        status = response.status_code
+        body = parse_error_body(response.content, response.headers.get("content-type"))
+        if status == 401:
+            return Outage.UNAUTHORIZED
+        if status == 403:
+            return None if body is not None and body.source.get("pointer") else Outage.UNAUTHORIZED
+        if body is not None and body.code in _AUTHENTICATION_CODES:
+            return Outage.UNAUTHORIZED
+        return None
+
+
+_AUTHENTICATION_CODES = frozenset({"not_authenticated", "authentication_failed"})

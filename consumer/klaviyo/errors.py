@@ -2,7 +2,7 @@
 
 A response Klaviyo rejected becomes ``KlaviyoRejected`` ("Error calling Klaviyo (409 duplicate_profile: ...)");
 a transport failure becomes ``KlaviyoConnectionError`` ("An error occurred while contacting Klaviyo (...)").
-Both say whether retrying may help and whether the failure means the far side is down ("infrastructure").
+Both say whether retrying may help and, with ``outage``, whether Klaviyo rather than the record failed.
 """
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consumer.catalog import KLAVIYO_CONNECTION_ERROR, KLAVIYO_REJECTED_REQUEST, CatalogError
+from consumer.errors import Outage
 from consumer.http.content import json_object, reason_phrase, summarize_non_json
 from consumer.http.redact import Redactor
 
 # Private keys are "pk_" + 34 alphanumerics; scrub anything key-shaped even if we never saw it.
 KEY_PATTERN = re.compile(r"\bpk_[A-Za-z0-9]{20,}")
 _KLAVIYO_AUTH = re.compile(r"(?i)\b(klaviyo-api-key\s+)(\S+)")
+DESTINATION = "klaviyo"
+"""The name Klaviyo goes by in routes, destination health and metrics."""
 _EXPECTED_AVAILABLE = re.compile(r"(?i)expected available in (\d+(?:\.\d+)?) second")
 
 
@@ -37,7 +40,7 @@ class KlaviyoRejected(CatalogError):
         http_status: int,
         error_code: str | None = None,
         retryable: bool = False,
-        infrastructure: bool = False,
+        outage: Outage | None = None,
         retry_after: float | None = None,
         duplicate_profile_id: str | None = None,
         source: Mapping[str, Any] | None = None,
@@ -47,7 +50,8 @@ class KlaviyoRejected(CatalogError):
             KLAVIYO_REJECTED_REQUEST,
             detail,
             retryable=retryable,
-            infrastructure=infrastructure,
+            destination=DESTINATION,
+            outage=outage,
             http_status=http_status,
             error_code=error_code,
             retry_after=retry_after,
@@ -65,11 +69,11 @@ class KlaviyoConnectionError(CatalogError):
         detail: str,
         *,
         retryable: bool = True,
-        infrastructure: bool = True,
+        outage: Outage | None = Outage.DOWN,
         operation: str | None = None,
     ) -> None:
         super().__init__(
-            KLAVIYO_CONNECTION_ERROR, detail, retryable=retryable, infrastructure=infrastructure
+            KLAVIYO_CONNECTION_ERROR, detail, retryable=retryable, destination=DESTINATION, outage=outage
         )
         self.operation = operation
 
@@ -140,7 +144,7 @@ def rejected_from_response(
     *,
     redactor: Redactor,
     retryable: bool = False,
-    infrastructure: bool = False,
+    outage: Outage | None = None,
     retry_after: float | None = None,
     operation: str | None = None,
 ) -> KlaviyoRejected:
@@ -152,7 +156,7 @@ def rejected_from_response(
         http_status=status,
         error_code=body.code if body else None,
         retryable=retryable,
-        infrastructure=infrastructure,
+        outage=outage,
         retry_after=retry_after,
         duplicate_profile_id=body.duplicate_profile_id if body else None,
         source=body.source if body else None,

@@ -40,6 +40,8 @@ class Endpoint:
     path: str
     limit: EndpointLimit
     scopes: tuple[str, ...]
+    success: tuple[int, ...] = (200,)
+    """The statuses the spec documents as this operation's success (anything else is not Klaviyo's success)."""
 
 
 PROFILES = EndpointLimit(75, 750)
@@ -50,15 +52,16 @@ ENDPOINTS: dict[str, Endpoint] = {
     e.operation: e
     for e in (
         Endpoint("get_profiles", "GET", "/api/profiles", PROFILES, ("profiles:read",)),
-        Endpoint("create_profile", "POST", "/api/profiles", PROFILES, ("profiles:write",)),
+        Endpoint("create_profile", "POST", "/api/profiles", PROFILES, ("profiles:write",), (201,)),
         Endpoint("get_profile", "GET", "/api/profiles/{id}", PROFILES, ("profiles:read",)),
         Endpoint("update_profile", "PATCH", "/api/profiles/{id}", PROFILES, ("profiles:write",)),
-        Endpoint("create_or_update_profile", "POST", "/api/profile-import", PROFILES, ("profiles:write",)),
-        Endpoint("create_event", "POST", "/api/events", EVENTS, ("events:write",)),
+        Endpoint("create_or_update_profile", "POST", "/api/profile-import", PROFILES, ("profiles:write",), (200, 201)),
+        Endpoint("create_event", "POST", "/api/events", EVENTS, ("events:write",), (202,)),
         Endpoint("get_events", "GET", "/api/events", EVENTS, ("events:read",)),
-        Endpoint("bulk_create_events", "POST", "/api/event-bulk-create-jobs", JOBS, ("events:write",)),
+        Endpoint("bulk_create_events", "POST", "/api/event-bulk-create-jobs", JOBS, ("events:write",), (202,)),
         Endpoint(
-            "bulk_import_profiles", "POST", "/api/profile-bulk-import-jobs", JOBS, ("lists:write", "profiles:write")
+            "bulk_import_profiles", "POST", "/api/profile-bulk-import-jobs", JOBS, ("lists:write", "profiles:write"),
+            (202,),
         ),
         Endpoint(
             "get_bulk_import_profiles_job",

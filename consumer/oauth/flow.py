@@ -36,6 +36,7 @@ from consumer.catalog import (
     TOKEN_EXCHANGE_FAILED,
     CatalogError,
 )
+from consumer.errors import Outage
 from consumer.http.content import summarize_non_json
 from consumer.http.redact import Redactor
 from consumer.http.transport import describe_transport_error
@@ -326,8 +327,10 @@ class KlaviyoOAuth:
     async def refresh(self, refresh_token: str) -> TokenSet:
         """New tokens for a refresh token (a reply without a refresh token keeps this one).
 
-        A 4xx refusal raises ``RefreshRefused``; an unreachable or failing endpoint raises a retryable
-        infrastructure error (``KlaviyoConnectionError`` / ``KlaviyoRejected``).
+        Only Klaviyo's refusal of the refresh token itself (``invalid_grant``) raises ``RefreshRefused``, which
+        needs a new authorization. Anything else is an outage of the token endpoint and raises a retryable
+        error: unreachable or 5xx/429 (``Outage.DOWN``), an answer that is not the OAuth JSON (an HTML page, a
+        proxy: ``Outage.MISCONFIGURED``), another OAuth error such as ``invalid_client`` (``Outage.UNAUTHORIZED``).
         """
         self._remember(refresh_token)
         url = self.config.token_url
@@ -341,13 +344,19 @@ class KlaviyoOAuth:
             if tokens is not None:
                 return tokens
             raise KlaviyoRejected("the token response carried no access token", http_status=status, retryable=True,
-                                  infrastructure=True, operation="oauth_token")
+                                  outage=Outage.MISCONFIGURED, operation="oauth_token")
         reason, error = _oauth_reason(response)
         reason = self._redactor.scrub(reason)
+        if error == "invalid_grant":
+            raise RefreshRefused(reason, http_status=status, error_code=error)
         if status == 429 or status >= 500:
-            raise KlaviyoRejected(f"{status} {reason}", http_status=status, error_code=error, retryable=True,
-                                  infrastructure=True, operation="oauth_token")
-        raise RefreshRefused(reason, http_status=status, error_code=error)
+            outage = Outage.DOWN
+        elif error is None:
+            outage = Outage.MISCONFIGURED
+        else:
+            outage = Outage.UNAUTHORIZED
+        raise KlaviyoRejected(f"{status} {reason}", http_status=status, error_code=error, retryable=True,
+                              outage=outage, operation="oauth_token")
 
     async def revoke(self, token: str, *, hint: str = "refresh_token") -> None:
         """Revoke a token at Klaviyo (``token_type_hint`` ``refresh_token`` or ``access_token``)."""

@@ -5,8 +5,8 @@
   replaced gets the new one: 100 concurrent calls with an expired token make exactly one refresh request.
 - A refused refresh token (``invalid_grant``: expired, revoked, app removed) moves the state to
   ``needs_reauthorization``: listeners hear it with the catalog error (the service pauses consumption and writes
-  the error log), and every call fails fast with ``ReauthorizationRequired``, a retryable *infrastructure* error,
-  so the runtime keeps the record rather than dead-lettering it.
+  the error log), and every call fails fast with ``ReauthorizationRequired``, an outage of Klaviyo
+  (``Outage.UNAUTHORIZED``), so the runtime keeps the record rather than dead-lettering it.
 - The token file is re-read when it changes (another process refreshed, or ``ipaas-klaviyo authorize`` wrote new
   tokens). ``start()`` runs a watcher that checks the file's mtime every ``watch_interval_s``; ``recheck()`` does it
   at once. New tokens while ``needs_reauthorization`` → ``connected`` again, and listeners hear it (resume).
@@ -22,6 +22,8 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from consumer.catalog import TOKEN_EXCHANGE_FAILED, CatalogError
+from consumer.errors import Outage
+from consumer.klaviyo.errors import DESTINATION as KLAVIYO
 from consumer.oauth.flow import KlaviyoOAuth, RefreshRefused
 from consumer.oauth.store import Signature, TokenSet, TokenStore, TokenStoreError
 
@@ -47,7 +49,7 @@ class ReauthorizationRequired(CatalogError):
     """Klaviyo access is gone until someone runs ``ipaas-klaviyo authorize``; retry later, do not dead-letter."""
 
     def __init__(self, detail: str, *, retry_after: float | None, cause: CatalogError | None = None) -> None:
-        super().__init__(TOKEN_EXCHANGE_FAILED, detail, retryable=True, infrastructure=True,
+        super().__init__(TOKEN_EXCHANGE_FAILED, detail, retryable=True, destination=KLAVIYO, outage=Outage.UNAUTHORIZED,
                          retry_after=retry_after, http_status=cause.http_status if cause else None,
                          error_code=cause.error_code if cause else None, cause=cause)
 

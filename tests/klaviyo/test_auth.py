@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
+from consumer.errors import Outage
 from consumer.klaviyo import ApiKeyAuth, BearerTokenAuth, KlaviyoRejected, ProfileAttributes, TokenProvider
 from consumer.klaviyo.simulator import KlaviyoSimulator
 from consumer.settings import KlaviyoSettings
@@ -86,6 +87,6 @@ async def test_a_second_401_after_the_refresh_is_raised(make_client: MakeClient,
     provider = UselessRefresh()
     with pytest.raises(KlaviyoRejected) as caught:
         await make_client(auth=BearerTokenAuth(provider)).get_profile("x")
-    assert caught.value.http_status == 401 and not caught.value.retryable
+    assert caught.value.http_status == 401 and caught.value.outage is Outage.UNAUTHORIZED
     assert provider.stale == ["tok-one-aaaaaaaa"]  # asked exactly once
     assert len(simulator.received("get_profile")) == 2

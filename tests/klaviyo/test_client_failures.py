@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from consumer.catalog import KLAVIYO_CONNECTION_ERROR, KLAVIYO_REJECTED_REQUEST
+from consumer.errors import Outage
 from consumer.http.ratelimit import LimiterRegistry, Window
 from consumer.klaviyo import (
     ApiKeyAuth,
@@ -94,7 +95,7 @@ async def test_html_error_pages_are_handled(make_client: MakeClient, simulator: 
     simulator.faults = Faults(challenge_next=1)
     with pytest.raises(KlaviyoRejected) as caught:
         await make_client().get_profile("01ZZZZZZZZZZZZZZZZZZZZZZZZ")
-    assert caught.value.http_status == 403 and not caught.value.retryable
+    assert caught.value.http_status == 403 and caught.value.outage is Outage.MISCONFIGURED  # a WAF, not the record
     assert "text/html page: 403 Forbidden" in caught.value.message and "challenge" in caught.value.message
 
 
@@ -141,21 +142,23 @@ async def test_unreachable_host_is_a_connection_error(make_client: MakeClient, s
     assert "ConnectError" in caught.value.message
 
 
-async def test_401_and_403_are_not_retryable(make_client: MakeClient, simulator: KlaviyoSimulator) -> None:
+async def test_401_and_403_blame_the_credential_not_the_record(
+    make_client: MakeClient, simulator: KlaviyoSimulator
+) -> None:
     with pytest.raises(KlaviyoRejected) as caught:
         await make_client(api_key="pk_unknownunknownunknownunknownunknow").get_profile("x")
-    assert (caught.value.http_status, caught.value.error_code, caught.value.retryable) == (
-        401, "authentication_failed", False
+    assert (caught.value.http_status, caught.value.error_code, caught.value.outage) == (
+        401, "authentication_failed", Outage.UNAUTHORIZED
     )
     simulator.config.api_keys["pk_readonlyreadonlyreadonlyreadonlyre"] = ApiKeyGrant(
         scopes=frozenset({"profiles:read"})
     )
     with pytest.raises(KlaviyoRejected) as caught:
         await make_client(api_key="pk_readonlyreadonlyreadonlyreadonlyre").create_event(event(3))
-    assert (caught.value.http_status, caught.value.error_code, caught.value.retryable) == (
-        403, "permission_denied", False
+    assert (caught.value.http_status, caught.value.error_code, caught.value.outage) == (
+        403, "permission_denied", Outage.UNAUTHORIZED
     )
-    assert len(simulator.received("create_event")) == 1
+    assert len(simulator.received("create_event")) == 1  # not retried by the client: the destination pauses
 
 
 def arrivals_per_window(sim: KlaviyoSimulator, operation: str, window_s: float) -> Counter[int]:
@@ -233,7 +236,7 @@ async def test_client_adopts_the_quota_klaviyo_advertises(
     assert simulator.state.stats["throttled"] <= 2
 
 
-async def test_a_success_status_with_a_non_json_body_is_a_retryable_rejection() -> None:
+async def test_a_success_status_with_a_non_json_body_blames_the_destination() -> None:
     page = b"<html><head><title>Just a moment...</title></head></html>"
     transport = httpx.MockTransport(lambda request: httpx.Response(200, content=page,
                                                                    headers={"content-type": "text/html"}))
@@ -241,7 +244,7 @@ async def test_a_success_status_with_a_non_json_body_is_a_retryable_rejection() 
     async with KlaviyoClient(settings, ApiKeyAuth("pk_" + "m" * 34), transport=transport) as client:
         with pytest.raises(KlaviyoRejected) as caught:
             await client.get_profile("01P")
-    assert caught.value.retryable and caught.value.http_status == 200
+    assert caught.value.outage is Outage.MISCONFIGURED and caught.value.http_status == 200
     assert caught.value.message == (
-        "Error calling Klaviyo (200 unexpected response: text/html page: Just a moment...)"
+        "Error calling Klaviyo (200 unexpected response on GET /api/profiles/{id}: text/html page: Just a moment...)"
     )
