@@ -19,15 +19,19 @@ from aiokafka import AIOKafkaProducer
 
 from consumer.catalog import CatalogError
 from consumer.deadletter import DeadLetterPublisher
+from consumer.destinations import Destinations
 from consumer.errorlog import ErrorLog
+from consumer.failures.outages import report_outages
 from consumer.flows.context import FlowContext
+from consumer.ipaas.errors import DESTINATION as IPAAS
 from consumer.kafka import reliable_producer
 from consumer.klaviyo import ApiKeyAuth, Auth, KlaviyoClient
+from consumer.klaviyo.errors import DESTINATION as KLAVIYO
 from consumer.mapping import load_collections
 from consumer.oauth import bind_runtime, oauth_auth
 from consumer.observability import metrics
 from consumer.observability.http import OpsServer
-from consumer.routing import Dispatcher, Route, RoutingTable, default_routes
+from consumer.routing import Dispatcher, Route, RoutingTable, Source, default_sources
 from consumer.runtime import Failure, FailureSink, InboundMessage, RetryPolicy, StreamRuntime
 from consumer.settings import Settings
 from consumer.topics import TopicCatalog
@@ -71,15 +75,17 @@ async def build_dispatcher(
     catalog: TopicCatalog,
     *,
     auth: Auth | None = None,
-    routes: Sequence[Route] | None = None,
+    routes: Sequence[Source | Route] | None = None,
+    destinations: Destinations | None = None,
 ) -> tuple[Dispatcher, RoutingTable, FailureSink]:
     """The flows behind their dispatcher, the routing table, and the failure path (error log, then dead letter).
 
     What the service runs under its consumer, and what ``ipaas-klaviyo dlq replay --direct`` runs without one.
     The API clients are entered on ``stack``; ``producer`` (started) writes the error log and the dead letters.
+    Each client's probe is registered on ``destinations``, which brings a destination back after an outage.
     """
     mappings = load_collections(settings.mapping_dir)
-    table = RoutingTable(routes if routes is not None else default_routes(), catalog)
+    table = RoutingTable(routes if routes is not None else default_sources(), catalog)
     error_log = ErrorLog(producer, catalog.name("error-log"))
     dead_letters = DeadLetterPublisher(producer, settings.kafka.group_id, catalog.dead_letter_name)
 
@@ -90,6 +96,10 @@ async def build_dispatcher(
     ipaas = ipaas_client(settings)
     if ipaas is not None:
         await stack.enter_async_context(ipaas)
+    if destinations is not None:
+        destinations.add_probe(KLAVIYO, klaviyo.probe)
+        if ipaas is not None:
+            destinations.add_probe(IPAAS, ipaas.probe)
     context = FlowContext(
         klaviyo=klaviyo, ipaas=ipaas, mappings=mappings, warn=error_log.report,
         generate_events=settings.klaviyo.generate_events,
@@ -112,7 +122,7 @@ class Service:
         settings: Settings,
         *,
         auth: Auth | None = None,
-        routes: Sequence[Route] | None = None,
+        routes: Sequence[Source | Route] | None = None,
         catalog: TopicCatalog | None = None,
     ) -> None:
         self.settings = settings
@@ -158,8 +168,13 @@ class Service:
             await producer.start()
             stack.push_async_callback(producer.stop)
             auth = self._auth or klaviyo_auth(settings)
+            destinations = Destinations()
+            stack.push_async_callback(destinations.aclose)
             dispatcher, table, failed_for_good = await build_dispatcher(
-                settings, stack, producer, self.catalog, auth=auth, routes=self._routes)
+                settings, stack, producer, self.catalog, auth=auth, routes=self._routes, destinations=destinations)
+            error_log = ErrorLog(producer, self.catalog.name("error-log"))
+            await stack.enter_async_context(
+                report_outages(destinations, error_log, api_key=isinstance(auth, ApiKeyAuth)))
 
             runtime = StreamRuntime(
                 kafka=settings.kafka,
@@ -168,18 +183,20 @@ class Service:
                 processor=dispatcher,
                 failure_sink=failed_for_good,
                 policy_for=lambda topic: table.policy_for(topic, default_policy),
+                needs_for=table.needs_of,
+                destinations=destinations,
             )
             self.runtime = runtime
             # OAuth: a lost authorization pauses consumption ("authorization"), is logged, and shows in the gauge
-            await stack.enter_async_context(
-                bind_runtime(auth, runtime, ErrorLog(producer, self.catalog.name("error-log"))))
+            await stack.enter_async_context(bind_runtime(auth, destinations, error_log))
             if settings.poller.in_service:
                 await self._start_poller(stack, dispatcher.context.klaviyo, producer)
             health = runtime.health
             self.ops = OpsServer(
                 settings.http.host, settings.http.port,
                 live=lambda: (health.live(), {"paused": sorted(health.paused)}),
-                ready=lambda: (health.ready(), {"partitions": health.partitions, "paused": sorted(health.paused)}),
+                ready=lambda: (health.ready(), {"partitions": health.partitions, "paused": sorted(health.paused),
+                                                "destinations": health.destinations or {}}),
             ).start()
             stack.callback(self.ops.close)
             if install_signal_handlers:

@@ -52,6 +52,7 @@ _FLOW_SLUGS = {
 class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"
+    INFO = "info"
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +311,17 @@ IPAAS_CONNECTION_ERROR = CatalogEntry(
     action="This is often transient. Allow the transfer to retry. If connection errors persist, confirm the "
     f"iPaaS.com API URL in the integration's settings and that iPaaS.com is reachable, then {_SUPPORT}.",
 )
+DESTINATION_RECOVERED = CatalogEntry(
+    code="DESTINATION_RECOVERED",
+    title="Connection Restored",
+    severity=Severity.INFO,
+    flow=Flow.SERVICE,
+    message="The connection was restored and the transfers that waited for it are being sent",
+    meaning="A destination (Klaviyo or iPaaS.com) that was unreachable, refused the credential or answered "
+    "unexpectedly answers again. The transfers that needed it waited instead of failing; nothing was set aside "
+    "for the outage. The detail says how long it lasted and how many records waited.",
+    action="No action is needed. If outages recur, look at the error log entry that began the outage.",
+)
 UNEXPECTED_ERROR = CatalogEntry(
     code="UNEXPECTED_ERROR",
     title="Unexpected Error",
@@ -341,6 +353,7 @@ ENTRIES: tuple[CatalogEntry, ...] = (
     RECORD_NOT_READABLE,
     IPAAS_REJECTED_REQUEST,
     IPAAS_CONNECTION_ERROR,
+    DESTINATION_RECOVERED,
     UNEXPECTED_ERROR,
 )
 BY_CODE: dict[str, CatalogEntry] = {entry.code: entry for entry in ENTRIES}
@@ -354,6 +367,8 @@ class CatalogError(IntegrationError):
     again may help; ``outage`` (with ``destination``) says the destination failed, not the record (see
     ``consumer.errors``). Never put secrets into ``detail``.
     """
+
+    flow: Flow
 
     def __init__(
         self,
@@ -390,9 +405,8 @@ class CatalogError(IntegrationError):
         return self.entry.severity
 
     @property
-    def infrastructure(self) -> bool:
-        """True when the destination, not the record, failed (``outage`` is set)."""
-        return self.outage is not None
+    def what_to_do(self) -> str | None:
+        return self.entry.action
 
     @property
     def message(self) -> str:

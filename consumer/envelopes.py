@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal, get_args
 import orjson
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, model_validator
 
+from consumer.errors import IntegrationError
 from consumer.records import Customer, KlaviyoProfile, KlaviyoProfileAttributes, Transaction, parse_datetime
 
 __all__ = [
@@ -103,7 +104,7 @@ class ChangeEvent(BaseModel):
         return self
 
 
-class PoisonPill(Exception):
+class PoisonPill(IntegrationError):
     """A record that can never be decoded: dead-letter it, don't retry.
 
     ``reason`` is a short stable code; ``detail`` is short human text that never echoes payload values
@@ -111,7 +112,6 @@ class PoisonPill(Exception):
     """
 
     retryable = False
-    infrastructure = False
 
     def __init__(self, reason: PoisonReason, detail: str) -> None:
         self.reason: PoisonReason = reason

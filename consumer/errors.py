@@ -26,7 +26,10 @@ Who is to blame decides what happens:
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from consumer.catalog import Flow
 
 UNEXPECTED_ERROR_CODE = "UNEXPECTED_ERROR"
 
@@ -52,8 +55,8 @@ class IntegrationError(Exception):
     http_status: int | None = None
     destination: str | None = None
     outage: Outage | None = None
-    flow: Any = None
-    """The ``consumer.catalog.Flow`` that failed; the dispatcher fills it in when the raiser did not."""
+    flow: Flow | None = None
+    """The flow that failed; the dispatcher fills it in when the raiser did not."""
     transfer: Any = None
     """The ``TransferRef`` (record kind and id) the failure is about; filled in by the dispatcher."""
 
@@ -61,6 +64,16 @@ class IntegrationError(Exception):
     def message(self) -> str:
         """The user-facing text (a catalog message, with the far side's detail where the entry has one)."""
         return str(self)
+
+    @property
+    def what_to_do(self) -> str | None:
+        """The catalog's advice for this failure, where it has an entry."""
+        return None
+
+    @property
+    def infrastructure(self) -> bool:
+        """True when the destination, not the record, failed (``outage`` is set)."""
+        return self.outage is not None
 
     @property
     def blames_destination(self) -> bool:

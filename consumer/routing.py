@@ -1,18 +1,23 @@
-"""The routing table: which topic and event go to which flow, with what retry and dead-letter policy.
+"""The routing table: one declaration per source topic says which flow handles each event, which destinations
+its flows need, its retries and its dead-letter topic.
 
-One declarative table (``default_routes``) is the place a reader finds every flow. The ``Dispatcher`` is
-the runtime's processor: it decodes a record (``envelopes``), looks its events up here and calls the
-handler; an undecodable record or an event with no route is a poison pill, dead-lettered at once.
+``default_sources`` is the one place a reader finds every flow and its failure policy (as Karafka's routing
+does). ``RoutingTable`` checks the declarations against the topic catalog at start-up. The ``Dispatcher`` is the
+runtime's processor: it decodes a record (``envelopes``), looks its events up here and calls the handler; an
+undecodable record or an event with no route is a poison pill, dead-lettered at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from consumer.catalog import Flow
 from consumer.envelopes import ChangeEvent, PoisonPill, RecordKind, decode
+from consumer.errors import IntegrationError, UnexpectedError
 from consumer.flows.context import FlowContext, transfer_of
+from consumer.ipaas.errors import DESTINATION as IPAAS
+from consumer.klaviyo.errors import DESTINATION as KLAVIYO
 from consumer.runtime import Handled, InboundMessage, RetryPolicy
 from consumer.topics import TopicCatalog
 
@@ -21,15 +26,46 @@ Handler = Callable[[ChangeEvent, FlowContext], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """``topic`` is the catalog's logical topic id; ``event`` is ``<kind>/<action>``."""
+    """One event of a source: the flow that handles it. ``event`` is ``<kind>/<action>``."""
 
     topic: str
     event: str
     flow: Flow | None
     handler: Handler | None
     """None: the event is acknowledged and skipped (counted as ``skipped``), e.g. deletes."""
-    policy: RetryPolicy | None = None
-    """None: the settings' default policy."""
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Everything about one source topic, in one declaration (``topic`` is the catalog's logical id).
+
+    - ``routes``: which flow handles each event of the topic;
+    - ``needs``: the destinations its flows call; while one of them is out the topic's partitions pause;
+    - ``retry``: attempts and backoff before a record is dead-lettered (None: the settings' ``runtime.retry_*``);
+    - ``dead_letter``: the catalog id of its dead-letter topic (checked against the catalog at start-up).
+    """
+
+    topic: str
+    routes: tuple[Route, ...]
+    needs: frozenset[str]
+    dead_letter: str
+    retry: RetryPolicy | None = None
+
+    def __post_init__(self) -> None:
+        for route in self.routes:
+            if route.topic != self.topic:
+                raise ValueError(f"route {route.event!r} of source {self.topic!r} names topic {route.topic!r}")
+
+
+def source(
+    topic: str, *, needs: Iterable[str], dead_letter: str, retry: RetryPolicy | None = None,
+    on: Mapping[str, tuple[Flow, Handler] | None],
+) -> Source:
+    """A ``Source`` from ``{event: (flow, handler)}``; ``None`` skips the event."""
+    routes = tuple(
+        Route(topic, event, *(target if target is not None else (None, None))) for event, target in on.items()
+    )
+    return Source(topic, routes, frozenset(needs), dead_letter, retry)
 
 
 async def _fetch_if_notified(event: ChangeEvent, ctx: FlowContext) -> ChangeEvent:
@@ -42,45 +78,81 @@ async def _fetch_if_notified(event: ChangeEvent, ctx: FlowContext) -> ChangeEven
     return event.model_copy(update={"record": record})
 
 
-def default_routes(default: RetryPolicy | None = None) -> tuple[Route, ...]:
-    """Every flow of the integration, from one table."""
+def default_sources() -> tuple[Source, ...]:
+    """Every flow of the integration and its failure policy, one declaration per source topic.
+
+    Deletes are skipped: the integration does not propagate deletions. Hook notifications on the customer and
+    transaction topics are read from iPaaS.com first, but those topics don't *need* iPaaS.com: while it is out
+    only the records that must be fetched wait; everything else keeps flowing to Klaviyo.
+    """
     from consumer.flows.orders_from import send_order_events
     from consumer.flows.profiles_from import sync_profile
     from consumer.flows.profiles_to import sync_customer
 
     return (
-        Route("customer-changes", "customer/created", Flow.ADD_PROFILE_FROM_IPAAS, sync_profile),
-        Route("customer-changes", "customer/updated", Flow.UPDATE_PROFILE_FROM_IPAAS, sync_profile),
-        Route("customer-changes", "customer/deleted", None, None),  # Klaviyo profiles are not deleted
-        Route("transaction-changes", "transaction/created", Flow.PLACED_ORDER_FROM_IPAAS,
-              send_order_events),
-        Route("transaction-changes", "transaction/updated", Flow.PLACED_ORDER_FROM_IPAAS,
-              send_order_events),  # events are append-only; unique_id makes a resend a no-op
-        Route("transaction-changes", "transaction/deleted", None, None),
-        Route("klaviyo-profile-changes", "klaviyo_profile/created", Flow.ADD_PROFILE_TO_IPAAS,
-              sync_customer),
-        Route("klaviyo-profile-changes", "klaviyo_profile/updated", Flow.UPDATE_PROFILE_TO_IPAAS,
-              sync_customer),
-        Route("klaviyo-profile-changes", "klaviyo_profile/deleted", None, None),
+        source("customer-changes", needs={KLAVIYO}, dead_letter="customer-changes-dlt", on={
+            "customer/created": (Flow.ADD_PROFILE_FROM_IPAAS, sync_profile),
+            "customer/updated": (Flow.UPDATE_PROFILE_FROM_IPAAS, sync_profile),
+            "customer/deleted": None,
+        }),
+        source("transaction-changes", needs={KLAVIYO}, dead_letter="transaction-changes-dlt", on={
+            "transaction/created": (Flow.PLACED_ORDER_FROM_IPAAS, send_order_events),
+            # events are append-only; their unique_id makes a resend a no-op at Klaviyo
+            "transaction/updated": (Flow.PLACED_ORDER_FROM_IPAAS, send_order_events),
+            "transaction/deleted": None,
+        }),
+        source("klaviyo-profile-changes", needs={KLAVIYO, IPAAS}, dead_letter="klaviyo-profile-changes-dlt", on={
+            "klaviyo_profile/created": (Flow.ADD_PROFILE_TO_IPAAS, sync_customer),
+            "klaviyo_profile/updated": (Flow.UPDATE_PROFILE_TO_IPAAS, sync_customer),
+            "klaviyo_profile/deleted": None,
+        }),
     )
 
 
-class RoutingTable:
-    """Routes by (Kafka topic name, event type), resolved against the topic catalog."""
+def _as_sources(entries: Iterable[Source | Route], topics: TopicCatalog) -> list[Source]:
+    """Sources as given; bare ``Route``s (tests) are grouped into sources with the catalog's dead-letter topic
+    and the needs of the default declaration of their topic."""
+    sources: list[Source] = []
+    loose: dict[str, list[Route]] = {}
+    for entry in entries:
+        if isinstance(entry, Source):
+            sources.append(entry)
+        else:
+            loose.setdefault(entry.topic, []).append(entry)
+    if loose:
+        defaults = {declared.topic: declared for declared in default_sources()}
+        for topic, routes in loose.items():
+            dead_letter = topics.topics[topic].dead_letter_topic if topic in topics.topics else None
+            needs = defaults[topic].needs if topic in defaults else frozenset()
+            sources.append(Source(topic, tuple(routes), needs, dead_letter or f"{topic}-dlt"))
+    return sources
 
-    def __init__(self, routes: Iterable[Route], topics: TopicCatalog) -> None:
+
+class RoutingTable:
+    """The sources resolved against the topic catalog, by Kafka topic name; checked at start-up."""
+
+    def __init__(self, sources: Iterable[Source | Route], topics: TopicCatalog) -> None:
         self._routes: dict[tuple[str, str], Route] = {}
         self._kinds: dict[str, RecordKind] = {}
-        self._policies: dict[str, RetryPolicy] = {}
-        for route in routes:
-            name = topics.name(route.topic)
-            spec = topics.topics[route.topic]
+        self._sources: dict[str, Source] = {}
+        self._dead_letters: dict[str, str] = {}
+        for declared in _as_sources(sources, topics):
+            spec = topics.topics.get(declared.topic)
+            if spec is None:
+                raise ValueError(f"source {declared.topic!r} is not in the topic catalog")
             if spec.record_kind is None:
-                raise ValueError(f"route for {route.topic!r}: the topic has no record_kind")
+                raise ValueError(f"source {declared.topic!r}: the topic has no record_kind")
+            if spec.dead_letter_topic != declared.dead_letter:
+                raise ValueError(f"source {declared.topic!r} dead-letters to {declared.dead_letter!r}, but the topic "
+                                 f"catalog says {spec.dead_letter_topic!r}")
+            name = topics.name(declared.topic)
+            if name in self._sources:
+                raise ValueError(f"source {declared.topic!r} is declared twice")
+            self._sources[name] = declared
             self._kinds[name] = spec.record_kind
-            self._routes[(name, route.event)] = route
-            if route.policy is not None:
-                self._policies[name] = route.policy
+            self._dead_letters[name] = topics.name(declared.dead_letter)
+            for route in declared.routes:
+                self._routes[(name, route.event)] = route
 
     @property
     def topics(self) -> list[str]:
@@ -92,8 +164,20 @@ class RoutingTable:
     def route(self, topic: str, event_type: str) -> Route | None:
         return self._routes.get((topic, event_type))
 
+    def source_of(self, topic: str) -> Source:
+        return self._sources[topic]
+
     def policy_for(self, topic: str, default: RetryPolicy) -> RetryPolicy:
-        return self._policies.get(topic, default)
+        declared = self._sources.get(topic)
+        return declared.retry if declared is not None and declared.retry is not None else default
+
+    def needs_of(self, topic: str) -> frozenset[str]:
+        declared = self._sources.get(topic)
+        return declared.needs if declared is not None else frozenset()
+
+    def dead_letter_of(self, topic: str) -> str:
+        """The Kafka name of a source topic's dead-letter topic."""
+        return self._dead_letters[topic]
 
 
 class Dispatcher:
@@ -113,24 +197,27 @@ class Dispatcher:
             events = decode(self._table.kind_of(message.topic), message.key, message.value, message.headers,
                             max_value_bytes=self._max_value_bytes)
         except PoisonPill as exc:
-            exc.flow = Flow.SERVICE  # type: ignore[attr-defined]
+            exc.flow = Flow.SERVICE
             raise
         flow, outcome = Flow.SERVICE.slug, "skipped"
         for event in events:
             route = self._table.route(message.topic, event.event_type)
             if route is None:
                 pill = PoisonPill("unknown_event_type", f"no route for {event.event_type} on this topic")
-                pill.flow = Flow.SERVICE  # type: ignore[attr-defined]
-                pill.transfer = transfer_of(event)  # type: ignore[attr-defined]
+                pill.flow, pill.transfer = Flow.SERVICE, transfer_of(event)
                 raise pill
             if route.handler is None:
                 continue
             flow, outcome = route.flow.slug if route.flow else flow, "succeeded"
             try:
                 await route.handler(await _fetch_if_notified(event, self._context), self._context)
-            except Exception as exc:
-                exc.transfer = transfer_of(event)  # type: ignore[attr-defined]
-                if getattr(exc, "flow", None) is None:
-                    exc.flow = route.flow  # type: ignore[attr-defined]
+            except IntegrationError as error:
+                error.transfer = transfer_of(event)
+                if error.flow is None:
+                    error.flow = route.flow
                 raise
+            except Exception as exc:
+                unexpected = UnexpectedError(exc)
+                unexpected.transfer, unexpected.flow = transfer_of(event), route.flow
+                raise unexpected from exc
         return Handled(flow=flow, outcome=outcome)

@@ -153,10 +153,12 @@ class Sender:
         self._log = logger
         self._rng = rng or random.Random()
 
-    async def send(self, call: Call) -> httpx.Response:
-        """The response of a documented success; raises the dialect's ``IntegrationError`` otherwise."""
+    async def send(self, call: Call, *, retries: int | None = None) -> httpx.Response:
+        """The response of a documented success; raises the dialect's ``IntegrationError`` otherwise.
+
+        ``retries`` overrides the rules' ``max_retries`` (a probe asks once)."""
         rules = self._rules
-        max_retries = max(rules.max_retries, 0)
+        max_retries = max(rules.max_retries if retries is None else retries, 0)
         attempt = 0
         while True:
             await self._admit(call)

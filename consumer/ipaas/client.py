@@ -183,6 +183,11 @@ class IpaasClient:
     def __repr__(self) -> str:
         return f"IpaasClient(base_url={self._settings.base_url!r}, system_id={self.system_id}, token='**********')"
 
+    async def probe(self) -> None:
+        """One cheap read (a search no Customer matches), asked once: returns when iPaaS.com answers as it should."""
+        params = {"action": "equals", "EmailAddress": "probe@ipaas-klaviyo.invalid"}
+        await self._call("find_customers", {}, params=params, allow_404=True, retries=0)
+
     # --- customers -----------------------------------------------------------------------------------------------
     async def get_customer(self, customer_id: str) -> Customer | None:
         """The Customer with this id, or None when iPaaS.com has none."""
@@ -375,6 +380,7 @@ class IpaasClient:
         allow_404: bool = False,
         scalar: bool = False,
         expect: Literal["json", "any"] = "json",
+        retries: int | None = None,
     ) -> Any:
         """Send one operation through the shared sender; returns the decoded JSON body (None for an empty body,
         or for a 404 when ``allow_404``)."""
@@ -400,7 +406,7 @@ class IpaasClient:
             headers={"content-type": JSON} if body is not None else {},
             idempotent=op.idempotent,
             limiters=(("ipaas", self._limiter()),),
-        ))
+        ), retries=retries)
         if response.status_code == 404:
             return None
         return self._decode(response, scalar=scalar or expect == "any")[1]

@@ -178,6 +178,10 @@ class KlaviyoClient:
             f"auth={self._auth!r})"
         )
 
+    async def probe(self) -> None:
+        """One cheap read (a page of one profile), asked once: returns when Klaviyo answers as documented."""
+        await self._send("get_profiles", "/api/profiles", params={"page[size]": 1}, retries=0)
+
     # --- profiles ------------------------------------------------------------------------------------------------
     async def get_profile(self, profile_id: str) -> Profile:
         """The profile with this id; a missing one raises ``KlaviyoRejected`` with ``http_status == 404``."""
@@ -332,6 +336,7 @@ class KlaviyoClient:
         params: Mapping[str, Any] | None = None,
         body: bytes | None = None,
         extra_classes: Sequence[str] = (),
+        retries: int | None = None,
     ) -> httpx.Response:
         """Send one operation through the shared sender; returns the response of a documented success."""
         endpoint = ENDPOINTS[op]
@@ -348,7 +353,7 @@ class KlaviyoClient:
             headers={"content-type": JSONAPI} if body is not None else {},
             limiters=tuple((name, self._limiter(name)) for name in (op, *extra_classes)),
         )
-        return await self._sender.send(call)
+        return await self._sender.send(call, retries=retries)
 
 
 class KlaviyoDialect:

@@ -34,7 +34,6 @@ from consumer.oauth.provider import (
     StateListener,
 )
 from consumer.oauth.service import (
-    PAUSE_AUTHORIZATION,
     OAuthBearerAuth,
     bind_runtime,
     kafka_reporter,
@@ -44,7 +43,6 @@ from consumer.oauth.service import (
 from consumer.oauth.store import TokenSet, TokenStore, TokenStoreError
 
 __all__ = [
-    "PAUSE_AUTHORIZATION",
     "AuthorizationRequest",
     "AuthorizationState",
     "CallbackReceiver",

@@ -1,9 +1,10 @@
 """OAuth inside the running service: the bearer credential, and what a lost authorization does to the runtime.
 
 ``oauth_auth(settings)`` is the service's Klaviyo credential when the token file exists (and no API key is set).
-``bind_runtime(auth, runtime, error_log)`` connects its provider to the service: on ``needs_reauthorization`` the
-runtime pauses consumption (reason ``"authorization"``), the catalog error goes to the error log at connection
-time (no transfer) and the ``authorization_state`` gauge moves; once new tokens are found it all goes back.
+``bind_runtime(auth, destinations, error_log)`` connects its provider to the service: on ``needs_reauthorization``
+Klaviyo is marked unauthorized (the sources that need it pause), the catalog error goes to the error log at
+connection time (no transfer) and the ``authorization_state`` gauge moves; once new tokens are found Klaviyo is
+probed at once and it all goes back.
 """
 
 from __future__ import annotations
@@ -18,22 +19,23 @@ from typing import TYPE_CHECKING
 import httpx
 
 from consumer.catalog import CatalogError
+from consumer.destinations import Destinations
 from consumer.klaviyo.auth import Auth, BearerTokenAuth
+from consumer.klaviyo.errors import DESTINATION as KLAVIYO
 from consumer.oauth.flow import KlaviyoOAuth, OAuthConfig, Reporter
 from consumer.oauth.provider import (
     DEFAULT_REFRESH_MARGIN_S,
     DEFAULT_WATCH_INTERVAL_S,
     AuthorizationState,
     OAuthTokenProvider,
+    ReauthorizationRequired,
 )
 from consumer.oauth.store import TokenStore
 from consumer.observability import metrics
-from consumer.runtime.engine import PAUSE_AUTHORIZATION
 from consumer.settings import Settings
 
 if TYPE_CHECKING:
     from consumer.errorlog import ErrorLog
-    from consumer.runtime import StreamRuntime
 
 log = logging.getLogger("consumer.oauth")
 
@@ -78,8 +80,9 @@ def set_authorization_gauge(state: AuthorizationState) -> None:
 
 
 @asynccontextmanager
-async def bind_runtime(auth: Auth, runtime: StreamRuntime, error_log: ErrorLog) -> AsyncIterator[None]:
-    """While inside: a lost authorization pauses ``runtime`` and is written to ``error_log`` (no-op for API keys)."""
+async def bind_runtime(auth: Auth, destinations: Destinations, error_log: ErrorLog) -> AsyncIterator[None]:
+    """While inside: a lost authorization takes Klaviyo out (its sources pause) and is written to ``error_log``;
+    new tokens bring it back at once (no-op for API keys)."""
     if not isinstance(auth, OAuthBearerAuth):
         yield
         return
@@ -93,14 +96,18 @@ async def bind_runtime(auth: Auth, runtime: StreamRuntime, error_log: ErrorLog) 
             log.warning("could not write the authorization error to the error log",
                         extra={"code": error.code, "reason": type(exc).__name__})
 
+    def lost(error: CatalogError | None) -> None:
+        destinations.report(error if error is not None and error.outage is not None else ReauthorizationRequired(
+            "Klaviyo authorization lost; re-authorize with `ipaas-klaviyo authorize`", retry_after=None))
+
     def on_change(state: AuthorizationState, error: CatalogError | None) -> None:
         set_authorization_gauge(state)
         if state is AuthorizationState.CONNECTED:
-            runtime.resume(PAUSE_AUTHORIZATION)
-            log.info("Klaviyo authorization restored; consumption resumed")
+            destinations[KLAVIYO].probe_soon()
+            log.info("Klaviyo authorization restored")
         else:
-            runtime.pause(PAUSE_AUTHORIZATION)
-            log.warning("Klaviyo authorization lost; consumption paused until `ipaas-klaviyo authorize`",
+            lost(None)
+            log.warning("Klaviyo authorization lost; its flows wait until `ipaas-klaviyo authorize`",
                         extra={"state": state.value})
         if error is not None:
             task = asyncio.get_running_loop().create_task(report(error))
@@ -112,7 +119,7 @@ async def bind_runtime(auth: Auth, runtime: StreamRuntime, error_log: ErrorLog) 
         await provider.start()
         set_authorization_gauge(provider.state)
         if provider.state is not AuthorizationState.CONNECTED:
-            runtime.pause(PAUSE_AUTHORIZATION)
+            lost(None)
         yield
     finally:
         provider.remove_listener(on_change)

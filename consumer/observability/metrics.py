@@ -143,6 +143,16 @@ AUTHORIZATION_STATE = Gauge(
     ["state"],
     namespace=NAMESPACE,
 )
+DESTINATION_STATE = Gauge(
+    "destination_state",
+    "1 for each destination's current state (up, down, unauthorized, misconfigured)",
+    ["destination", "state"],
+    namespace=NAMESPACE,
+)
+DESTINATION_OUTAGES = Counter(
+    "destination_outages", "Outage episodes of a destination, by the state they began with",
+    ["destination", "state"], namespace=NAMESPACE,
+)
 POLLER_PROFILES = Counter(
     "poller_profiles", "Changed Klaviyo profiles published by the poller", namespace=NAMESPACE
 )
@@ -153,7 +163,8 @@ POLLER_WATERMARK = Gauge(
 
 
 PAUSE_REASONS = ("backpressure", "infrastructure", "authorization", "dead_letter_unavailable")
-AUTHORIZATION_STATES = ("connected", "needs_reauthorization", "not_configured")
+AUTHORIZATION_STATES = ("connected", "unauthorized", "needs_reauthorization", "not_configured")
+DESTINATION_STATES = ("up", "down", "unauthorized", "misconfigured")
 
 
 def initialize() -> None:
@@ -170,6 +181,12 @@ def initialize() -> None:
         COMMITS.labels(outcome)
     for kind in ("assigned", "revoked"):
         REBALANCES.labels(kind)
+
+
+def set_destination_state(destination: str, state: str) -> None:
+    """Exactly one state of ``destination`` is 1."""
+    for known in DESTINATION_STATES:
+        DESTINATION_STATE.labels(destination, known).set(1 if known == state else 0)
 
 
 def set_authorization_state(state: str) -> None:

@@ -7,8 +7,9 @@
 - A partition's offset is committed only up to its first unfinished record (see ``PartitionOffsets``).
 - A retryable failure is retried with capped, jittered backoff inside its lane (other keys go on); after the
   policy's attempts the record goes to the failure sink (the dead-letter topic) and counts as finished only
-  once the broker acknowledged the dead letter. A failure marked "infrastructure" (the far side is down for
-  every key) pauses consumption and retries without spending attempts, until any call succeeds again.
+  once the broker acknowledged the dead letter. A failure that blames a destination (``outage``) spends no
+  attempt: the destination is marked out (``consumer.destinations``), the partitions of the topics that need it
+  pause, and the record waits, holding no worker, until a probe finds the destination back.
 - On revoke (aiokafka awaits the listener before re-joining; its #929) lanes of the lost partitions stop
   taking records, in-flight records get ``drain_timeout_s`` to finish, and what finished is committed. Stop
   does the same for every partition.
@@ -29,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from consumer.destinations import Change, Destination, Destinations, DestinationState
 from consumer.kafka import connection_options
 from consumer.observability import metrics
 from consumer.runtime.messages import Failure, FailureSink, InboundMessage, Processor, classify
@@ -42,7 +44,8 @@ PAUSE_BACKPRESSURE = "backpressure"
 PAUSE_INFRASTRUCTURE = "infrastructure"
 PAUSE_DEAD_LETTER = "dead_letter_unavailable"
 PAUSE_AUTHORIZATION = "authorization"
-_OUTAGES = frozenset({PAUSE_INFRASTRUCTURE, PAUSE_AUTHORIZATION})
+_GLOBAL_REASONS = frozenset({PAUSE_DEAD_LETTER})
+"""Reasons that pause every partition (backpressure is handled by the fetch loop itself)."""
 
 
 class _Received:
@@ -87,7 +90,7 @@ class _Lane:
     parked on a timer while its head record waits for a retry.
     """
 
-    __slots__ = ("attempts", "infra_since", "key", "queue", "scheduled", "state", "timer", "worker")
+    __slots__ = ("attempts", "key", "queue", "scheduled", "state", "timer", "waiter", "worker")
 
     def __init__(self, state: _Partition, key: bytes | None) -> None:
         self.state = state
@@ -97,7 +100,8 @@ class _Lane:
         self.attempts: _Attempts | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.worker: asyncio.Task[None] | None = None
-        self.infra_since: float | None = None
+        self.waiter: asyncio.Task[None] | None = None
+        """Waits for a destination to come back before the head record is tried again."""
 
 
 @dataclass(slots=True)
@@ -109,12 +113,14 @@ class RuntimeHealth:
     last_poll: float = 0.0
     paused: frozenset[str] = frozenset()
     partitions: int = 0
+    destinations: dict[str, str] | None = None
+    """Destinations that are not up, with their state."""
 
     def live(self, stale_after_s: float = 60.0) -> bool:
         return not self.started or self.stopped or time.monotonic() - self.last_poll < stale_after_s
 
     def ready(self) -> bool:
-        return self.started and not self.stopped
+        return self.started and not self.stopped and not self.destinations
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -140,6 +146,8 @@ class StreamRuntime:
         processor: Processor,
         failure_sink: FailureSink,
         policy_for: Callable[[str], RetryPolicy] | None = None,
+        needs_for: Callable[[str], frozenset[str]] | None = None,
+        destinations: Destinations | None = None,
         group_id: str | None = None,
     ) -> None:
         self._kafka = kafka
@@ -153,6 +161,9 @@ class StreamRuntime:
             max_delay_s=limits.retry_max_delay_s,
         )
         self._policy_for = policy_for or (lambda _topic: default_policy)
+        self._needs_for = needs_for or (lambda _topic: frozenset())
+        self.destinations = destinations if destinations is not None else Destinations()
+        self.destinations.listen(self._destination_changed)
         self._group_id = group_id or kafka.group_id
         self._running = 0
         self._ready: deque[_Lane] = deque()
@@ -163,13 +174,11 @@ class StreamRuntime:
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._stopping = asyncio.Event()
         self._pause_reasons: set[str] = set()
-        self._infra_lanes = 0
         self._buffered = 0
         self._drained = asyncio.Event()
         self._room_wanted = False
         self._revoking = asyncio.Lock()
         self._received = _Received()
-        self._last_success = 0.0
         self._consumer: AIOKafkaConsumer | None = None
         self._fatal: BaseException | None = None
         self.health = RuntimeHealth()
@@ -190,20 +199,25 @@ class StreamRuntime:
 
     def resume(self, reason: str) -> None:
         """Lift one reason to pause; fetching goes on once no reason is left."""
-        had = reason in self._pause_reasons
         self._pause_reasons.discard(reason)
         self.health.paused = frozenset(self._pause_reasons)
         metrics.CONSUMPTION_PAUSED.labels(reason).set(0)
-        if had and reason in _OUTAGES and not self._pause_reasons & _OUTAGES:
-            self._retry_parked_now()
 
-    def _retry_parked_now(self) -> None:
-        """The outage is over: records waiting out a backoff go now rather than when their timer fires."""
-        for state in self._partitions.values():
-            for lane in state.lanes.values():
-                if lane.timer is not None:
-                    lane.timer.cancel()
-                    self._retry_due(lane)
+    def _destination_changed(self, change: Change) -> None:
+        """A destination went out or came back: the pause reasons it stands for follow (partitions follow in
+        the fetch loop, by the topics that need it)."""
+        metrics.set_destination_state(change.destination, change.current.value)
+        unavailable = self.destinations.unavailable()
+        self.health.destinations = {name: state.value for name, state in unavailable.items()} or None
+        states = set(unavailable.values())
+        for reason, present in (
+            (PAUSE_AUTHORIZATION, DestinationState.UNAUTHORIZED in states),
+            (PAUSE_INFRASTRUCTURE, bool(states - {DestinationState.UNAUTHORIZED})),
+        ):
+            if present:
+                self.pause(reason)
+            else:
+                self.resume(reason)
 
     def on_finished(self, listener: Callable[[InboundMessage, str], None]) -> None:
         """Call ``listener(message, outcome)`` whenever a record is finished (succeeded, skipped, dead_lettered)."""
@@ -292,12 +306,21 @@ class StreamRuntime:
         return False
 
     def _apply_pauses(self, consumer: AIOKafkaConsumer) -> None:
-        """Pause every assigned partition while a lasting reason holds (infrastructure, authorization, ...)."""
+        """Pause every assigned partition while a global reason holds (the dead-letter topic is unavailable), and
+        the partitions of topics that need a destination that is out; resume the rest."""
+        paused = consumer.paused()
+        unavailable = self.destinations.unavailable() if self.health.destinations else {}
+        if not paused and not unavailable and not self._pause_reasons & _GLOBAL_REASONS:
+            return
         assignment = consumer.assignment()
-        if self._pause_reasons - {PAUSE_BACKPRESSURE}:
-            consumer.pause(*assignment)
-        elif consumer.paused():
-            consumer.resume(*assignment)
+        if self._pause_reasons & _GLOBAL_REASONS:
+            wanted = set(assignment)
+        else:
+            wanted = {tp for tp in assignment if not self._needs_for(tp.topic).isdisjoint(unavailable)}
+        if wanted - paused:
+            consumer.pause(*(wanted - paused))
+        if paused - wanted:
+            consumer.resume(*(paused - wanted))
 
     def _release(self, count: int) -> None:
         self._buffered -= count
@@ -398,16 +421,14 @@ class StreamRuntime:
                     retry_in = await self._failed(message, lane, attempts, exc)
                     if retry_in is not None:
                         if not state.revoked:  # park the lane until the retry is due; the worker moves on
-                            lane.timer = asyncio.get_running_loop().call_later(retry_in, self._retry_due, lane)
+                            if isinstance(retry_in, Destination):
+                                lane.waiter = asyncio.get_running_loop().create_task(self._wait_for(lane, retry_in))
+                            else:
+                                lane.timer = asyncio.get_running_loop().call_later(retry_in, self._retry_due, lane)
                             return
                         break
                 else:
-                    now = clock()
-                    if self._infra_lanes:  # only an outage needs to know when a call last succeeded
-                        self._last_success = now
-                        if lane.infra_since is not None:
-                            self._leave_infrastructure(lane)
-                    record(message.topic, handled.flow, handled.outcome, now - started)
+                    record(message.topic, handled.flow, handled.outcome, clock() - started)
                     if self._finished_listeners:
                         self._finished(message, handled.outcome)
                 queue.popleft()
@@ -426,8 +447,6 @@ class StreamRuntime:
     def _retire(self, lane: _Lane) -> None:
         """The lane has no work (or its partition is gone); an idle lane stays for reuse until the next prune."""
         lane.scheduled = False
-        if lane.infra_since is not None:
-            self._leave_infrastructure(lane)
 
     def _prune_idle_lanes(self) -> None:
         """Forget idle lanes (once per commit interval), so memory follows the keys seen lately, not all keys."""
@@ -435,6 +454,15 @@ class StreamRuntime:
             idle = [key for key, lane in state.lanes.items() if not lane.scheduled and not lane.queue]
             for key in idle:
                 del state.lanes[key]
+
+    async def _wait_for(self, lane: _Lane, destination: Destination) -> None:
+        """Park a lane, holding no worker, until ``destination`` is back; then its head record goes again."""
+        try:
+            await destination.wait_up()
+        except asyncio.CancelledError:
+            return
+        lane.waiter = None
+        self._retry_due(lane)
 
     def _retry_due(self, lane: _Lane) -> None:
         lane.timer = None
@@ -444,44 +472,28 @@ class StreamRuntime:
         self._ready.append(lane)
         self._wake_worker()
 
-    async def _failed(self, message: InboundMessage, lane: _Lane, attempts: _Attempts, exc: Exception) -> float | None:
+    async def _failed(
+        self, message: InboundMessage, lane: _Lane, attempts: _Attempts, exc: Exception
+    ) -> float | Destination | None:
+        """What to do after a failed attempt: wait for a destination, retry after a delay, or (None) the record is
+        finished: dead-lettered."""
         policy = self._policy_for(message.topic)
         failure = classify(exc)
-        failure.attempts = attempts.attempt
+        failure.attempts = attempts.counted + 1
         if attempts.failure is not None:
             failure.first_failure = attempts.failure.first_failure
         attempts.failure = failure
-        # an outage (the far side down, or authorization lost) spends no attempts: nothing is dead-lettered for it
-        if failure.infrastructure and (PAUSE_AUTHORIZATION in self._pause_reasons or self._still_down(lane)):
-            delay = policy.delay(attempts.attempt, failure.retry_after, cap=self._limits.infrastructure_max_delay_s)
-            log.warning("infrastructure failure; consumption paused",
-                        extra={"flow": failure.flow, "code": failure.code, "retry_in_s": round(delay, 3)})
-            return delay
-        self._leave_infrastructure(lane)
+        if failure.error is not None and failure.error.blames_destination:  # not the record's: no attempt spent
+            return self.destinations.report(failure.error)
         attempts.counted += 1
-        if (failure.retryable or failure.infrastructure) and attempts.counted < policy.attempts:
+        delay = policy.retry_delay(failure, attempts.counted)
+        if delay is not None:
             metrics.RETRIES.labels(failure.flow, failure.code).inc()
-            return policy.delay(attempts.counted, failure.retry_after)
+            return delay
         await self._dead_letter(message, failure)
         metrics.HANDLING.record(message.topic, failure.flow, "dead_lettered", time.monotonic() - attempts.started)
         self._finished(message, "dead_lettered")
         return None
-
-    def _still_down(self, lane: _Lane) -> bool:
-        """True while no call has succeeded since this lane started seeing infrastructure failures."""
-        if lane.infra_since is None:
-            lane.infra_since = time.monotonic()
-            self._infra_lanes += 1
-            self.pause(PAUSE_INFRASTRUCTURE)
-            return True
-        return self._last_success <= lane.infra_since
-
-    def _leave_infrastructure(self, lane: _Lane) -> None:
-        if lane.infra_since is not None:
-            lane.infra_since = None
-            self._infra_lanes -= 1
-            if self._infra_lanes == 0:
-                self.resume(PAUSE_INFRASTRUCTURE)
 
     async def _dead_letter(self, message: InboundMessage, failure: Failure) -> None:
         """Hand the record to the failure sink until the broker acknowledged it; never drop it."""
@@ -520,9 +532,13 @@ class StreamRuntime:
         for state in states.values():
             state.revoked = True
             for lane in list(state.lanes.values()):
-                if lane.timer is not None:  # parked for a retry: nothing runs, drop it
-                    lane.timer.cancel()
-                    lane.timer = None
+                if lane.timer is not None or lane.waiter is not None:  # parked: nothing runs, drop it
+                    if lane.timer is not None:
+                        lane.timer.cancel()
+                        lane.timer = None
+                    if lane.waiter is not None:
+                        lane.waiter.cancel()
+                        lane.waiter = None
                     self._retire(lane)
         for state in states.values():
             state.drained = asyncio.Event()

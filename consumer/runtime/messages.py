@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from consumer.errors import IntegrationError, Outage, as_integration_error, fqcn
+
 UNKNOWN_FLOW = "unknown"
 UNEXPECTED_ERROR = "UNEXPECTED_ERROR"
 _MAX_MESSAGE_CHARS = 2000
@@ -67,42 +69,51 @@ class Processor(Protocol):
 
 @dataclass(slots=True)
 class Failure:
-    """A failed attempt as the runtime sees it, built from the exception by ``classify``."""
+    """A failed attempt as the runtime sees it, read from the typed error by ``classify``."""
 
     code: str
     message: str
     exception_fqcn: str
     flow: str = UNKNOWN_FLOW
     retryable: bool = False
-    infrastructure: bool = False
+    outage: Outage | None = None
     retry_after: float | None = None
     http_status: int | None = None
     what_to_do: str | None = None
     attempts: int = 1
     first_failure: datetime = field(default_factory=lambda: datetime.now(UTC))
     last_failure: datetime = field(default_factory=lambda: datetime.now(UTC))
-    exception: BaseException | None = None
+    error: IntegrationError | None = None
+    """The typed error (None for a failure rebuilt from a dead letter's headers)."""
+
+    @property
+    def exception(self) -> IntegrationError | None:
+        return self.error
+
+    @property
+    def infrastructure(self) -> bool:
+        return self.outage is not None
 
 
 def classify(exc: BaseException) -> Failure:
-    """Read the failure facts an exception carries (catalog errors and poison pills carry them all).
+    """The failure facts of an exception: typed on ``IntegrationError``; anything else is an unexpected error.
 
-    An exception that says nothing (a bug in a handler) is retryable, so a transient fault gets a second
-    chance, and is dead-lettered after the policy's attempts like any other.
+    An unexpected error (a bug in a handler) is retryable, so a transient fault gets a second chance, and is
+    dead-lettered after the policy's attempts like any other.
     """
-    flow = getattr(exc, "flow", None)
-    entry = getattr(exc, "entry", None)
+    error = as_integration_error(exc)
+    flow = error.flow
     return Failure(
-        code=str(getattr(exc, "code", None) or UNEXPECTED_ERROR),
-        message=(str(getattr(exc, "message", None) or exc) or type(exc).__name__)[:_MAX_MESSAGE_CHARS],
-        exception_fqcn=f"{type(exc).__module__}.{type(exc).__qualname__}",
-        flow=str(getattr(flow, "slug", flow) or UNKNOWN_FLOW),
-        retryable=bool(getattr(exc, "retryable", True)),
-        infrastructure=bool(getattr(exc, "infrastructure", False)),
-        retry_after=getattr(exc, "retry_after", None),
-        http_status=getattr(exc, "http_status", None),
-        what_to_do=getattr(entry, "action", None),
-        exception=exc,
+        code=error.code or UNEXPECTED_ERROR,
+        message=(error.message or type(error).__name__)[:_MAX_MESSAGE_CHARS],
+        exception_fqcn=fqcn(error),
+        error=error,
+        flow=flow.slug if flow is not None else UNKNOWN_FLOW,
+        retryable=error.retryable,
+        outage=error.outage,
+        retry_after=error.retry_after,
+        http_status=error.http_status,
+        what_to_do=error.what_to_do,
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from consumer.runtime.messages import Failure
+
 RETRY_AFTER_CEILING_S = 600.0
 
 
@@ -15,7 +17,6 @@ class RetryPolicy:
     attempts: int = 5
     base_delay_s: float = 0.5
     max_delay_s: float = 30.0
-    dead_letter: bool = True
 
     def delay(self, attempt: int, retry_after: float | None = None, cap: float | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
@@ -24,3 +25,11 @@ class RetryPolicy:
             return min(retry_after, RETRY_AFTER_CEILING_S)
         ceiling = min(limit, self.base_delay_s * (2 ** (attempt - 1)))
         return random.uniform(0, ceiling)
+
+    def retry_delay(self, failure: Failure, attempts: int) -> float | None:
+        """The one retry decision, shared by the runtime and replay: seconds until the next attempt after
+        ``attempts`` failed ones, or None when the record is to be dead-lettered (not retryable, or no attempts
+        left). Failures that blame a destination never get here: they spend no attempts."""
+        if not failure.retryable or attempts >= self.attempts:
+            return None
+        return self.delay(attempts, failure.retry_after)

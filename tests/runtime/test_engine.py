@@ -11,6 +11,8 @@ from aiokafka.structs import TopicPartition
 
 from consumer import deadletter
 from consumer.catalog import KLAVIYO_CONNECTION_ERROR, KLAVIYO_REJECTED_REQUEST, CatalogError
+from consumer.destinations import Destinations
+from consumer.errors import Outage
 from consumer.kafka import reliable_producer
 from consumer.observability import metrics
 from consumer.runtime import Handled, InboundMessage, StreamRuntime
@@ -156,7 +158,7 @@ async def test_infrastructure_failure_pauses_consumption_instead_of_dead_letteri
     def down_until_flag(message: InboundMessage, call: int) -> None:
         if not klaviyo_up.is_set():
             raise CatalogError(KLAVIYO_CONNECTION_ERROR, "ConnectError: connection refused", retryable=True,
-                               infrastructure=True)
+                               destination="klaviyo", outage=Outage.DOWN)
 
     processor = RecordingProcessor(fail=down_until_flag)
     sink = CollectingSink()
@@ -172,6 +174,52 @@ async def test_infrastructure_failure_pauses_consumption_instead_of_dead_letteri
 
     assert sink.failed == []
     assert "infrastructure" not in runtime.health.paused
+
+
+async def test_an_outage_pauses_only_the_topics_that_need_the_destination(kafka_bootstrap: str, unique: str):
+    needs_ipaas, klaviyo_only = f"to-{unique}", f"from-{unique}"
+    await create_topics(kafka_bootstrap, [needs_ipaas, klaviyo_only], partitions=2)
+    await produce(kafka_bootstrap, needs_ipaas, [(f"p{i}".encode(), b"v") for i in range(20)])
+    ipaas_up, probed = asyncio.Event(), asyncio.Event()
+    probes = 0
+
+    async def probe() -> None:
+        nonlocal probes
+        probes += 1
+        if probes >= 3:
+            probed.set()
+        if not ipaas_up.is_set():
+            raise CatalogError(KLAVIYO_CONNECTION_ERROR, "still down", retryable=True, destination="ipaas",
+                               outage=Outage.DOWN)
+
+    def ipaas_down(message: InboundMessage, call: int) -> None:
+        if message.topic == needs_ipaas and not ipaas_up.is_set():
+            raise CatalogError(KLAVIYO_CONNECTION_ERROR, "ConnectError: connection refused", retryable=True,
+                               destination="ipaas", outage=Outage.DOWN)
+
+    processor = RecordingProcessor(fail=ipaas_down)
+    sink = CollectingSink()
+    destinations = Destinations({"ipaas": probe}, probe_min_s=0.05, probe_max_s=0.2)
+    runtime = StreamRuntime(
+        kafka=kafka_settings(kafka_bootstrap), limits=runtime_limits(retry_attempts=2),
+        topics=[needs_ipaas, klaviyo_only], processor=processor, failure_sink=sink, group_id=f"g-{unique}",
+        needs_for=lambda topic: frozenset({"ipaas"}) if topic == needs_ipaas else frozenset({"klaviyo"}),
+        destinations=destinations,
+    )
+    async with running(runtime):
+        await asyncio.wait_for(probed.wait(), 30)
+        assert destinations["ipaas"].waiting >= 1
+        assert runtime.health.destinations == {"ipaas": "down"} and not runtime.health.ready()
+        # records of the topic that doesn't need iPaaS.com keep flowing while it is down
+        await produce(kafka_bootstrap, klaviyo_only, [(f"c{i}".encode(), b"v") for i in range(30)])
+        await processor.wait_for(lambda: sum(1 for m in processor.handled if m.topic == klaviyo_only) >= 30)
+        assert not any(m.topic == needs_ipaas for m in processor.handled)
+        calls_while_down = sum(processor.calls.values())
+        ipaas_up.set()
+        await processor.wait_for(lambda: sum(1 for m in processor.handled if m.topic == needs_ipaas) >= 20)
+    # the waiting records spent no retries: each key's head was tried once while down, and waited
+    assert calls_while_down == 30 + 20
+    assert sink.failed == [] and runtime.health.destinations is None
 
 
 async def test_a_second_instance_joining_rebalances_without_losing_events(kafka_bootstrap: str, unique: str):
