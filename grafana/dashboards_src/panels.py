@@ -76,7 +76,6 @@ def timeseries(
     bars: bool = False,
     stack: bool = False,
     overrides: Sequence[Json] = (),
-    legend_calcs: Sequence[str] = ("lastNotNull", "max"),
 ) -> Json:
     return {
         "type": "timeseries",
@@ -101,7 +100,12 @@ def timeseries(
             "overrides": list(overrides),
         },
         "options": {
-            "legend": {"calcs": list(legend_calcs), "displayMode": "table", "placement": "bottom", "showLegend": True},
+            "legend": {
+                "calcs": ["lastNotNull", "max"],
+                "displayMode": "table",
+                "placement": "bottom",
+                "showLegend": True,
+            },
             "tooltip": {"mode": "multi", "sort": "desc"},
         },
         "_size": (width, height),
@@ -119,7 +123,6 @@ def stat(
     steps: Sequence[tuple[float | None, str]] = ((None, "green"),),
     mappings: Sequence[Json] = (),
     graph: bool = False,
-    text_mode: str = "auto",
     decimals: int | None = 0,
 ) -> Json:
     defaults: Json = {
@@ -143,7 +146,7 @@ def stat(
             "justifyMode": "auto",
             "orientation": "auto",
             "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "textMode": text_mode,
+            "textMode": "auto",
         },
         "_size": (width, height),
     }
@@ -302,14 +305,12 @@ def dashboard(uid: str, title: str, description: str, panels: Iterable[Json], va
     }
 
 
-def quantiles(metric: str, selector: str, by: str = "") -> list[tuple[str, str]]:
-    """p50/p95/p99 of a histogram, optionally per label ``by``."""
-    group = f"{by}, le" if by else "le"
-    prefix = f"{{{{{by}}}}} " if by else ""
+def quantiles(metric: str, selector: str) -> list[tuple[str, str]]:
+    """p50/p95/p99 of a histogram."""
     return [
         (
-            f"histogram_quantile({q}, sum by ({group}) (rate({metric}_bucket{selector}[$__rate_interval])))",
-            f"{prefix}p{round(q * 100)}",
+            f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket{selector}[$__rate_interval])))",
+            f"p{round(q * 100)}",
         )
         for q in (0.5, 0.95, 0.99)
     ]
