@@ -1,0 +1,125 @@
+"""The runtime dashboard: process and consumer-runtime internals of every scraped ipaas-klaviyo process."""
+
+from __future__ import annotations
+
+from .panels import (
+    Json,
+    color_override,
+    dashboard,
+    query_variable,
+    row,
+    state_timeline,
+    target,
+    targets,
+    timeseries,
+    value_mapping,
+)
+
+INSTANCE = 'instance=~"$instance"'
+
+
+def runtime() -> Json:
+    """Process and consumer-runtime internals of every scraped ipaas-klaviyo process."""
+    panels = [
+        row("Process"),
+        timeseries(
+            "Scrape health",
+            targets((f'up{{job=~"ipaas-klaviyo.*",{INSTANCE}}}', "{{job}} {{instance}}")),
+            description="1 while Prometheus scrapes the process; 0 means it is down or unreachable (alert "
+            "IpaasKlaviyoDown).",
+            width=8,
+        ),
+        timeseries(
+            "Resident memory",
+            targets((f"process_resident_memory_bytes{{{INSTANCE}}}", "{{job}} {{instance}}")),
+            description="Resident set size of each process (process_resident_memory_bytes).",
+            unit="bytes",
+            width=8,
+        ),
+        timeseries(
+            "CPU",
+            targets((f"rate(process_cpu_seconds_total{{{INSTANCE}}}[$__rate_interval])", "{{job}} {{instance}}")),
+            description="CPU time used per second (1 = one core busy), from process_cpu_seconds_total.",
+            unit="percentunit",
+            width=8,
+        ),
+        timeseries(
+            "Open file descriptors",
+            targets(
+                (f"process_open_fds{{{INSTANCE}}}", "{{job}} {{instance}} open"),
+                (f"process_max_fds{{{INSTANCE}}}", "{{job}} {{instance}} max"),
+            ),
+            description="Open file descriptors (sockets included) against the limit.",
+            width=8,
+        ),
+        timeseries(
+            "Python GC: objects collected",
+            targets((
+                f"sum by (instance, generation) (rate(python_gc_objects_collected_total{{{INSTANCE}}}"
+                "[$__rate_interval]))",
+                "{{instance}} gen {{generation}}",
+            )),
+            description="Objects collected per second by the garbage collector, by generation.",
+            unit="cps",
+            width=8,
+        ),
+        timeseries(
+            "Python GC: collections",
+            targets((
+                f"sum by (instance, generation) (rate(python_gc_collections_total{{{INSTANCE}}}[$__rate_interval]))",
+                "{{instance}} gen {{generation}}",
+            )),
+            description="Garbage collections per second, by generation.",
+            unit="cps",
+            width=8,
+        ),
+        row("Consumer runtime"),
+        timeseries(
+            "Handlers in flight",
+            targets((f"sum by (instance) (ipaas_klaviyo_in_flight{{{INSTANCE}}})", "{{instance}}")),
+            description="Handlers running now (ipaas_klaviyo_in_flight), bounded by runtime.max_in_flight.",
+            width=8,
+        ),
+        timeseries(
+            "Records buffered",
+            targets((f"sum by (instance) (ipaas_klaviyo_buffered_records{{{INSTANCE}}})", "{{instance}}")),
+            description="Records fetched and not yet finished (ipaas_klaviyo_buffered_records); above "
+            "runtime.max_buffered consumption pauses for backpressure.",
+            width=8,
+        ),
+        timeseries(
+            "Offset commits by outcome",
+            targets((f"sum by (outcome) (rate(ipaas_klaviyo_commits_total{{{INSTANCE}}}[$__rate_interval]))",
+                     "{{outcome}}")),
+            description="Offset commits per second, ok or failed (ipaas_klaviyo_commits_total).",
+            unit="cps",
+            overrides=[color_override("failed", "red"), color_override("ok", "green")],
+            width=8,
+        ),
+        timeseries(
+            "Rebalances",
+            targets((f"sum by (kind) (increase(ipaas_klaviyo_rebalances_total{{{INSTANCE}}}[5m]))",
+                     "{{kind}} (last 5m)")),
+            description="Partition assignment changes in the last 5 minutes, assigned or revoked "
+            "(ipaas_klaviyo_rebalances_total). Frequent rebalances mean members join, leave or miss heartbeats.",
+            width=8,
+        ),
+        state_timeline(
+            "Consumption paused by reason",
+            target(f"max by (reason) (ipaas_klaviyo_consumption_paused{{{INSTANCE}}})", "{{reason}}"),
+            description="1 while consumption is paused, by reason (ipaas_klaviyo_consumption_paused): "
+            "backpressure, infrastructure (Klaviyo or iPaaS.com unreachable) or authorization.",
+            mappings=[value_mapping({"0": ("consuming", "green"), "1": ("paused", "red")})],
+            width=16,
+            height=8,
+        ),
+    ]
+    return dashboard(
+        "ipaas-klaviyo-runtime",
+        "ipaas-klaviyo runtime",
+        "Process and consumer-runtime internals of the ipaas-klaviyo processes: memory, CPU, file descriptors, "
+        "garbage collection, in-flight handlers, buffered records, commits, rebalances and pauses. Generated by "
+        "grafana/build_dashboards.py.",
+        panels,
+        [query_variable("instance", "Instance", "label_values(ipaas_klaviyo_in_flight, instance)")],
+    )
