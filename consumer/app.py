@@ -173,6 +173,8 @@ class Service:
             dispatcher, table, failed_for_good = await build_dispatcher(
                 settings, stack, producer, self.catalog, auth=auth, routes=self._routes, destinations=destinations)
             error_log = ErrorLog(producer, self.catalog.name("error-log"))
+            for destination in destinations:
+                metrics.initialize_destination(destination.name)
             await stack.enter_async_context(
                 report_outages(destinations, error_log, api_key=isinstance(auth, ApiKeyAuth)))
 

@@ -183,6 +183,13 @@ def initialize() -> None:
         REBALANCES.labels(kind)
 
 
+def initialize_destination(destination: str) -> None:
+    """The series of a destination the service calls: up, and no outage yet."""
+    set_destination_state(destination, "up")
+    for state in DESTINATION_STATES[1:]:
+        DESTINATION_OUTAGES.labels(destination, state)
+
+
 def set_destination_state(destination: str, state: str) -> None:
     """Exactly one state of ``destination`` is 1."""
     for known in DESTINATION_STATES:

@@ -41,7 +41,7 @@ DEAD_LETTERS_WAITING_NOTE = (
     "dead-letter topics and is authoritative."
 )
 
-AUTHORIZATION_CODES = {"connected": 1, "not_configured": 2, "needs_reauthorization": 3}
+AUTHORIZATION_CODES = {"connected": 1, "not_configured": 2, "unauthorized": 3, "needs_reauthorization": 4}
 PAUSE_CODES = {"backpressure": 1, "infrastructure": 2, "authorization": 3}
 
 
@@ -99,14 +99,17 @@ def _overview() -> list[Json]:
             "Klaviyo authorization",
             target(encoded_state("ipaas_klaviyo_authorization_state", "state", AUTHORIZATION_CODES), "state"),
             description="The service's Klaviyo authorization state (ipaas_klaviyo_authorization_state). "
-            "'Needs reauthorization': start the Authorize step again from the integration's connection settings.",
+            "'Unauthorized': Klaviyo refuses the credential (a rotated or revoked private API key, a missing "
+            "scope); the Klaviyo flows wait until it is replaced. 'Needs reauthorization': start the Authorize "
+            "step again from the integration's connection settings.",
             mappings=[
                 value_mapping(
                     {
                         "0": ("Unknown", "text"),
                         "1": ("Connected", "green"),
                         "2": ("Not configured", "orange"),
-                        "3": ("Needs reauthorization", "red"),
+                        "3": ("Unauthorized", "red"),
+                        "4": ("Needs reauthorization", "red"),
                     }
                 )
             ],
@@ -401,6 +404,27 @@ def _klaviyo() -> list[Json]:
             mappings=[value_mapping({"0": ("", "transparent"), "1": ("current", "green")})],
             width=8,
             height=8,
+        ),
+        state_timeline(
+            "Destination health",
+            target("max by (destination, state) (ipaas_klaviyo_destination_state) > 0", "{{destination}} {{state}}"),
+            description="Each destination's state over time (ipaas_klaviyo_destination_state): up; down "
+            "(unreachable, 5xx, timeouts); unauthorized (the credential is refused); misconfigured (a redirect, an "
+            "HTML page or a missing route: check the base URL). While a destination is not up, the sources that "
+            "need it pause and their records wait; nothing is dead-lettered for it.",
+            mappings=[value_mapping({"0": ("", "transparent"), "1": ("current", "green")})],
+            width=16,
+            height=8,
+        ),
+        timeseries(
+            "Destination outages",
+            targets((
+                "sum by (destination, state) (increase(ipaas_klaviyo_destination_outages_total[$__rate_interval]))",
+                "{{destination}} {{state}}",
+            )),
+            description="Outage episodes that began, by destination and the state they began with "
+            "(ipaas_klaviyo_destination_outages_total). Each is in the error log once, with its recovery.",
+            width=8,
         ),
     ]
 
