@@ -6,11 +6,11 @@ import pytest
 from pydantic import SecretStr
 
 from consumer.klaviyo import ApiKeyAuth, BearerTokenAuth, KlaviyoRejected, ProfileAttributes, TokenProvider
-from consumer.klaviyo.simulator import KlaviyoSimulator
 from consumer.settings import KlaviyoSettings
+from simulators.klaviyo import KlaviyoSimulator
+from tests.support.klaviyo_oauth import SimulatorTokenProvider
 
 from .conftest import MakeClient
-from .oauth_helpers import SimulatorTokenProvider
 
 KEY = "pk_abcdefghijklmnopqrstuvwxyz01234567"
 

@@ -20,7 +20,6 @@ from consumer.catalog import TOKEN_EXCHANGE_FAILED, Flow
 from consumer.envelopes import ChangeEvent
 from consumer.flows.context import FlowContext
 from consumer.klaviyo import ApiKeyAuth, ProfileAttributes
-from consumer.klaviyo.simulator import DEFAULT_OAUTH_CLIENT_ID, DEFAULT_OAUTH_CLIENT_SECRET, KlaviyoSimulator
 from consumer.oauth import (
     PAUSE_AUTHORIZATION,
     AuthorizationState,
@@ -31,6 +30,7 @@ from consumer.oauth import (
     oauth_auth,
 )
 from consumer.routing import Route
+from simulators.klaviyo import DEFAULT_OAUTH_CLIENT_ID, DEFAULT_OAUTH_CLIENT_SECRET, KlaviyoSimulator
 from tests.support.service import running_service, service_settings
 
 from .conftest import Browser, assert_no_secrets, codes_in, log_texts, simulator_secrets
