@@ -1,8 +1,10 @@
-"""The project's layout rules: the service never needs the development tooling.
+"""The project's layout rules: the service never needs the development tooling, and nothing reads outside the repo.
 
 - ``consumer`` never imports ``simulators`` (the development tooling) except lazily, inside the development
   commands of ``consumer.cli``: checked in the source and by importing the run path with ``simulators`` blocked;
-- where ``simulators`` is absent, the development commands say so in one line and exit 2.
+- where ``simulators`` is absent, the development commands say so in one line and exit 2;
+- no tracked source, config or doc names the reference folder beside the repository (only the vendoring script's
+  default argument does: it is read when refreshing the vendored contract, never at run or test time).
 """
 
 from __future__ import annotations
@@ -115,3 +117,28 @@ def test_consumer_imports_simulators_only_inside_the_development_commands() -> N
             if (relative, function) not in allowed:
                 offending.append(f"{relative}:{line} (in {function or 'the module'})")
     assert not offending, "consumer must not import simulators: " + ", ".join(offending)
+
+
+# Built from parts so that this file does not name them itself.
+OUTSIDE_PATHS = ("../" + "shared", "/work/" + "shared")
+VENDOR_SCRIPT = "scripts/vendor_klaviyo_spec.py"
+
+
+def test_nothing_names_the_reference_folder_beside_the_repository() -> None:
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--",
+         "*.py", "*.toml", "*.yaml", "*.yml", "*.md", "Dockerfile", "dev", ".ci/*"],
+        capture_output=True, text=True, cwd=REPO, check=True, timeout=60,
+    ).stdout.split()
+    assert "consumer/cli.py" in listed and VENDOR_SCRIPT in listed
+    found = []
+    for relative in sorted(set(listed)):
+        path = REPO / relative
+        if not path.is_file():
+            continue  # deleted in the work tree, not yet in the index
+        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            if any(pattern in line for pattern in OUTSIDE_PATHS):
+                found.append((relative, number, line.strip()))
+    allowed = [hit for hit in found if hit[0] == VENDOR_SCRIPT and hit[2].startswith("DEFAULT_SOURCE = ")]
+    assert len(allowed) == 1, found
+    assert [hit for hit in found if hit not in allowed] == []

@@ -19,7 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate-limit-scale", type=float, default=1.0, help="multiply every quota")
     parser.add_argument("--no-validate", action="store_true", help="skip OpenAPI request-body validation")
     parser.add_argument("--spec", type=Path, default=None, help="OpenAPI spec (default: $KLAVIYO_OPENAPI_SPEC "
-                        "or ../shared/reference/klaviyo/openapi-stable.json)")
+                        "or the vendored contract, simulators/klaviyo/contract/openapi-klaviyo.json)")
     return add_run_options(parser)
 
 

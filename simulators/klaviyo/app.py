@@ -70,6 +70,8 @@ _ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [
         {"GET": "get_errors_for_bulk_import_profiles_job"},
     ),
 ]
+#: The Klaviyo operations (operationIds) the simulator answers: the vendored contract keeps these (and ENDPOINTS').
+ROUTED_OPERATIONS: frozenset[str] = frozenset(op for _, methods in _ROUTES for op in methods.values())
 _OAUTH_ROUTES = {
     "/oauth/authorize": ("GET", "oauth_authorize"),
     "/oauth/token": ("POST", "oauth_token"),

@@ -1,5 +1,8 @@
 """Klaviyo's OpenAPI spec as request/response validators for the simulator (and the contract tests).
 
+The spec read by default is the vendored contract ``contract/openapi-klaviyo.json`` beside this module (package
+data): the operations the client and the simulator use, trimmed from Klaviyo's public ``openapi-stable.json`` by
+``scripts/vendor_klaviyo_spec.py``; ``$KLAVIYO_OPENAPI_SPEC`` (or an explicit path) points at another copy.
 The spec is OpenAPI 3.0 (``nullable``, ``$ref`` siblings ignored); ``to_json_schema`` turns one operation's
 schema into plain JSON Schema with every reference inlined, and validators are compiled once per operation.
 ``jsonschema`` is used when installed; otherwise a small structural validator covers the keywords the spec uses.
@@ -19,9 +22,7 @@ from typing import Any
 import orjson
 
 SPEC_ENV = "KLAVIYO_OPENAPI_SPEC"
-DEFAULT_SPEC_PATH = (
-    Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "klaviyo" / "openapi-stable.json"
-)
+DEFAULT_SPEC_PATH = Path(__file__).resolve().parent / "contract" / "openapi-klaviyo.json"
 _SCHEMA_REF = "#/components/schemas/"
 _DROP_KEYS = frozenset({"nullable", "example", "examples", "description", "discriminator", "xml", "externalDocs",
                         "deprecated", "readOnly", "writeOnly", "title"})
@@ -29,11 +30,11 @@ _RATE = re.compile(r"^(\d+)/([sm])$")
 
 
 def spec_path(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """Where the spec is: ``explicit``, else ``$KLAVIYO_OPENAPI_SPEC``, else the shared reference copy."""
+    """Where the spec is: ``explicit``, else ``$KLAVIYO_OPENAPI_SPEC``, else the vendored contract."""
     if explicit is not None:
         return Path(explicit)
     env = os.environ.get(SPEC_ENV)
-    return Path(env) if env else DEFAULT_SPEC_PATH.resolve()
+    return Path(env) if env else DEFAULT_SPEC_PATH
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Contract: every request body the client can send validates against Klaviyo's OpenAPI spec.
 
-The spec is read from ../shared/reference/klaviyo/openapi-stable.json (or $KLAVIYO_OPENAPI_SPEC), never copied
-into the project; without it these tests fail.
+The spec is the vendored contract, simulators/klaviyo/contract/openapi-klaviyo.json (or $KLAVIYO_OPENAPI_SPEC),
+trimmed from Klaviyo's public openapi-stable.json by scripts/vendor_klaviyo_spec.py; without it these tests fail.
 """
 
 from __future__ import annotations

@@ -67,7 +67,8 @@ def test_operation_metadata() -> None:
 
 def test_spec_path_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(SPEC_ENV, raising=False)
-    assert spec_path().parts[-4:] == ("shared", "reference", "klaviyo", "openapi-stable.json")
+    assert spec_path().parts[-4:] == ("simulators", "klaviyo", "contract", "openapi-klaviyo.json")
+    assert spec_path().is_file()  # vendored in the repository (package data), not looked up beside it
     monkeypatch.setenv(SPEC_ENV, str(tmp_path / "x.json"))
     assert spec_path() == tmp_path / "x.json"
     assert load_spec() is None
