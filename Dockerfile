@@ -20,9 +20,6 @@ RUN pip install . \
     && mkdir -p /app/.run \
     && chown ipaas /app/.run
 
-# A regular (non-editable) install puts the package in site-packages, away from topics/: point at the catalog.
-ENV IPAAS_KLAVIYO_TOPICS_FILE=/app/topics/topics.yaml
-
 USER ipaas
 EXPOSE 9400
 ENTRYPOINT ["ipaas-klaviyo"]
