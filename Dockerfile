@@ -1,5 +1,6 @@
 # The ipaas-klaviyo service image: every command of the `ipaas-klaviyo` CLI (run, poll-profiles, topics,
-# simulate, dlq, errors...). docker-compose.yml builds it once and runs it as several services.
+# dlq, errors..., and the development commands simulate/kafka/demo from the `simulators` package).
+# docker-compose.yml builds it once and runs it as several services.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -12,14 +13,12 @@ WORKDIR /app
 # README.md* : pyproject.toml names README.md as the readme; the glob keeps the build working while it is absent.
 COPY pyproject.toml README.md* ./
 COPY consumer ./consumer
+COPY simulators ./simulators
 COPY topics ./topics
 RUN pip install . \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin ipaas \
     && mkdir -p /app/.run \
     && chown ipaas /app/.run
-
-# A regular (non-editable) install puts the package in site-packages, away from topics/: point at the catalog.
-ENV IPAAS_KLAVIYO_TOPICS_FILE=/app/topics/topics.yaml
 
 USER ipaas
 EXPOSE 9400

@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from consumer.klaviyo import ApiKeyAuth, KlaviyoClient, NewEvent, ProfileAttributes  # noqa: E402
 from consumer.klaviyo.ratelimits import EndpointLimit  # noqa: E402
-from consumer.klaviyo.simulator import DEFAULT_API_KEY  # noqa: E402
 from consumer.settings import KlaviyoSettings  # noqa: E402
+from simulators.klaviyo import DEFAULT_API_KEY  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "klaviyo_client.json"
 REAL = EndpointLimit(350, 3500)
@@ -68,7 +68,7 @@ class Simulator:
 
     async def __aenter__(self) -> Simulator:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "consumer.klaviyo.simulator", "--port", "0", "--seed", "1",
+            sys.executable, "-m", "simulators.klaviyo", "--port", "0", "--seed", "1",
             stdout=asyncio.subprocess.PIPE, cwd=str(ROOT),
         )
         assert self.process.stdout is not None

@@ -24,9 +24,9 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from consumer import localkafka
 from consumer.runtime import Handled, InboundMessage, StreamRuntime
 from consumer.settings import KafkaSettings, RuntimeSettings
+from simulators import localkafka
 
 RESULTS = Path(__file__).resolve().parent / "results" / "runtime.json"
 PARTITIONS = 8

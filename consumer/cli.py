@@ -1,16 +1,42 @@
-"""The ``ipaas-klaviyo`` command."""
+"""The ``ipaas-klaviyo`` command.
+
+The development commands (``simulate``, ``kafka``, ``demo``) come from the ``simulators`` package (the
+development tooling), imported only inside those commands: the service's own commands never import it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from consumer.settings import Settings, load_settings
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+DEV_TOOLING = "simulators"
+
+
+class DevToolingMissing(Exception):
+    """A development command was run where the development tooling (the ``simulators`` package) is absent."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__(f"`ipaas-klaviyo {command}` is a development command and needs the development tooling "
+                         f"(the `{DEV_TOOLING}` package), which is not installed here")
+
+
+@contextmanager
+def _dev_tooling(command: str) -> Iterator[None]:
+    """Imports inside this block come from the development tooling: its absence becomes ``DevToolingMissing``."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if exc.name == DEV_TOOLING or (exc.name or "").startswith(DEV_TOOLING + "."):
+            raise DevToolingMissing(command) from None
+        raise
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -21,7 +47,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from consumer.demo import run_demo
+    with _dev_tooling("demo"):
+        from simulators.demo import run_demo
 
     return await run_demo(settings, keep_running=args.keep_running)
 
@@ -154,7 +181,8 @@ async def _poll_profiles(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _kafka(args: argparse.Namespace, settings: Settings) -> int:
-    from consumer import localkafka
+    with _dev_tooling("kafka"):
+        from simulators import localkafka
 
     if args.action == "start":
         broker = localkafka.start(port=args.port)
@@ -169,8 +197,9 @@ async def _kafka(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from consumer.ipaas import simulator as ipaas_simulator
-    from consumer.klaviyo import simulator as klaviyo_simulator
+    with _dev_tooling("simulate"):
+        from simulators import ipaas as ipaas_simulator
+        from simulators import klaviyo as klaviyo_simulator
 
     print(f"{args.system} simulator on http://{args.host}:{args.port}", flush=True)
     if args.system == "klaviyo":
@@ -239,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("run", help="run the service").set_defaults(handler=_run)
 
-    demo = commands.add_parser("demo", help="local broker, simulators and sample events: see it work")
+    demo = commands.add_parser("demo", help="local broker, simulators and sample events: see it work (development)")
     demo.add_argument("--keep-running", action="store_true", help="keep the service running after the demo")
     demo.set_defaults(handler=_demo)
 
@@ -295,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     kafka.add_argument("--port", type=int, default=None)
     kafka.set_defaults(handler=_kafka)
 
-    simulate = commands.add_parser("simulate", help="run the Klaviyo or iPaaS.com simulator")
+    simulate = commands.add_parser("simulate", help="run the Klaviyo or iPaaS.com simulator (development)")
     simulate.add_argument("system", choices=["klaviyo", "ipaas"])
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=8080)
@@ -327,6 +356,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(handler(args, settings))
     except KeyboardInterrupt:
         return 130
+    except DevToolingMissing as exc:
+        print(f"ipaas-klaviyo: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # a clear one-line error for the operator; details are in the JSON log
         from consumer.app import ConfigurationError
 

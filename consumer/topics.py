@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from consumer.kafka import connection_options
 from consumer.settings import KafkaSettings
 
-DEFAULT_CATALOG = Path(__file__).resolve().parents[1] / "topics" / "topics.yaml"
+# topics/topics.yaml, shipped as package data of the ``topics`` package: found in a checkout, a wheel and the image
+DEFAULT_CATALOG = Path(str(importlib.resources.files("topics").joinpath("topics.yaml")))
 
 Role = Literal["source", "dead_letter", "error_log", "state"]
 RecordKind = Literal["customer", "transaction", "klaviyo_profile"]

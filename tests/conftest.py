@@ -1,7 +1,8 @@
 """Shared fixtures: the real Kafka broker every integration test runs against.
 
 The broker is, in order: ``KAFKA_BOOTSTRAP_SERVERS`` when set; testcontainers' Kafka where a Docker engine
-answers; else a local single-node KRaft broker started by ``consumer.localkafka`` (no Docker).
+answers; else a local single-node KRaft broker started by ``simulators.localkafka`` (no Docker).
+Also Klaviyo's OpenAPI contract (``openapi_spec``), read once for every test that checks against it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from consumer import localkafka
+from simulators import localkafka
+from simulators.klaviyo import Spec
+from tests.support.klaviyo_contract import require_spec
 
 
 def _docker_answers() -> bool:
@@ -50,3 +53,9 @@ def kafka_bootstrap() -> Iterator[str]:
 def unique() -> str:
     """A short unique suffix for topic and group names, so tests never share state on the broker."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def openapi_spec() -> Spec:
+    """Klaviyo's OpenAPI contract (vendored, or ``$KLAVIYO_OPENAPI_SPEC``); a missing one fails, never skips."""
+    return require_spec()

@@ -13,14 +13,14 @@ import orjson
 import pytest
 
 from consumer import catalog, deadletter
-from consumer.klaviyo.simulator import DEFAULT_API_KEY, Faults, KlaviyoSimulator, SimulatorConfig, load_spec
+from simulators.klaviyo import DEFAULT_API_KEY, Faults, KlaviyoSimulator, SimulatorConfig, Spec
 from tests.support.service import RunningService, running_service, service_settings
 
 
 @pytest.fixture
-async def klaviyo_sim() -> AsyncIterator[KlaviyoSimulator]:
+async def klaviyo_sim(openapi_spec: Spec) -> AsyncIterator[KlaviyoSimulator]:
     sim = KlaviyoSimulator(SimulatorConfig(seed=5))
-    sim.state.spec = load_spec()  # validate every request body against Klaviyo's spec when it is present
+    sim.state.spec = openapi_spec  # validate every request body against Klaviyo's contract
     async with sim:
         yield sim
 

@@ -18,8 +18,6 @@ from consumer.envelopes import Action, EnvelopeFormat, decode
 from consumer.http.backoff import Backoff
 from consumer.kafka import reliable_producer
 from consumer.klaviyo import ApiKeyAuth, KlaviyoClient, KlaviyoRejected
-from consumer.klaviyo.simulator import DEFAULT_API_KEY, Faults, KlaviyoSimulator, SimulatorConfig
-from consumer.klaviyo.simulator.store import Store
 from consumer.observability.metrics import POLLER_PROFILES, POLLER_WATERMARK
 from consumer.poller import (
     CHANGES_TOPIC,
@@ -33,6 +31,8 @@ from consumer.poller import (
 )
 from consumer.records import KlaviyoProfile
 from consumer.settings import KlaviyoSettings, Settings
+from simulators.klaviyo import DEFAULT_API_KEY, Faults, KlaviyoSimulator, SimulatorConfig
+from simulators.klaviyo.store import Store
 from tests.support.kafka import end_offsets, kafka_settings, read_all
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)

@@ -4,7 +4,8 @@ Decoding happens here, in our own code, never in aiokafka's deserializer: a reco
 become a :class:`PoisonPill` with a stable reason (and go to the dead-letter topic), not an exception inside
 the client's fetch loop. Everything here is pure: no Kafka, no I/O.
 
-Accepted envelopes (see the iPaaS.com and CDC reference, section 3), one module each:
+Accepted envelopes (as documented by Debezium's connectors and Outbox Event Router, the CloudEvents 1.0 Kafka
+protocol binding and JSON format, and iPaaS.com's hook notifications), one module each:
 
 - :mod:`~consumer.envelopes.tombstone` (value ``None``): a delete of the record named by the key;
 - :mod:`~consumer.envelopes.debezium` change events, with or without the JsonConverter ``{"schema", "payload"}``

@@ -1,6 +1,6 @@
 """iPaaS.com: the REST client the TO-iPaaS.com flows (and notify-then-fetch hooks) use, its models and errors.
 
-The in-process/standalone iPaaS.com simulator for tests and the demo lives in ``consumer.ipaas.simulator``.
+The in-process/standalone iPaaS.com simulator for tests and the demo lives in ``simulators.ipaas``.
 """
 
 from consumer.ipaas.client import DEFAULT_SYSTEM_ID, OPERATIONS, IpaasClient, Operation

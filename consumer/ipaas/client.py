@@ -11,8 +11,8 @@ have been applied: a 429, or a failure to connect. After a 5xx, a timeout or a g
 retryable error instead, and the flow's next attempt re-resolves the link (the new record is found by its external
 id or email, its address by its content), so a retry never creates a duplicate.
 
-Endpoints (the iPaaS.com and CDC reference, 1.3; the Customer Address paths are not in the reference and
-follow the Customer ones)::
+Endpoints (iPaaS.com's API help articles and the ``IPaaSApiCallWrapper`` of its public integration template; the
+Customer Address paths are in neither and follow the Customer ones)::
 
     GET  customers/v2/Customer/{id}                  GET  customers/v2/Customers?action=equals&EmailAddress=...
     POST customers/v2/Customer                       PUT  customers/v2/Customer/{id}

@@ -1,6 +1,6 @@
 """Klaviyo: the REST client the flows use, its models, errors, auth strategies and endpoint classes.
 
-The in-process/standalone Klaviyo simulator for tests and benchmarks lives in ``consumer.klaviyo.simulator``.
+The in-process/standalone Klaviyo simulator for tests and benchmarks lives in ``simulators.klaviyo``.
 """
 
 from consumer.klaviyo.auth import ApiKeyAuth, Auth, BearerTokenAuth, TokenProvider

@@ -16,9 +16,9 @@ from consumer.errorlog import TransferRef
 from consumer.flows.context import FlowContext
 from consumer.http.backoff import Backoff
 from consumer.klaviyo import ApiKeyAuth, KlaviyoClient
-from consumer.klaviyo.simulator import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfig, Spec, load_spec
 from consumer.mapping import MappingCollection, load_collections
 from consumer.settings import KlaviyoSettings
+from simulators.klaviyo import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfig, Spec
 
 FAST_BACKOFF = Backoff(base_s=0.01, cap_s=0.05)
 
@@ -38,13 +38,8 @@ class Warnings:
 
 
 @pytest.fixture(scope="session")
-def openapi_spec() -> Spec | None:
-    """Klaviyo's OpenAPI spec, read once: the simulator validates request bodies against it when present."""
-    return load_spec()
-
-
-@pytest.fixture(scope="session")
-async def shared_simulator(openapi_spec: Spec | None) -> AsyncIterator[KlaviyoSimulator]:
+async def shared_simulator(openapi_spec: Spec) -> AsyncIterator[KlaviyoSimulator]:
+    """One simulator for the flow tests, validating request bodies against Klaviyo's contract."""
     sim = KlaviyoSimulator(SimulatorConfig(seed=7))
     sim.state.spec = openapi_spec
     async with sim:

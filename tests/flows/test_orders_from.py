@@ -16,9 +16,9 @@ from consumer.flows.links import links_of
 from consumer.flows.orders_from import send_order_events
 from consumer.flows.profiles_from import sync_profile
 from consumer.klaviyo import KlaviyoClient, KlaviyoConnectionError, KlaviyoRejected, ProfileAttributes
-from consumer.klaviyo.simulator import Faults, KlaviyoSimulator
-from consumer.klaviyo.simulator.store import EventRecord
 from consumer.mapping import load_collections, parse_collection
+from simulators.klaviyo import Faults, KlaviyoSimulator
+from simulators.klaviyo.store import EventRecord
 
 from .conftest import MakeContext, Warnings, change, customer, line, transaction
 

@@ -13,9 +13,9 @@ from consumer.flows.context import FlowContext
 from consumer.flows.links import ProfileLinks, links_of
 from consumer.flows.profiles_from import sync_profile
 from consumer.klaviyo import KlaviyoClient, KlaviyoConnectionError, KlaviyoRejected, ProfileAttributes
-from consumer.klaviyo.simulator import Faults, KlaviyoSimulator
 from consumer.mapping import MappingFileError, load_collections, parse_collection
 from consumer.records import Customer
+from simulators.klaviyo import Faults, KlaviyoSimulator
 
 from .conftest import MakeContext, Warnings, change, customer
 

@@ -28,16 +28,16 @@ from consumer.flows.context import FlowContext
 from consumer.flows.profiles_to import normalise_email, sync_customer
 from consumer.http.backoff import Backoff
 from consumer.ipaas import IpaasClient, IpaasRejected
-from consumer.ipaas.simulator import Faults, IpaasSimulator, SimulatorConfig
 from consumer.kafka import reliable_producer
 from consumer.klaviyo import ApiKeyAuth, KlaviyoClient
-from consumer.klaviyo.simulator import DEFAULT_API_KEY, KlaviyoSimulator
-from consumer.klaviyo.simulator import SimulatorConfig as KlaviyoConfig
-from consumer.klaviyo.simulator.store import Store
 from consumer.mapping import MappingCollection, load_collections, parse_collection
 from consumer.poller import ProfilePoller
 from consumer.records import Customer
 from consumer.settings import IpaasSettings, KlaviyoSettings
+from simulators.ipaas import Faults, IpaasSimulator, SimulatorConfig
+from simulators.klaviyo import DEFAULT_API_KEY, KlaviyoSimulator
+from simulators.klaviyo import SimulatorConfig as KlaviyoConfig
+from simulators.klaviyo.store import Store
 from tests.support.kafka import kafka_settings
 
 # The seed error catalog, verbatim.

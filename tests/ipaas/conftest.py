@@ -9,8 +9,8 @@ import pytest
 
 from consumer.http.backoff import Backoff
 from consumer.ipaas import IpaasClient
-from consumer.ipaas.simulator import IpaasSimulator, SimulatorConfig
 from consumer.settings import IpaasSettings
+from simulators.ipaas import IpaasSimulator, SimulatorConfig
 
 FAST_BACKOFF = Backoff(base_s=0.01, cap_s=0.05)
 

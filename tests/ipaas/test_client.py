@@ -6,10 +6,10 @@ import pytest
 
 from consumer.http.ratelimit import Window
 from consumer.ipaas import ADDRESS_TABLE, IpaasClient, IpaasConnectionError, IpaasRejected
-from consumer.ipaas.simulator import Faults, IpaasSimulator
 from consumer.observability.metrics import IPAAS_REQUESTS
 from consumer.records import Customer, Transaction
 from consumer.settings import IpaasSettings
+from simulators.ipaas import Faults, IpaasSimulator
 
 from .conftest import MakeIpaas
 

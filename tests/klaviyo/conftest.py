@@ -1,4 +1,6 @@
-"""Fixtures for the Klaviyo client and simulator tests: a running simulator and a client pointed at it."""
+"""Fixtures for the Klaviyo client tests: a running simulator and a client pointed at it.
+
+``openapi_spec`` (Klaviyo's contract) comes from ``tests/conftest.py``."""
 
 from __future__ import annotations
 
@@ -10,21 +12,10 @@ import pytest
 from consumer.http.backoff import Backoff
 from consumer.http.ratelimit import LimiterRegistry
 from consumer.klaviyo import ApiKeyAuth, Auth, KlaviyoClient
-from consumer.klaviyo.simulator import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfig, Spec, load_spec
 from consumer.settings import KlaviyoSettings
+from simulators.klaviyo import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfig
 
 FAST_BACKOFF = Backoff(base_s=0.01, cap_s=0.05)
-
-
-@pytest.fixture(scope="session")
-def openapi_spec() -> Spec:
-    """Klaviyo's OpenAPI spec from ../shared/reference/klaviyo (or $KLAVIYO_OPENAPI_SPEC); skips when absent."""
-    spec = load_spec()
-    if spec is None:
-        from consumer.klaviyo.simulator import spec_path
-
-        pytest.skip(f"Klaviyo OpenAPI spec not found at {spec_path()}: contract checks need it")
-    return spec
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ from pydantic import SecretStr
 
 from consumer.errors import Outage
 from consumer.klaviyo import ApiKeyAuth, BearerTokenAuth, KlaviyoRejected, ProfileAttributes, TokenProvider
-from consumer.klaviyo.simulator import KlaviyoSimulator
 from consumer.settings import KlaviyoSettings
+from simulators.klaviyo import KlaviyoSimulator
+from tests.support.klaviyo_oauth import SimulatorTokenProvider
 
 from .conftest import MakeClient
-from .oauth_helpers import SimulatorTokenProvider
 
 KEY = "pk_abcdefghijklmnopqrstuvwxyz01234567"
 

@@ -14,7 +14,7 @@ from consumer.klaviyo import (
     PatchProperties,
     ProfileAttributes,
 )
-from consumer.klaviyo.simulator import KlaviyoSimulator
+from simulators.klaviyo import KlaviyoSimulator
 
 
 async def test_create_get_and_find_profile(client: KlaviyoClient, simulator: KlaviyoSimulator) -> None:

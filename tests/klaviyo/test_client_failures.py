@@ -21,9 +21,9 @@ from consumer.klaviyo import (
     ProfileAttributes,
 )
 from consumer.klaviyo.ratelimits import EndpointLimit
-from consumer.klaviyo.simulator import ApiKeyGrant, Faults, KlaviyoSimulator
 from consumer.observability.metrics import KLAVIYO_RATE_LIMIT_WAITS, KLAVIYO_REQUESTS, KLAVIYO_THROTTLED
 from consumer.settings import KlaviyoSettings
+from simulators.klaviyo import ApiKeyGrant, Faults, KlaviyoSimulator
 
 from .conftest import MakeClient
 

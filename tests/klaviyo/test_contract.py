@@ -1,7 +1,7 @@
 """Contract: every request body the client can send validates against Klaviyo's OpenAPI spec.
 
-The spec is read from ../shared/reference/klaviyo/openapi-stable.json (or $KLAVIYO_OPENAPI_SPEC), never copied
-into the project; without it these tests skip and say why.
+The spec is the vendored contract, simulators/klaviyo/contract/openapi-klaviyo.json (or $KLAVIYO_OPENAPI_SPEC),
+trimmed from Klaviyo's public openapi-stable.json by scripts/vendor_klaviyo_spec.py; without it these tests fail.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 
 from consumer.klaviyo import ApiKeyAuth, KlaviyoClient, Location, NewEvent, PatchProperties, ProfileAttributes
 from consumer.klaviyo.ratelimits import ENDPOINTS
-from consumer.klaviyo.simulator import Spec
 from consumer.settings import KlaviyoSettings
+from simulators.klaviyo import Spec
 
 PROFILE = {"type": "profile", "id": "01GDDKASAP8TKDDA2GRZDSVP4H", "attributes": {"email": "a@b.test"},
            "links": {"self": "https://a.klaviyo.com/api/profiles/01GDDKASAP8TKDDA2GRZDSVP4H/"}}

@@ -11,7 +11,7 @@ from consumer.klaviyo.ratelimits import (
     resolve_limits,
     uniform_limits,
 )
-from consumer.klaviyo.simulator import Spec
+from simulators.klaviyo import Spec
 
 
 def test_table_matches_the_spec(openapi_spec: Spec) -> None:

@@ -8,10 +8,10 @@ import pytest
 
 from consumer.catalog import CatalogError
 from consumer.klaviyo import BearerTokenAuth, NewEvent, ProfileAttributes
-from consumer.klaviyo.simulator import ApiKeyGrant, Faults, KlaviyoSimulator
+from simulators.klaviyo import ApiKeyGrant, Faults, KlaviyoSimulator
+from tests.support.klaviyo_oauth import SimulatorTokenProvider
 
 from .conftest import MakeClient
-from .oauth_helpers import SimulatorTokenProvider
 
 SECRET_KEY = "pk_S3cr3tS3cr3tS3cr3tS3cr3tS3cr3tS3cr"
 WRONG_KEY = "pk_Wr0ngWr0ngWr0ngWr0ngWr0ngWr0ngWr0n"

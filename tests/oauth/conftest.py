@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from consumer.klaviyo.simulator import (
+from consumer.settings import Settings
+from simulators.klaviyo import (
     DEFAULT_OAUTH_CLIENT_ID,
     DEFAULT_OAUTH_CLIENT_SECRET,
     KlaviyoSimulator,
     SimulatorConfig,
 )
-from consumer.settings import Settings
 
 REDIRECT = "http://127.0.0.1:0/oauth/callback"
 """Port 0: the loopback receiver binds a free port and sends the real one to Klaviyo."""

@@ -13,9 +13,9 @@ import pytest
 
 from consumer import cli, topics
 from consumer.catalog import AUTHORIZATION_DATA_MISSING, CLIENT_ID_NOT_CONFIGURED
-from consumer.klaviyo.simulator import DEFAULT_OAUTH_CLIENT_ID, DEFAULT_OAUTH_CLIENT_SECRET, KlaviyoSimulator
 from consumer.oauth import TokenStore
 from consumer.settings import Settings
+from simulators.klaviyo import DEFAULT_OAUTH_CLIENT_ID, DEFAULT_OAUTH_CLIENT_SECRET, KlaviyoSimulator
 from tests.support.kafka import read_all
 from tests.support.service import service_settings
 

@@ -15,13 +15,6 @@ import pytest
 
 from consumer import catalog
 from consumer.catalog import CatalogError
-from consumer.klaviyo.simulator import (
-    DEFAULT_OAUTH_CLIENT_ID,
-    DEFAULT_OAUTH_CLIENT_SECRET,
-    KlaviyoSimulator,
-    OAuthClient,
-    pkce_challenge,
-)
 from consumer.oauth import (
     KlaviyoOAuth,
     LoopbackReceiver,
@@ -35,6 +28,13 @@ from consumer.oauth import (
 )
 from consumer.oauth.flow import KLAVIYO_AUTHORIZE_URL, authorize_url_for
 from consumer.settings import Settings
+from simulators.klaviyo import (
+    DEFAULT_OAUTH_CLIENT_ID,
+    DEFAULT_OAUTH_CLIENT_SECRET,
+    KlaviyoSimulator,
+    OAuthClient,
+    pkce_challenge,
+)
 
 from .conftest import Browser, approve, assert_no_secrets, codes_in, log_texts, oauth_settings
 

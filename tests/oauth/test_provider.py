@@ -13,7 +13,6 @@ import pytest
 
 from consumer.catalog import CatalogError
 from consumer.klaviyo import KlaviyoClient, KlaviyoRejected, ProfileAttributes
-from consumer.klaviyo.simulator import DEFAULT_OAUTH_CLIENT_SECRET, Faults, KlaviyoSimulator
 from consumer.oauth import (
     AuthorizationState,
     OAuthBearerAuth,
@@ -26,6 +25,7 @@ from consumer.oauth import (
     oauth_auth,
 )
 from consumer.settings import Settings
+from simulators.klaviyo import DEFAULT_OAUTH_CLIENT_SECRET, Faults, KlaviyoSimulator
 
 from .conftest import Browser, assert_no_secrets, log_texts, oauth_settings, simulator_secrets
 

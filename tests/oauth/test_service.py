@@ -20,7 +20,6 @@ from consumer.catalog import TOKEN_EXCHANGE_FAILED, Flow
 from consumer.envelopes import ChangeEvent
 from consumer.flows.context import FlowContext
 from consumer.klaviyo import ApiKeyAuth, ProfileAttributes
-from consumer.klaviyo.simulator import DEFAULT_OAUTH_CLIENT_ID, DEFAULT_OAUTH_CLIENT_SECRET, KlaviyoSimulator
 from consumer.oauth import (
     AuthorizationState,
     OAuthBearerAuth,
@@ -31,6 +30,7 @@ from consumer.oauth import (
 )
 from consumer.routing import Route
 from consumer.runtime.engine import PAUSE_AUTHORIZATION
+from simulators.klaviyo import DEFAULT_OAUTH_CLIENT_ID, DEFAULT_OAUTH_CLIENT_SECRET, KlaviyoSimulator
 from tests.support.service import running_service, service_settings
 
 from .conftest import Browser, assert_no_secrets, codes_in, log_texts, simulator_secrets

@@ -33,9 +33,9 @@ import yaml
 
 from consumer.catalog import ENTRIES, Flow, Severity
 from consumer.klaviyo.ratelimits import ENDPOINTS
-from consumer.klaviyo.simulator import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfig
 from consumer.observability import metrics
 from consumer.topics import DEFAULT_CATALOG
+from simulators.klaviyo import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfig
 from tests.observability import helpers
 from tests.support.service import running_service, service_settings
 

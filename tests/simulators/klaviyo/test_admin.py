@@ -1,0 +1,117 @@
+"""The admin endpoint and fault injection."""
+
+from __future__ import annotations
+
+import random
+
+import httpx
+import pytest
+
+from simulators.klaviyo import Faults, KlaviyoSimulator, Latency
+
+from .conftest import event_body, profile_body
+
+
+async def test_admin_shows_requests_profiles_events_and_stats(http: httpx.AsyncClient) -> None:
+    await http.post("/api/profiles", content=profile_body(email="adm@shop.test"))
+    await http.post("/api/events", content=event_body(email="adm@shop.test", unique_id="1"))
+    requests = (await http.get("/__admin/requests")).json()
+    assert requests["count"] == 2
+    assert [(r["operation"], r["status"]) for r in requests["data"]] == [("create_profile", 201), ("create_event", 202)]
+    assert requests["data"][0]["body"]["data"]["attributes"] == {"email": "adm@shop.test"}
+    assert requests["data"][0]["auth_scheme"] == "Klaviyo-API-Key"
+    assert "authorization" not in requests["data"][0]["headers"]
+    only = (await http.get("/__admin/requests", params={"operation": "create_event"})).json()["data"]
+    assert [r["operation"] for r in only] == ["create_event"]
+    profiles = (await http.get("/__admin/profiles")).json()["data"]
+    assert [p["attributes"]["email"] for p in profiles] == ["adm@shop.test"]
+    events = (await http.get("/__admin/events")).json()["data"]
+    assert events[0]["metric"] == "Placed Order" and events[0]["profile_id"] == profiles[0]["id"]
+    stats = (await http.get("/__admin/stats")).json()
+    assert stats["requests"] == 2 and stats["status:201"] == 1 and stats["operation:create_event"] == 1
+
+
+async def test_admin_seeds_profiles_and_resets(http: httpx.AsyncClient, simulator: KlaviyoSimulator) -> None:
+    seeded = await http.post("/__admin/profiles", json={"attributes": {"email": "seed@shop.test"}})
+    assert seeded.status_code == 201
+    assert (await http.post("/api/profiles", content=profile_body(email="seed@shop.test"))).status_code == 409
+    await http.put("/__admin/faults", json={"fail_next": [500]})
+    assert (await http.post("/__admin/reset")).json() == {"reset": True}
+    assert simulator.store.profiles == {} and len(simulator.received()) == 0 and simulator.faults.fail_next == []
+
+
+async def test_faults_over_http(http: httpx.AsyncClient, simulator: KlaviyoSimulator) -> None:
+    document = (await http.put("/__admin/faults", json={"fail_next": [503, 500], "latency": {"mean_ms": 1}})).json()
+    assert document["fail_next"] == [503, 500] and document["latency"]["mean_ms"] == 1
+    statuses = [(await http.get("/api/profiles")).status_code for _ in range(3)]
+    assert statuses == [503, 500, 200]
+    assert (await http.put("/__admin/faults", json={"drop_rate": 7})).status_code == 400
+    assert (await http.delete("/__admin/faults")).json()["fail_next"] == []
+
+
+async def test_injected_error_bodies(http: httpx.AsyncClient, simulator: KlaviyoSimulator) -> None:
+    simulator.faults = Faults(fail_next=[503, 502, 524, 429])
+    unavailable = await http.get("/api/profiles")
+    assert unavailable.json()["errors"][0]["code"] == "service_unavailable"
+    for status in (502, 524):
+        page = await http.get("/api/profiles")
+        assert page.status_code == status and page.headers["content-type"].startswith("text/html")
+        assert f"<title>{status} " in page.text
+    throttled = await http.get("/api/profiles")
+    assert throttled.status_code == 429 and throttled.headers["retry-after"] == "1"
+    simulator.faults = Faults(fail_next=[500], html_errors=True)
+    assert (await http.get("/api/profiles")).headers["content-type"].startswith("text/html")
+
+
+async def test_error_rates_and_operation_filter(http: httpx.AsyncClient, simulator: KlaviyoSimulator) -> None:
+    simulator.faults = Faults(error_rates={500: 1.0}, operations=["create_event"])
+    assert (await http.get("/api/profiles")).status_code == 200
+    assert (await http.post("/api/events", content=event_body())).status_code == 500
+    simulator.faults = Faults(error_rates={500: 0.5})
+    statuses = [(await http.get("/api/profiles")).status_code for _ in range(60)]
+    assert 10 < statuses.count(500) < 50 and set(statuses) == {200, 500}
+
+
+async def test_dropped_connections(http: httpx.AsyncClient, simulator: KlaviyoSimulator) -> None:
+    simulator.faults = Faults(drop_next=1)
+    with pytest.raises(httpx.RemoteProtocolError):
+        await http.get("/api/profiles")
+    assert (await http.get("/api/profiles")).status_code == 200
+    assert [r.fault for r in simulator.received()] == ["drop", None]
+
+
+async def test_admin_config_and_oauth(http: httpx.AsyncClient, simulator: KlaviyoSimulator) -> None:
+    config = (await http.post("/__admin/config", json={
+        "rate_limits_enabled": False, "rate_limits": {"create_event": {"burst": 5, "steady": 30}},
+    })).json()
+    assert config["rate_limits_enabled"] is False and config["rate_limits"]["create_event"]["burst"] == 5
+    assert not simulator.config.rate_limits_enabled
+    scaled = (await http.post("/__admin/config", json={"rate_limit_scale": 0.1})).json()
+    assert scaled["rate_limits"]["get_profile"]["burst"] == 8
+    assert (await http.post("/__admin/oauth", json={"deny_next": 2})).json()["access_tokens"] == 0
+    assert simulator.state.oauth.deny_next == 2
+    assert (await http.get("/__admin/nothing")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("latency", "low", "high"),
+    [
+        (Latency(mean_ms=100), 0.1, 0.1),
+        (Latency(distribution="uniform", mean_ms=100, spread_ms=20), 0.08, 0.12),
+        (Latency(distribution="normal", mean_ms=100, spread_ms=10), 0.0, 1.0),
+        (Latency(distribution="exponential", mean_ms=50), 0.0, 10.0),
+        (Latency(), 0.0, 0.0),
+    ],
+)
+def test_latency_distributions(latency: Latency, low: float, high: float) -> None:
+    rng = random.Random(3)
+    samples = [latency.sample_s(rng) for _ in range(500)]
+    assert all(low <= s <= high for s in samples)
+    if latency.distribution != "fixed":
+        assert len(set(samples)) > 100
+
+
+async def test_latency_is_applied_to_replies(http: httpx.AsyncClient, simulator: KlaviyoSimulator) -> None:
+    simulator.faults = Faults(latency=Latency(mean_ms=30))
+    response = await http.get("/api/profiles")
+    assert response.status_code == 200 and response.elapsed.total_seconds() >= 0.03
