@@ -124,7 +124,8 @@ async def _poll_profiles(args: argparse.Namespace, settings: Settings) -> int:
     from consumer.klaviyo import KlaviyoClient
     from consumer.observability import metrics
     from consumer.observability.http import OpsServer
-    from consumer.poller import open_poller, parse_since
+    from consumer.poller import open_poller
+    from consumer.timefmt import parse_time
 
     options = settings.poller
     async with KlaviyoClient(settings.klaviyo, klaviyo_auth(settings)) as klaviyo, open_poller(
@@ -136,7 +137,7 @@ async def _poll_profiles(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"published profile {profile.id}")
             return 0
         if args.since or args.once:
-            result = await (poller.backfill(parse_since(args.since)) if args.since else poller.run_once())
+            result = await (poller.backfill(parse_time(args.since)) if args.since else poller.run_once())
             print(f"published {result.published} changed profiles ({result.skipped} unchanged, {result.pages} pages)")
             return 0
         metrics.initialize()
