@@ -20,21 +20,9 @@ from consumer.http.redact import redact
 from consumer.observability import metrics
 from consumer.runtime.messages import Failure, InboundMessage
 from consumer.settings import KafkaSettings
+from consumer.transfers import TransferRef
 
 log = logging.getLogger("consumer.errorlog")
-
-
-@dataclass(frozen=True, slots=True)
-class TransferRef:
-    """The source record a transfer is about."""
-
-    kind: str
-    id: str
-    event_type: str | None = None
-
-    @property
-    def key(self) -> bytes:
-        return f"{self.kind}:{self.id}".encode()
 
 
 def entry_for(failure: Failure) -> CatalogEntry:

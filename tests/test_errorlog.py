@@ -15,11 +15,12 @@ from consumer.catalog import (
     Flow,
 )
 from consumer.cli import main as cli_main
-from consumer.errorlog import ErrorLog, ErrorLogFilter, TransferRef, build_record, read_error_log
+from consumer.errorlog import ErrorLog, ErrorLogFilter, build_record, read_error_log
 from consumer.kafka import reliable_producer
 from consumer.runtime import Message, classify
 from consumer.settings import KafkaSettings
 from consumer.topics import TopicCatalog
+from consumer.transfers import TransferRef
 
 
 async def _written(kafka_bootstrap: str, unique: str) -> tuple[KafkaSettings, TopicCatalog]:

@@ -12,13 +12,13 @@ import pytest
 
 from consumer.catalog import CatalogError
 from consumer.envelopes import ChangeEvent, decode
-from consumer.errorlog import TransferRef
 from consumer.flows.context import FlowContext
 from consumer.http.backoff import Backoff
 from consumer.klaviyo import ApiKeyAuth, KlaviyoClient
 from consumer.klaviyo.simulator import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfig, Spec, load_spec
 from consumer.mapping import MappingCollection, load_collections
 from consumer.settings import KlaviyoSettings
+from consumer.transfers import TransferRef
 
 FAST_BACKOFF = Backoff(base_s=0.01, cap_s=0.05)
 

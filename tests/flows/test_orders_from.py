@@ -10,7 +10,6 @@ import pytest
 
 from consumer.catalog import CatalogError, Flow
 from consumer.envelopes import ChangeEvent, PoisonPill, decode
-from consumer.errorlog import TransferRef
 from consumer.flows.context import FlowContext
 from consumer.flows.links import links_of
 from consumer.flows.orders_from import send_order_events
@@ -19,6 +18,7 @@ from consumer.klaviyo import KlaviyoClient, KlaviyoConnectionError, KlaviyoRejec
 from consumer.klaviyo.simulator import Faults, KlaviyoSimulator
 from consumer.klaviyo.simulator.store import EventRecord
 from consumer.mapping import load_collections, parse_collection
+from consumer.transfers import TransferRef
 
 from .conftest import MakeContext, Warnings, change, customer, line, transaction
 
