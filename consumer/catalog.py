@@ -31,6 +31,16 @@ class Flow(StrEnum):
         """A short, stable identifier for metric labels and headers."""
         return _FLOW_SLUGS[self]
 
+    @classmethod
+    def slug_of(cls, text: str) -> str:
+        """The slug of the flow ``text`` names (by slug, catalog name or member name, any case); any other text
+        trimmed and lower-cased (a command-line filter keeps what it was given)."""
+        wanted = text.strip().lower()
+        for flow in cls:
+            if wanted in (flow.slug, flow.value.lower(), flow.name.lower()):
+                return flow.slug
+        return wanted
+
 
 _FLOW_SLUGS = {
     Flow.AUTHORIZATION: "authorization",
@@ -342,6 +352,16 @@ ENTRIES: tuple[CatalogEntry, ...] = (
     UNEXPECTED_ERROR,
 )
 BY_CODE: dict[str, CatalogEntry] = {entry.code: entry for entry in ENTRIES}
+
+
+def entry_for_code(code: str) -> CatalogEntry:
+    """The catalog entry of an error code; unreadable records (``POISON_PILL_*``) and unknown codes have the
+    service's own entries."""
+    if code in BY_CODE:
+        return BY_CODE[code]
+    if code.startswith("POISON_PILL_"):
+        return RECORD_NOT_READABLE
+    return UNEXPECTED_ERROR
 
 
 class CatalogError(Exception):

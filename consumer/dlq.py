@@ -67,8 +67,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from consumer import deadletter as dl
-from consumer.catalog import Flow
-from consumer.errorlog import entry_for
+from consumer.catalog import Flow, entry_for_code
 from consumer.http.ratelimit import SlidingWindowLimiter, Window
 from consumer.kafka import connection_options
 from consumer.observability import metrics
@@ -362,7 +361,7 @@ class DeadLetter:
     @property
     def what_to_do(self) -> str:
         """The catalog's action for the error code."""
-        return entry_for(Failure(code=self.code, message=self.message, exception_fqcn="")).action
+        return entry_for_code(self.code).action
 
     @property
     def ref(self) -> str:
@@ -400,14 +399,6 @@ class DeadLetter:
 
 
 # --- selecting -------------------------------------------------------------------------------------------------------
-def flow_slug(text: str) -> str:
-    wanted = text.strip().lower()
-    for flow in Flow:
-        if wanted in (flow.slug, flow.value.lower(), flow.name.lower()):
-            return flow.slug
-    return wanted
-
-
 @dataclass(frozen=True)
 class LetterFilter:
     """Which dead letters: any of the flows (slug or catalog name), any of the codes, any of the keys (as text),
@@ -426,7 +417,7 @@ class LetterFilter:
         """From command-line values (times may be ISO or relative, like ``2h``)."""
         now = now or datetime.now(UTC)
         return cls(
-            flows=frozenset(flow_slug(f) for f in flows), codes=frozenset(c.strip().upper() for c in codes),
+            flows=frozenset(Flow.slug_of(f) for f in flows), codes=frozenset(c.strip().upper() for c in codes),
             keys=frozenset(keys),
             since=parse_time(since, now) if isinstance(since, str) else since,
             until=parse_time(until, now) if isinstance(until, str) else until,

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from consumer.catalog import BY_CODE, RECORD_NOT_READABLE, UNEXPECTED_ERROR, CatalogEntry, CatalogError, Flow
+from consumer.catalog import RECORD_NOT_READABLE, UNEXPECTED_ERROR, CatalogEntry, CatalogError, Flow, entry_for_code
 from consumer.http.redact import redact
 from consumer.observability import metrics
 from consumer.runtime.messages import Failure, InboundMessage
@@ -23,15 +23,6 @@ from consumer.settings import KafkaSettings
 from consumer.transfers import TransferRef
 
 log = logging.getLogger("consumer.errorlog")
-
-
-def entry_for(failure: Failure) -> CatalogEntry:
-    """The catalog entry of a failure; decoding failures and unknown errors have the service's own."""
-    if failure.code in BY_CODE:
-        return BY_CODE[failure.code]
-    if failure.code.startswith("POISON_PILL_"):
-        return RECORD_NOT_READABLE
-    return UNEXPECTED_ERROR
 
 
 def build_record(
@@ -103,7 +94,7 @@ class ErrorLog:
     async def failed(self, message: InboundMessage, failure: Failure) -> None:
         """Record the error that failed a transfer (its record is being dead-lettered)."""
         exc = failure.exception
-        entry = entry_for(failure)
+        entry = entry_for_code(failure.code)
         detail = getattr(exc, "detail", None)
         if entry is UNEXPECTED_ERROR:
             detail = failure.message
@@ -174,11 +165,11 @@ class ErrorLogFilter:
               records: Iterable[str] = (), since: datetime | str | None = None, until: datetime | str | None = None,
               now: datetime | None = None) -> ErrorLogFilter:
         """From command-line values (times may be ISO or relative, like ``2h``)."""
-        from consumer.dlq import flow_slug, parse_time
+        from consumer.dlq import parse_time
 
         now = now or datetime.now(UTC)
         return cls(
-            flows=frozenset(flow_slug(f) for f in flows), codes=frozenset(c.strip().upper() for c in codes),
+            flows=frozenset(Flow.slug_of(f) for f in flows), codes=frozenset(c.strip().upper() for c in codes),
             severities=frozenset(s.strip().lower() for s in severities), records=frozenset(records),
             since=parse_time(since, now) if isinstance(since, str) else since,
             until=parse_time(until, now) if isinstance(until, str) else until,
