@@ -18,8 +18,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from consumer.catalog import CatalogError
-from consumer.deadletter import DeadLetterPublisher
-from consumer.errorlog import ErrorLog
+from consumer.failures.deadletters import DeadLetterPublisher
+from consumer.failures.errorlog import ErrorLog
 from consumer.flows.context import FlowContext
 from consumer.kafka import reliable_producer
 from consumer.klaviyo import ApiKeyAuth, Auth, KlaviyoClient

@@ -24,7 +24,7 @@ from aiokafka.structs import TopicPartition
 
 from consumer import localkafka, topics
 from consumer.app import Service
-from consumer.deadletter import ERROR_CODE, decoded_headers
+from consumer.failures.headers import ERROR_CODE, decoded_headers
 from consumer.ipaas.simulator import IpaasSimulator
 from consumer.kafka import connection_options
 from consumer.klaviyo.simulator import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfig
