@@ -354,16 +354,6 @@ ENTRIES: tuple[CatalogEntry, ...] = (
 BY_CODE: dict[str, CatalogEntry] = {entry.code: entry for entry in ENTRIES}
 
 
-def entry_for_code(code: str) -> CatalogEntry:
-    """The catalog entry of an error code; unreadable records (``POISON_PILL_*``) and unknown codes have the
-    service's own entries."""
-    if code in BY_CODE:
-        return BY_CODE[code]
-    if code.startswith("POISON_PILL_"):
-        return RECORD_NOT_READABLE
-    return UNEXPECTED_ERROR
-
-
 class CatalogError(Exception):
     """A failure described by a catalog entry.
 
@@ -414,3 +404,13 @@ class CatalogError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+
+def entry_for_code(code: str) -> CatalogEntry:
+    """The catalog entry of an error code; unreadable records (``POISON_PILL_*``) and unknown codes have the
+    service's own entries."""
+    if code in BY_CODE:
+        return BY_CODE[code]
+    if code.startswith("POISON_PILL_"):
+        return RECORD_NOT_READABLE
+    return UNEXPECTED_ERROR
