@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -46,8 +47,11 @@ SELECTED, OTHER = KLAVIYO_REJECTED_REQUEST.code, KLAVIYO_CONNECTION_ERROR.code
 def test_a_direct_replay_retries_what_the_policy_retries():
     policy = RetryPolicy(attempts=3, base_delay_s=0.5, max_delay_s=30.0)
 
-    def failure(attempts: int, **facts: object) -> Failure:
-        return Failure(code="X", message="x", exception_fqcn="x.X", attempts=attempts, **facts)  # type: ignore[arg-type]
+    def failure(attempts: int, *, retryable: bool = False, infrastructure: bool = False,
+                retry_after: float | None = None) -> Failure:
+        # only the facts the decision reads (the runtime's Failure spells "infrastructure" differently on main)
+        return cast(Failure, SimpleNamespace(attempts=attempts, retryable=retryable, infrastructure=infrastructure,
+                                             retry_after=retry_after))
 
     assert 0 <= replay_retry_delay(policy, failure(1, retryable=True)) <= 0.5  # type: ignore[operator]
     assert 0 <= replay_retry_delay(policy, failure(2, infrastructure=True)) <= 1.0  # type: ignore[operator]
