@@ -18,9 +18,9 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from consumer.catalog import CatalogError
-from consumer.deadletter import DeadLetterPublisher
 from consumer.destinations import Destinations
-from consumer.errorlog import ErrorLog
+from consumer.failures.deadletters import DeadLetterPublisher
+from consumer.failures.errorlog import ErrorLog
 from consumer.failures.outages import report_outages
 from consumer.flows.context import FlowContext
 from consumer.ipaas.errors import DESTINATION as IPAAS

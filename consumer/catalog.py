@@ -33,6 +33,16 @@ class Flow(StrEnum):
         """A short, stable identifier for metric labels and headers."""
         return _FLOW_SLUGS[self]
 
+    @classmethod
+    def slug_of(cls, text: str) -> str:
+        """The slug of the flow ``text`` names (by slug, catalog name or member name, any case); any other text
+        trimmed and lower-cased (a command-line filter keeps what it was given)."""
+        wanted = text.strip().lower()
+        for flow in cls:
+            if wanted in (flow.slug, flow.value.lower(), flow.name.lower()):
+                return flow.slug
+        return wanted
+
 
 _FLOW_SLUGS = {
     Flow.AUTHORIZATION: "authorization",
@@ -417,3 +427,13 @@ class CatalogError(IntegrationError):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+
+def entry_for_code(code: str) -> CatalogEntry:
+    """The catalog entry of an error code; unreadable records (``POISON_PILL_*``) and unknown codes have the
+    service's own entries."""
+    if code in BY_CODE:
+        return BY_CODE[code]
+    if code.startswith("POISON_PILL_"):
+        return RECORD_NOT_READABLE
+    return UNEXPECTED_ERROR

@@ -9,11 +9,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Coroutine, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from typing import TYPE_CHECKING, Any
 
 from consumer.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from consumer.failures.replay import Dispatch
+    from consumer.klaviyo import Auth
+    from consumer.routing import Route
+    from consumer.topics import TopicCatalog
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
@@ -70,54 +76,95 @@ async def _topics(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if drift else 0
 
 
+@asynccontextmanager
+async def replay_dispatch(
+    settings: Settings,
+    catalog: TopicCatalog,
+    *,
+    auth: Auth | None = None,
+    routes: Sequence[Route] | None = None,
+) -> AsyncIterator[Dispatch]:
+    """What ``dlq replay --direct`` runs dead letters through: the service's dispatcher, failure path (error log,
+    then dead letter) and retry policies, from the composition root (``consumer.app.build_dispatcher``).
+
+    ``routes`` and ``auth`` replace the default routes and the Klaviyo credential (as ``Service`` takes them).
+    The API clients and the producer of the failure path are closed on exit.
+    """
+    from aiokafka import AIOKafkaProducer
+
+    from consumer.app import build_dispatcher
+    from consumer.failures.replay import Dispatch
+    from consumer.kafka import connection_options
+    from consumer.runtime import RetryPolicy
+
+    async with AsyncExitStack() as stack:
+        producer = AIOKafkaProducer(**connection_options(settings.kafka), enable_idempotence=True, acks="all")
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        dispatcher, table, failure_sink = await build_dispatcher(
+            settings, stack, producer, catalog, auth=auth, routes=routes)
+        default = RetryPolicy(attempts=settings.runtime.retry_attempts,
+                              base_delay_s=settings.runtime.retry_base_delay_s,
+                              max_delay_s=settings.runtime.retry_max_delay_s)
+        yield Dispatch(processor=dispatcher, failure_sink=failure_sink,
+                       policy_for=lambda topic: table.policy_for(topic, default), topics=frozenset(table.topics))
+
+
 async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
-    from consumer import dlq
+    from consumer.failures import output
+    from consumer.failures.deadletters import fetch_dead_letters, read_dead_letters
+    from consumer.failures.filters import LetterFilter, dead_letter_topics, parse_ref
+    from consumer.failures.replay import Mode, default_run_id, replay
     from consumer.topics import TopicCatalog
 
     catalog = TopicCatalog.load(settings.topics_file, settings.topic_prefix)
-    names = dlq.dead_letter_topics(catalog, args.topic)
-    selection = dlq.LetterFilter.build(flows=args.flow, codes=args.code, keys=args.key, since=args.since,
-                                       until=args.until)
+    names = dead_letter_topics(catalog, args.topic)
+    selection = LetterFilter.build(flows=args.flow, codes=args.code, keys=args.key, since=args.since,
+                                   until=args.until)
     if args.action == "list":
-        letters = await dlq.read_dead_letters(settings.kafka, names, selection, limit=args.limit)
+        letters = await read_dead_letters(settings.kafka, names, selection, limit=args.limit)
         if args.json:
             for letter in letters:
-                print(dlq.to_json_line(letter.to_dict()))
+                print(output.to_json_line(letter.to_dict()))
         else:
-            print(dlq.format_table(letters))
+            print(output.format_table(letters))
             print(f"{len(letters)} dead letters in {', '.join(names)}", file=sys.stderr)
         return 0
     if args.action == "show":
         if args.refs:
-            refs = [ref for text in args.refs for ref in dlq.parse_ref(text, names)]
-            letters = [letter for letter in await dlq.fetch_dead_letters(settings.kafka, refs)
+            refs = [ref for text in args.refs for ref in parse_ref(text, names)]
+            letters = [letter for letter in await fetch_dead_letters(settings.kafka, refs)
                        if selection.matches(letter)]
         else:
-            letters = await dlq.read_dead_letters(settings.kafka, names, selection, limit=args.limit)
+            letters = await read_dead_letters(settings.kafka, names, selection, limit=args.limit)
         if args.json:
             for letter in letters:
-                print(dlq.to_json_line(letter.to_dict(full=True)))
+                print(output.to_json_line(letter.to_dict(full=True)))
         else:
-            print("\n\n".join(dlq.format_letter(letter) for letter in letters))
+            print("\n\n".join(output.format_letter(letter) for letter in letters))
         if not letters:
             print("no dead letter found", file=sys.stderr)
         return 0 if letters else 1
-    mode: dlq.Mode = "direct" if args.direct else "republish"
+    mode: Mode = "direct" if args.direct else "republish"
     # the default run id comes from the command line as typed (a relative --since stays the same run)
-    run_id = args.run_id or dlq.default_run_id(mode, names, {**selection.spec(), "since": args.since,
-                                                            "until": args.until})
-    progress = dlq.TextProgress()
+    run_id = args.run_id or default_run_id(mode, names, {**selection.spec(), "since": args.since,
+                                                        "until": args.until})
+    progress = output.TextProgress()
     try:
-        result = await dlq.replay(
-            settings, catalog=catalog, topics=names, selection=selection, mode=mode, dry_run=args.dry_run,
-            rate=args.rate, run_id=run_id, batch_size=args.batch_size, on_progress=progress,
-        )
+        async with AsyncExitStack() as stack:
+            dispatch = None
+            if mode == "direct" and not args.dry_run:
+                dispatch = await stack.enter_async_context(replay_dispatch(settings, catalog))
+            result = await replay(
+                settings, catalog=catalog, topics=names, selection=selection, mode=mode, dry_run=args.dry_run,
+                rate=args.rate, run_id=run_id, batch_size=args.batch_size, on_progress=progress, dispatch=dispatch,
+            )
     finally:
         progress.close()
     if args.json:
-        print(dlq.to_json_line(result.to_dict()))
+        print(output.to_json_line(result.to_dict()))
     elif result.dry_run:
-        print(dlq.format_table(result.letters))
+        print(output.format_table(result.letters))
         print(f"dry run of {result.run_id}: would replay {result.replayed} dead letters ({mode}), "
               f"{result.skipped} without an original topic; nothing was written")
     else:
@@ -127,20 +174,22 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _errors(args: argparse.Namespace, settings: Settings) -> int:
-    from consumer import dlq, errorlog
+    from consumer.failures import output
+    from consumer.failures.errorlog import read_error_log
+    from consumer.failures.filters import ErrorLogFilter
     from consumer.topics import TopicCatalog
 
     catalog = TopicCatalog.load(settings.topics_file, settings.topic_prefix)
-    selection = errorlog.ErrorLogFilter.build(flows=args.flow, codes=args.code, severities=args.severity,
-                                              records=args.record, since=args.since, until=args.until)
-    entries = await errorlog.read_error_log(settings.kafka, catalog.name("error-log"), selection, limit=args.limit)
+    selection = ErrorLogFilter.build(flows=args.flow, codes=args.code, severities=args.severity,
+                                     records=args.record, since=args.since, until=args.until)
+    entries = await read_error_log(settings.kafka, catalog.name("error-log"), selection, limit=args.limit)
     if args.json:
         for entry in entries:
-            print(dlq.to_json_line(entry.to_dict()))
+            print(output.to_json_line(entry.to_dict()))
     elif args.full:
-        print("\n\n".join(errorlog.format_error(entry) for entry in entries))
+        print("\n\n".join(output.format_error(entry) for entry in entries))
     else:
-        print(errorlog.format_error_table(entries))
+        print(output.format_error_table(entries))
     return 0
 
 
@@ -151,7 +200,8 @@ async def _poll_profiles(args: argparse.Namespace, settings: Settings) -> int:
     from consumer.klaviyo import KlaviyoClient
     from consumer.observability import metrics
     from consumer.observability.http import OpsServer
-    from consumer.poller import open_poller, parse_since
+    from consumer.poller import open_poller
+    from consumer.timefmt import parse_time
 
     options = settings.poller
     async with KlaviyoClient(settings.klaviyo, klaviyo_auth(settings)) as klaviyo, open_poller(
@@ -163,7 +213,7 @@ async def _poll_profiles(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"published profile {profile.id}")
             return 0
         if args.since or args.once:
-            result = await (poller.backfill(parse_since(args.since)) if args.since else poller.run_once())
+            result = await (poller.backfill(parse_time(args.since)) if args.since else poller.run_once())
             print(f"published {result.published} changed profiles ({result.skipped} unchanged, {result.pages} pages)")
             return 0
         metrics.initialize()

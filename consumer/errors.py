@@ -3,8 +3,8 @@
 Every failure a handler, a client or the decoder raises is an ``IntegrationError``; the runtime reads its
 typed facts (never attributes patched onto arbitrary exceptions)::
 
-    IntegrationError                     code, flow, transfer, retryable, retry_after, http_status,
-    │                                    destination, outage
+    IntegrationError                     code, flow, transfer, detail, retryable, retry_after,
+    │                                    http_status, error_code, destination, outage
     ├── PoisonPill                       consumer.envelopes: the record can never be read; dead-lettered at once
     ├── CatalogError                     consumer.catalog: a failure described by an entry of the error catalog
     │   ├── KlaviyoRejected              consumer.klaviyo.errors: Klaviyo answered, not with success
@@ -53,6 +53,10 @@ class IntegrationError(Exception):
     retryable: bool = False
     retry_after: float | None = None
     http_status: int | None = None
+    error_code: str | None = None
+    """The far side's own error code (Klaviyo's ``errors[0].code``), when it gave one."""
+    detail: str | None = None
+    """What the far side (or the decoder) said, secret-free; the catalog message carries it in parentheses."""
     destination: str | None = None
     outage: Outage | None = None
     flow: Flow | None = None

@@ -55,6 +55,7 @@ from consumer.kafka import connection_options, reliable_producer
 from consumer.klaviyo.models import Profile
 from consumer.observability.metrics import POLLER_PROFILES, POLLER_WATERMARK
 from consumer.settings import KafkaSettings, Settings
+from consumer.timefmt import format_time, to_utc
 from consumer.topics import TopicCatalog
 
 logger = logging.getLogger("consumer.poller")
@@ -73,12 +74,9 @@ MAX_IDS_AT_WATERMARK = 5000
 Clock = Callable[[], datetime]
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def _iso(moment: datetime) -> str:
-    return _utc(moment).isoformat()
+    """The watermark's (and the event id's) time format: UTC, ``+00:00``, as precise as needed."""
+    return format_time(moment, timespec="auto", zulu=False)
 
 
 # --- the watermark ------------------------------------------------------------------------------------------------
@@ -103,7 +101,7 @@ class Watermark:
     def covers(self, updated: datetime, profile_id: str, digest: str | None = None) -> bool:
         """True when this profile version was already published: updated before the watermark, or at it with
         the same id (and, when both digests are known, the same content)."""
-        updated = _utc(updated)
+        updated = to_utc(updated)
         if updated != self.updated:
             return updated < self.updated
         if profile_id not in self.digests:
@@ -113,7 +111,7 @@ class Watermark:
 
     def advance(self, updated: datetime, profile_id: str, digest: str | None = None) -> Watermark:
         """The watermark after publishing this profile version."""
-        updated = _utc(updated)
+        updated = to_utc(updated)
         if updated > self.updated:
             return Watermark(updated, {profile_id: digest})
         if updated == self.updated and (profile_id not in self.digests or self.digests[profile_id] != digest):
@@ -149,7 +147,7 @@ class Watermark:
         if not isinstance(digests, dict):
             raise ValueError("digests must map profile ids to digests")
         known = {key: (value if isinstance(value, str) else None) for key, value in digests.items()}
-        return cls(_utc(datetime.fromisoformat(document["updated"])), {key: known.get(key) for key in ids})
+        return cls(to_utc(datetime.fromisoformat(document["updated"])), {key: known.get(key) for key in ids})
 
 
 class WatermarkStore:
@@ -211,7 +209,8 @@ def change_record(profile: Profile) -> tuple[bytes, bytes, list[tuple[str, bytes
     attributes = profile.attributes
     updated = attributes.updated
     created = attributes.created
-    action = "created" if updated is not None and created is not None and _utc(created) == _utc(updated) else "updated"
+    never_changed = updated is not None and created is not None and to_utc(created) == to_utc(updated)
+    action = "created" if never_changed else "updated"
     when = _iso(updated) if updated is not None else None
     value: dict[str, Any] = {
         "event_type": f"klaviyo_profile/{action}",
@@ -293,7 +292,7 @@ class ProfilePoller:
         if self._watermark is None:
             loaded = await self.store.load(self.name)
             if loaded is None:
-                loaded = Watermark(_utc(self._start_at or self._clock()).replace(microsecond=0))
+                loaded = Watermark(to_utc(self._start_at or self._clock()).replace(microsecond=0))
                 await self.store.save(self.name, loaded)
                 logger.info("Profile poller starts without a watermark",
                             extra={"poller": self.name, "watermark": _iso(loaded.updated)})
@@ -312,7 +311,7 @@ class ProfilePoller:
         """One poll: publish every profile changed since the watermark, advancing it page by page."""
         watermark = await self.watermark()
         # whole seconds (Klaviyo's precision): flooring only widens the overlap, which the watermark de-duplicates
-        since = (min(watermark.updated, _utc(self._clock())) - self._overlap).replace(microsecond=0)
+        since = (min(watermark.updated, to_utc(self._clock())) - self._overlap).replace(microsecond=0)
         result = await self._scan(since, watermark, advance=True)
         logger.info("Profile poll finished", extra={
             "poller": self.name, "published": result.published, "skipped": result.skipped, "pages": result.pages,
@@ -321,7 +320,7 @@ class ProfilePoller:
 
     async def backfill(self, since: datetime) -> PollResult:
         """Publish every profile updated after ``since`` (oldest first); the watermark is left alone."""
-        start = min(_utc(since), _utc(self._clock())).replace(microsecond=0)
+        start = min(to_utc(since), to_utc(self._clock())).replace(microsecond=0)
         result = await self._scan(start, None, advance=False)
         logger.info("Profile backfill finished", extra={
             "poller": self.name, "since": _iso(start), "published": result.published, "pages": result.pages})
@@ -460,15 +459,6 @@ async def run_poller(settings: Settings, stop: asyncio.Event, **options: Any) ->
         await poller.run(stop)
 
 
-def parse_since(text: str) -> datetime:
-    """A ``--since`` value: ISO 8601 (a naive time is UTC), or a relative ``30m`` / ``12h`` / ``7d``."""
-    value = text.strip()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if value[-1:].lower() in units and value[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1].lower()])
-    return _utc(datetime.fromisoformat(value))
-
-
 __all__ = [
     "CHANGES_TOPIC",
     "POLLER_NAME",
@@ -479,7 +469,6 @@ __all__ = [
     "WatermarkStore",
     "change_record",
     "open_poller",
-    "parse_since",
     "profile_digest",
     "run_poller",
 ]

@@ -24,7 +24,7 @@ from aiokafka.structs import TopicPartition
 
 from consumer import topics
 from consumer.app import Service
-from consumer.deadletter import ERROR_CODE, decoded_headers
+from consumer.failures.headers import ERROR_CODE, decoded_headers
 from consumer.kafka import connection_options
 from consumer.poller import open_poller
 from consumer.settings import Settings

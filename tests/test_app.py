@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from consumer import catalog, deadletter
+from consumer import catalog
+from consumer.failures import headers as dl
 from simulators.klaviyo import DEFAULT_API_KEY, Faults, KlaviyoSimulator, SimulatorConfig, Spec
 from tests.support.service import RunningService, running_service, service_settings
 
@@ -86,12 +87,12 @@ async def _expect_failure(svc: RunningService, letters_topic: str, letters: list
                           key: bytes, entry: catalog.CatalogEntry, flow: catalog.Flow) -> dict[str, Any]:
     """The record of ``key`` was dead-lettered with the entry's code, and its error-log record says so verbatim."""
     letter = next(letter for letter in letters if letter.key == key)
-    headers = deadletter.decoded_headers(letter.headers)
-    assert headers[deadletter.ERROR_CODE] == entry.code
-    assert headers[deadletter.FLOW] == flow.slug
-    assert headers[deadletter.ORIGINAL_TOPIC] == svc.topic(letters_topic)
-    source = {"topic": svc.topic(letters_topic), "partition": int(headers[deadletter.ORIGINAL_PARTITION]),
-              "offset": int(headers[deadletter.ORIGINAL_OFFSET])}
+    headers = dl.decoded_headers(letter.headers)
+    assert headers[dl.ERROR_CODE] == entry.code
+    assert headers[dl.FLOW] == flow.slug
+    assert headers[dl.ORIGINAL_TOPIC] == svc.topic(letters_topic)
+    source = {"topic": svc.topic(letters_topic), "partition": int(headers[dl.ORIGINAL_PARTITION]),
+              "offset": int(headers[dl.ORIGINAL_OFFSET])}
     record = next(e for e in errors if e["dead_lettered"] and e["source"] == source)
     assert record["code"] == entry.code
     assert record["flow"] == flow.slug

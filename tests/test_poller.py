@@ -26,7 +26,6 @@ from consumer.poller import (
     Watermark,
     WatermarkStore,
     change_record,
-    parse_since,
     run_poller,
 )
 from consumer.records import KlaviyoProfile
@@ -89,12 +88,6 @@ def test_a_crowded_second_is_not_listed_but_kept_inside_the_overlap() -> None:
     assert bounded == Watermark(T0 - timedelta(microseconds=1))
     assert not any(bounded.covers(T0, f"id{i}") for i in range(3))  # published again, never missed
     assert Watermark.from_json(bounded.to_json()) == bounded
-
-
-def test_parse_since_reads_iso_times_and_relative_spans() -> None:
-    assert parse_since("2026-03-01T12:00:00") == T0
-    assert parse_since("2026-03-01T13:00:00+01:00") == T0
-    assert datetime.now(UTC) - parse_since("2h") - timedelta(hours=2) < timedelta(minutes=1)
 
 
 # --- against the simulator and the broker -----------------------------------------------------------------------

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import orjson
 
-from consumer import deadletter
 from consumer.catalog import RECORD_NOT_READABLE, Flow
 from consumer.envelopes import ChangeEvent
+from consumer.failures import headers as dl
 from consumer.flows.context import FlowContext
 from consumer.routing import Route
 from tests.support.service import running_service, service_settings
@@ -46,17 +46,17 @@ async def test_each_kind_of_poison_pill_is_dead_lettered_with_its_bytes_and_the_
     assert [e.record.first_name for e in handled] == [f"Good {i}" for i in range(len(pills))]  # type: ignore[union-attr]
     assert len(letters) == len(pills)
     for letter, (code, value), (partition, offset) in zip(letters, pills.items(), placed[::2], strict=True):
-        headers = deadletter.decoded_headers(letter.headers)
+        headers = dl.decoded_headers(letter.headers)
         assert letter.value == value and letter.key == b"c-1" and letter.partition == partition
         assert headers["origin"] == "test"
-        assert headers[deadletter.ERROR_CODE] == code
-        assert headers[deadletter.ERROR_CLASS] == "fatal"
-        assert headers[deadletter.ATTEMPTS] == "1"
-        assert headers[deadletter.ORIGINAL_OFFSET] == str(offset)
-        assert headers[deadletter.ORIGINAL_TOPIC] == svc.topic("customer-changes")
-        assert headers[deadletter.ORIGINAL_CONSUMER_GROUP] == settings.kafka.group_id
-        assert headers[deadletter.FLOW] == "service"
-        assert headers[deadletter.EXCEPTION_FQCN] == "consumer.envelopes.PoisonPill"
+        assert headers[dl.ERROR_CODE] == code
+        assert headers[dl.ERROR_CLASS] == "fatal"
+        assert headers[dl.ATTEMPTS] == "1"
+        assert headers[dl.ORIGINAL_OFFSET] == str(offset)
+        assert headers[dl.ORIGINAL_TOPIC] == svc.topic("customer-changes")
+        assert headers[dl.ORIGINAL_CONSUMER_GROUP] == settings.kafka.group_id
+        assert headers[dl.FLOW] == "service"
+        assert headers[dl.EXCEPTION_FQCN] == "consumer.envelopes.PoisonPill"
     assert {e["code"] for e in errors} == {RECORD_NOT_READABLE.code}
     assert all(e["message"].startswith(RECORD_NOT_READABLE.message + " (") for e in errors)
     assert all(e["dead_lettered"] and e["source"]["topic"] == svc.topic("customer-changes") for e in errors)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from consumer.catalog import CatalogError
-from consumer.errorlog import TransferRef
 from consumer.mapping import MappingCollection
+from consumer.transfers import TransferRef
 
 if TYPE_CHECKING:
     from consumer.envelopes import ChangeEvent

@@ -58,12 +58,12 @@ from consumer.catalog import (
     Flow,
 )
 from consumer.envelopes import ChangeEvent, PoisonPill
-from consumer.errorlog import TransferRef
 from consumer.flows.context import FlowContext
 from consumer.flows.links import links_of
 from consumer.flows.profiles_from import IDENTIFIERS, attribute, ensure_profile, is_valid_email
 from consumer.klaviyo import KlaviyoClient, KlaviyoConnectionError, KlaviyoRejected, NewEvent, ProfileAttributes
 from consumer.records import Customer, CustomerAddress, Transaction, TransactionLine
+from consumer.transfers import TransferRef
 
 __all__ = ["BULK_MIN_EVENTS", "send_order_events"]
 

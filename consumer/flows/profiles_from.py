@@ -51,11 +51,11 @@ from consumer.catalog import (
     Flow,
 )
 from consumer.envelopes import Action, ChangeEvent, PoisonPill
-from consumer.errorlog import TransferRef
 from consumer.flows.context import FlowContext, transfer_of
 from consumer.flows.links import ProfileLinks, links_of
 from consumer.klaviyo import KlaviyoClient, KlaviyoRejected, Profile, ProfileAttributes
 from consumer.records import Customer
+from consumer.transfers import TransferRef
 
 __all__ = ["ProfileSync", "ensure_profile", "is_valid_email", "sync_profile"]
 

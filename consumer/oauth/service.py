@@ -35,7 +35,7 @@ from consumer.observability import metrics
 from consumer.settings import Settings
 
 if TYPE_CHECKING:
-    from consumer.errorlog import ErrorLog
+    from consumer.failures.errorlog import ErrorLog
 
 log = logging.getLogger("consumer.oauth")
 
@@ -134,7 +134,7 @@ def kafka_reporter(settings: Settings, *, timeout_s: float = _REPORT_TIMEOUT_S) 
     """A reporter for the CLI: writes an authorization error to the error-log topic (a producer per report)."""
 
     async def report(error: CatalogError) -> None:
-        from consumer.errorlog import ErrorLog
+        from consumer.failures.errorlog import ErrorLog
         from consumer.kafka import reliable_producer
         from consumer.topics import TopicCatalog
 

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from consumer.http.redact import redact
+from consumer.timefmt import format_time
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 
@@ -19,7 +20,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": format_time(datetime.fromtimestamp(record.created, UTC), zulu=False),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": redact(record.getMessage()),

@@ -12,12 +12,12 @@ import pytest
 
 from consumer.catalog import CatalogError
 from consumer.envelopes import ChangeEvent, decode
-from consumer.errorlog import TransferRef
 from consumer.flows.context import FlowContext
 from consumer.http.backoff import Backoff
 from consumer.klaviyo import ApiKeyAuth, KlaviyoClient
 from consumer.mapping import MappingCollection, load_collections
 from consumer.settings import KlaviyoSettings
+from consumer.transfers import TransferRef
 from simulators.klaviyo import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfig, Spec
 
 FAST_BACKOFF = Backoff(base_s=0.01, cap_s=0.05)

@@ -10,13 +10,13 @@ import pytest
 
 from consumer.catalog import CatalogError, Flow
 from consumer.envelopes import ChangeEvent, PoisonPill, decode
-from consumer.errorlog import TransferRef
 from consumer.flows.context import FlowContext
 from consumer.flows.links import links_of
 from consumer.flows.orders_from import send_order_events
 from consumer.flows.profiles_from import sync_profile
 from consumer.klaviyo import KlaviyoClient, KlaviyoConnectionError, KlaviyoRejected, ProfileAttributes
 from consumer.mapping import load_collections, parse_collection
+from consumer.transfers import TransferRef
 from simulators.klaviyo import Faults, KlaviyoSimulator
 from simulators.klaviyo.store import EventRecord
 

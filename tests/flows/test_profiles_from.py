@@ -8,13 +8,13 @@ import pytest
 
 from consumer.catalog import CatalogError, Flow
 from consumer.envelopes import ChangeEvent, EnvelopeFormat, PoisonPill
-from consumer.errorlog import TransferRef
 from consumer.flows.context import FlowContext
 from consumer.flows.links import ProfileLinks, links_of
 from consumer.flows.profiles_from import sync_profile
 from consumer.klaviyo import KlaviyoClient, KlaviyoConnectionError, KlaviyoRejected, ProfileAttributes
 from consumer.mapping import MappingFileError, load_collections, parse_collection
 from consumer.records import Customer
+from consumer.transfers import TransferRef
 from simulators.klaviyo import Faults, KlaviyoSimulator
 
 from .conftest import MakeContext, Warnings, change, customer

@@ -23,7 +23,6 @@ from consumer.catalog import (
     Severity,
 )
 from consumer.envelopes import ChangeEvent, decode
-from consumer.errorlog import TransferRef
 from consumer.flows.context import FlowContext
 from consumer.flows.profiles_to import normalise_email, sync_customer
 from consumer.http.backoff import Backoff
@@ -34,6 +33,7 @@ from consumer.mapping import MappingCollection, load_collections, parse_collecti
 from consumer.poller import ProfilePoller
 from consumer.records import Customer
 from consumer.settings import IpaasSettings, KlaviyoSettings
+from consumer.transfers import TransferRef
 from simulators.ipaas import Faults, IpaasSimulator, SimulatorConfig
 from simulators.klaviyo import DEFAULT_API_KEY, KlaviyoSimulator
 from simulators.klaviyo import SimulatorConfig as KlaviyoConfig

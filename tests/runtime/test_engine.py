@@ -9,10 +9,11 @@ from contextlib import asynccontextmanager
 
 from aiokafka.structs import TopicPartition
 
-from consumer import deadletter
 from consumer.catalog import KLAVIYO_CONNECTION_ERROR, KLAVIYO_REJECTED_REQUEST, CatalogError
 from consumer.destinations import Destinations
 from consumer.errors import Outage
+from consumer.failures import headers as dl
+from consumer.failures.deadletters import DeadLetterPublisher
 from consumer.kafka import reliable_producer
 from consumer.observability import metrics
 from consumer.runtime import Handled, InboundMessage, StreamRuntime
@@ -117,7 +118,7 @@ async def test_a_record_failing_every_attempt_is_dead_lettered_with_its_context(
     processor = RecordingProcessor(fail=reject_first)
     producer = reliable_producer(kafka_settings(kafka_bootstrap))
     await producer.start()
-    publisher = deadletter.DeadLetterPublisher(producer, group, lambda _: dlt)
+    publisher = DeadLetterPublisher(producer, group, lambda _: dlt)
     runtime = StreamRuntime(kafka=kafka_settings(kafka_bootstrap), limits=runtime_limits(retry_attempts=3),
                             topics=[topic], processor=processor, failure_sink=publisher.publish, group_id=group)
     try:
@@ -130,21 +131,21 @@ async def test_a_record_failing_every_attempt_is_dead_lettered_with_its_context(
     letters = await read_all(kafka_bootstrap, dlt, expected=1)
     assert len(letters) == 1
     letter = letters[0]
-    headers = deadletter.decoded_headers(letter.headers)
+    headers = dl.decoded_headers(letter.headers)
     assert (letter.key, letter.value, letter.partition) == (b"bad", b'{"id": 1}', placed[0][0])
     assert headers["trace"] == "t-1"
-    assert headers[deadletter.ORIGINAL_TOPIC] == topic
-    assert headers[deadletter.ORIGINAL_PARTITION] == str(placed[0][0])
-    assert headers[deadletter.ORIGINAL_OFFSET] == str(placed[0][1])
-    assert headers[deadletter.ORIGINAL_CONSUMER_GROUP] == group
-    assert headers[deadletter.ORIGINAL_TIMESTAMP].isdigit()
-    assert headers[deadletter.EXCEPTION_FQCN] == "consumer.catalog.CatalogError"
-    assert headers[deadletter.EXCEPTION_MESSAGE] == "Error calling Klaviyo (400 invalid: email is not valid)"
-    assert headers[deadletter.ERROR_CODE] == "KLAVIYO_REJECTED_REQUEST"
-    assert headers[deadletter.FLOW] == "all"
-    assert headers[deadletter.ATTEMPTS] == "3"
-    assert headers[deadletter.HTTP_STATUS] == "400"
-    assert headers[deadletter.FIRST_FAILURE] <= headers[deadletter.LAST_FAILURE]
+    assert headers[dl.ORIGINAL_TOPIC] == topic
+    assert headers[dl.ORIGINAL_PARTITION] == str(placed[0][0])
+    assert headers[dl.ORIGINAL_OFFSET] == str(placed[0][1])
+    assert headers[dl.ORIGINAL_CONSUMER_GROUP] == group
+    assert headers[dl.ORIGINAL_TIMESTAMP].isdigit()
+    assert headers[dl.EXCEPTION_FQCN] == "consumer.catalog.CatalogError"
+    assert headers[dl.EXCEPTION_MESSAGE] == "Error calling Klaviyo (400 invalid: email is not valid)"
+    assert headers[dl.ERROR_CODE] == "KLAVIYO_REJECTED_REQUEST"
+    assert headers[dl.FLOW] == "all"
+    assert headers[dl.ATTEMPTS] == "3"
+    assert headers[dl.HTTP_STATUS] == "400"
+    assert headers[dl.FIRST_FAILURE] <= headers[dl.LAST_FAILURE]
     # the key's next record waited for the dead letter, then went through
     assert processor.by_key[b"bad"] == [placed[1][1]]
 

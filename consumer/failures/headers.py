@@ -1,21 +1,20 @@
-"""Dead letters: the original record byte for byte, with its failure context in headers.
+"""The failure context a dead letter carries in its headers: the names, encoding it, decoding it.
 
 Header names follow Spring for Apache Kafka (``kafka_dlt-*``), which existing tools key on, with values as
 UTF-8 strings (as Kafka Connect writes them); the integration's own context is under ``ipaas_klaviyo-*``.
-A dead letter goes to the partition its source record came from, so a replay keeps per-key order.
+A dead letter keeps the original record's own headers; a record replayed from a dead letter keeps the part of
+the failure context that ``dead_letter_headers`` folds into the failure history should it fail again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from consumer.http.redact import redact
-from consumer.observability import metrics
 from consumer.runtime.messages import Failure, InboundMessage
+from consumer.timefmt import format_time
 
 ORIGINAL_TOPIC = "kafka_dlt-original-topic"
 ORIGINAL_PARTITION = "kafka_dlt-original-partition"
@@ -35,15 +34,22 @@ HTTP_STATUS = "ipaas_klaviyo-http-status"
 HISTORY = "ipaas_klaviyo-failure-history"
 REPLAY_COUNT = "ipaas_klaviyo-replay-count"
 
-_CONTEXT_PREFIXES = ("kafka_dlt-", "ipaas_klaviyo-")
+CONTEXT_PREFIXES = ("kafka_dlt-", "ipaas_klaviyo-")
+"""Headers of these prefixes are failure context, not the original record's."""
+
+CARRIED_ON_REPLAY = frozenset({
+    ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET, ORIGINAL_TIMESTAMP,
+    ERROR_CODE, FLOW, ATTEMPTS, FIRST_FAILURE, LAST_FAILURE, EXCEPTION_MESSAGE, HISTORY,
+})
+"""The failure context a replayed record keeps: what ``dead_letter_headers`` reads to fold the earlier failure
+into the history (and to keep the first source position) should the replayed record fail again."""
+
 _MAX_EXCEPTION_MESSAGE = 2000
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
+# --- encoding ------------------------------------------------------------------------------------------------------
 def error_class(failure: Failure) -> str:
+    """``infrastructure``, ``retryable`` or ``fatal`` (the ``ipaas_klaviyo-error-class`` header)."""
     if failure.infrastructure:
         return "infrastructure"
     return "retryable" if failure.retryable else "fatal"
@@ -56,7 +62,7 @@ def dead_letter_headers(message: InboundMessage, failure: Failure, group_id: str
     ``ipaas_klaviyo-failure-history`` (a JSON list) and the first failure time is the earliest one.
     """
     previous = {name: value.decode("utf-8", "replace") for name, value in message.headers
-                if name.startswith(_CONTEXT_PREFIXES) and value is not None}
+                if name.startswith(CONTEXT_PREFIXES) and value is not None}
     history: list[dict[str, object]] = orjson.loads(previous.get(HISTORY, "[]"))
     if ERROR_CODE in previous:
         history.append({
@@ -65,10 +71,10 @@ def dead_letter_headers(message: InboundMessage, failure: Failure, group_id: str
             "first_failure": previous.get(FIRST_FAILURE), "last_failure": previous.get(LAST_FAILURE),
             "message": previous.get(EXCEPTION_MESSAGE),
         })
-    first_failure = min([_iso(failure.first_failure), *(str(h["first_failure"]) for h in history
-                                                         if h.get("first_failure"))])
+    first_failure = min([format_time(failure.first_failure), *(str(h["first_failure"]) for h in history
+                                                                if h.get("first_failure"))])
     kept = [(name, value) for name, value in message.headers
-            if not name.startswith(_CONTEXT_PREFIXES) or name == REPLAY_COUNT]
+            if not name.startswith(CONTEXT_PREFIXES) or name == REPLAY_COUNT]
     context = {
         ORIGINAL_TOPIC: previous.get(ORIGINAL_TOPIC, message.topic),
         ORIGINAL_PARTITION: previous.get(ORIGINAL_PARTITION, str(message.partition)),
@@ -83,7 +89,7 @@ def dead_letter_headers(message: InboundMessage, failure: Failure, group_id: str
         FLOW: failure.flow,
         ATTEMPTS: str(failure.attempts),
         FIRST_FAILURE: first_failure,
-        LAST_FAILURE: _iso(failure.last_failure),
+        LAST_FAILURE: format_time(failure.last_failure),
     }
     if failure.http_status is not None:
         context[HTTP_STATUS] = str(failure.http_status)
@@ -92,29 +98,25 @@ def dead_letter_headers(message: InboundMessage, failure: Failure, group_id: str
     return kept + [(name, value.encode()) for name, value in context.items()]
 
 
+def replay_headers(headers: Sequence[tuple[str, bytes]], replay_count: int) -> list[tuple[str, bytes]]:
+    """The headers a record replayed from a dead letter carries: the original ones, the failure context
+    ``CARRIED_ON_REPLAY``, and the replay count (``replay_count``, the dead letter's, plus one)."""
+    kept = [(name, value) for name, value in headers
+            if not name.startswith(CONTEXT_PREFIXES) or name in CARRIED_ON_REPLAY]
+    return [*kept, (REPLAY_COUNT, str(replay_count + 1).encode())]
+
+
+# --- decoding ------------------------------------------------------------------------------------------------------
 def decoded_headers(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
     """Headers as a dict of UTF-8 strings (the last value of a repeated name wins)."""
     return {name: (value or b"").decode("utf-8", "replace") for name, value in headers}
 
 
-class DeadLetterPublisher:
-    """Writes a failed record to its dead-letter topic and returns once the broker acknowledged it."""
-
-    def __init__(self, producer: AIOKafkaProducer, group_id: str, topic_for: Callable[[str], str]) -> None:
-        self._producer = producer
-        self._group_id = group_id
-        self._topic_for = topic_for
-
-    async def publish(self, message: InboundMessage, failure: Failure) -> None:
-        topic = self._topic_for(message.topic)
-        partitions = await self._producer.partitions_for(topic)
-        # Same partition as the source keeps per-key order for replay; a smaller topic falls back to the key.
-        partition = message.partition if partitions and message.partition in partitions else None
-        await self._producer.send_and_wait(
-            topic,
-            value=message.value,
-            key=message.key,
-            partition=partition,
-            headers=dead_letter_headers(message, failure, self._group_id),
-        )
-        metrics.DEAD_LETTERS.labels(message.topic, failure.flow, failure.code).inc()
+def header_int(text: str | None) -> int | None:
+    """A decoded header's integer value; None when missing or not an integer."""
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None

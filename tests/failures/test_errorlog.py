@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from consumer import errorlog, topics
+from consumer import topics
 from consumer.catalog import (
     COULD_NOT_LINK_TO_EXISTING_PROFILE,
     KLAVIYO_REJECTED_REQUEST,
@@ -15,11 +15,14 @@ from consumer.catalog import (
     Flow,
 )
 from consumer.cli import main as cli_main
-from consumer.errorlog import ErrorLog, ErrorLogFilter, TransferRef, build_record, read_error_log
+from consumer.failures.errorlog import ErrorLog, build_record, read_error_log
+from consumer.failures.filters import ErrorLogFilter
+from consumer.failures.output import format_error
 from consumer.kafka import reliable_producer
 from consumer.runtime import Message, classify
 from consumer.settings import KafkaSettings
 from consumer.topics import TopicCatalog
+from consumer.transfers import TransferRef
 
 
 async def _written(kafka_bootstrap: str, unique: str) -> tuple[KafkaSettings, TopicCatalog]:
@@ -75,7 +78,7 @@ async def test_the_error_log_is_read_back_by_flow_code_severity_record_and_time(
     assert len(await read(since="1h")) == 3
     failed = (await read_error_log(kafka, topic, ErrorLogFilter.build(codes=["KLAVIYO_REJECTED_REQUEST"],
                                                                       records=["c-1"])))[0]
-    shown = errorlog.format_error(failed)
+    shown = format_error(failed)
     assert f"what to do   {KLAVIYO_REJECTED_REQUEST.action}" in shown
     assert f"source       {catalog.name('customer-changes')} partition 3 offset 77  (dead-lettered)" in shown
     assert "HTTP status  400" in shown

@@ -1,0 +1,150 @@
+"""Reading topics (or some of their partitions) to the end offsets captured on entry: a read that terminates
+while the service keeps writing. Group-less and ``read_committed``; knows nothing of what the records mean."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Protocol, TypeVar
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from consumer.kafka import connection_options
+from consumer.settings import KafkaSettings
+
+T_contra = TypeVar("T_contra", contravariant=True)
+
+
+class Selection(Protocol[T_contra]):
+    """What a read keeps: records at or after ``since`` (by record time; None: from the beginning) that match."""
+
+    @property
+    def since(self) -> datetime | None: ...
+
+    def matches(self, item: T_contra, /) -> bool: ...
+
+
+class TopicScan:
+    """Reads topics from a start offset to the end offsets captured on entry (so it terminates), group-less.
+
+    The start of a partition is the latest of: its beginning, the first offset at or after ``since`` (by record
+    time), and ``start`` (e.g. a replay's progress). ``only`` restricts the read to some partitions and ``stop``
+    lowers end offsets (e.g. to read one record). Reads are ``read_committed``.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topics: Sequence[str],
+        *,
+        since: datetime | None = None,
+        start: Mapping[TopicPartition, int] | None = None,
+        stop: Mapping[TopicPartition, int] | None = None,
+        only: Iterable[TopicPartition] | None = None,
+        idle_timeout_s: float = 30.0,
+    ) -> None:
+        self._kafka = kafka
+        self._topics = list(dict.fromkeys(topics))
+        self._since = since
+        self._start = dict(start or {})
+        self._stop = dict(stop or {})
+        self._only = None if only is None else set(only)
+        self._idle_timeout_s = idle_timeout_s
+        self._consumer: AIOKafkaConsumer | None = None
+        self.bounds: dict[TopicPartition, tuple[int, int]] = {}
+        """Per partition: (first offset to read, end offset captured on entry)."""
+
+    @property
+    def total(self) -> int:
+        """Offsets in range (records, plus transaction markers and compacted gaps)."""
+        return sum(max(0, end - begin) for begin, end in self.bounds.values())
+
+    async def __aenter__(self) -> TopicScan:
+        tps = await partitions(self._kafka, self._topics)
+        if self._only is not None:
+            tps = [tp for tp in tps if tp in self._only]
+        consumer = AIOKafkaConsumer(
+            **connection_options(self._kafka), group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest", isolation_level="read_committed",
+        )
+        await consumer.start()
+        self._consumer = consumer
+        try:
+            if not tps:
+                return self
+            consumer.assign(tps)
+            beginning = await consumer.beginning_offsets(tps)
+            end = await consumer.end_offsets(tps)
+            since: dict[TopicPartition, int] = {}
+            if self._since is not None:
+                found = await consumer.offsets_for_times({tp: _ms(self._since) for tp in tps})
+                since = {tp: (meta.offset if meta is not None else end[tp]) for tp, meta in found.items()}
+            for tp in tps:
+                last = min(end[tp], self._stop.get(tp, end[tp]))
+                first = max(beginning[tp], since.get(tp, 0), self._start.get(tp, 0))
+                self.bounds[tp] = (first, last)
+                if first < last:
+                    consumer.seek(tp, first)
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
+
+    async def records(self) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+        """Every record in range, in offset order per partition."""
+        consumer = self._consumer
+        assert consumer is not None, "use TopicScan as an async context manager"
+        pending = {tp for tp, (first, last) in self.bounds.items() if first < last}
+        loop = asyncio.get_running_loop()
+        idle_since = loop.time()
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=500)
+            if any(batch.values()):
+                idle_since = loop.time()
+            for tp, records in batch.items():
+                last = self.bounds[tp][1]
+                for record in records:
+                    if record.offset < last:
+                        yield record
+            for tp in list(pending):
+                if await consumer.position(tp) >= self.bounds[tp][1]:
+                    pending.discard(tp)
+                    consumer.pause(tp)
+            if pending and not any(batch.values()) and loop.time() - idle_since > self._idle_timeout_s:
+                raise TimeoutError(f"reading {sorted({tp.topic for tp in pending})} stalled: no record for "
+                                   f"{self._idle_timeout_s:.0f}s before the end offsets")
+
+
+async def partitions(kafka: KafkaSettings, topics: Sequence[str], wait_s: float = 5.0) -> list[TopicPartition]:
+    """The partitions of ``topics``; waits up to ``wait_s`` for a topic just created to have its leaders."""
+    admin = AIOKafkaAdminClient(**connection_options(kafka))
+    await admin.start()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    try:
+        while True:
+            described = await admin.describe_topics(list(topics))
+            problems = {topic["topic"]: topic["error_code"] for topic in described
+                        if topic["error_code"] != 0 or not topic["partitions"]
+                        or any(p["error_code"] != 0 for p in topic["partitions"])}
+            if not problems:
+                break
+            if loop.time() >= deadline:
+                raise ValueError(f"topics not available ({problems}, by Kafka error code); "
+                                 "run `ipaas-klaviyo topics apply`")
+            await asyncio.sleep(0.2)  # polls the broker's metadata: nothing to await instead
+    finally:
+        await admin.close()
+    return sorted(TopicPartition(topic["topic"], p["partition"]) for topic in described for p in topic["partitions"])
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
