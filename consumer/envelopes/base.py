@@ -84,6 +84,8 @@ class PoisonPill(IntegrationError):
 
     retryable = False
 
+    detail: str
+
     def __init__(self, reason: PoisonReason, detail: str) -> None:
         self.reason: PoisonReason = reason
         self.detail = detail

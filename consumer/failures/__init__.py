@@ -24,6 +24,7 @@
 Modules: ``headers`` (the dead-letter header names, encoding and decoding), ``deadletters`` (writing dead
 letters and reading one back as ``DeadLetter``), ``errorlog`` (writing the error log and reading it back),
 ``scan`` (reading topics to their end), ``filters`` (which dead letters and error-log records), ``output``
-(tables, JSON, progress bar), ``replay`` and ``outages``. Nothing here imports the composition root (``consumer.app``) or
-the command line (``consumer.cli``); import the modules themselves (this package re-exports nothing).
+(tables, JSON, progress bar), ``replay`` and ``outages``. Nothing here imports the composition root
+(``consumer.app``) or the command line (``consumer.cli``); import the modules themselves (this package re-exports
+nothing).
 """
