@@ -16,6 +16,9 @@ from consumer.catalog import Flow
 from consumer.envelopes import ChangeEvent, PoisonPill, RecordKind, decode
 from consumer.errors import IntegrationError, UnexpectedError
 from consumer.flows.context import FlowContext, transfer_of
+from consumer.flows.orders_from import send_order_events
+from consumer.flows.profiles_from import sync_profile
+from consumer.flows.profiles_to import sync_customer
 from consumer.ipaas.errors import DESTINATION as IPAAS
 from consumer.klaviyo.errors import DESTINATION as KLAVIYO
 from consumer.runtime import Handled, InboundMessage, RetryPolicy
@@ -85,10 +88,6 @@ def default_sources() -> tuple[Source, ...]:
     transaction topics are read from iPaaS.com first, but those topics don't *need* iPaaS.com: while it is out
     only the records that must be fetched wait; everything else keeps flowing to Klaviyo.
     """
-    from consumer.flows.orders_from import send_order_events
-    from consumer.flows.profiles_from import sync_profile
-    from consumer.flows.profiles_to import sync_customer
-
     return (
         source("customer-changes", needs={KLAVIYO}, dead_letter="customer-changes-dlt", on={
             "customer/created": (Flow.ADD_PROFILE_FROM_IPAAS, sync_profile),
