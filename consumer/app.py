@@ -13,7 +13,7 @@ import logging
 import signal
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 
@@ -31,7 +31,7 @@ from consumer.mapping import load_collections
 from consumer.oauth import bind_runtime, oauth_auth
 from consumer.observability import metrics
 from consumer.observability.http import OpsServer
-from consumer.routing import Dispatcher, Route, RoutingTable, Source, default_sources
+from consumer.routing import Dispatcher, RoutingTable, Source, default_sources
 from consumer.runtime import Failure, FailureSink, InboundMessage, RetryPolicy, StreamRuntime
 from consumer.settings import Settings
 from consumer.topics import TopicCatalog
@@ -68,6 +68,15 @@ def ipaas_client(settings: Settings) -> Any:
     return IpaasClient(settings.ipaas)
 
 
+class Wiring(NamedTuple):
+    """What ``build_dispatcher`` puts together."""
+
+    dispatcher: Dispatcher
+    table: RoutingTable
+    failed_for_good: FailureSink
+    klaviyo: KlaviyoClient
+
+
 async def build_dispatcher(
     settings: Settings,
     stack: AsyncExitStack,
@@ -75,9 +84,9 @@ async def build_dispatcher(
     catalog: TopicCatalog,
     *,
     auth: Auth | None = None,
-    routes: Sequence[Source | Route] | None = None,
+    routes: Sequence[Source] | None = None,
     destinations: Destinations | None = None,
-) -> tuple[Dispatcher, RoutingTable, FailureSink]:
+) -> Wiring:
     """The flows behind their dispatcher, the routing table, and the failure path (error log, then dead letter).
 
     What the service runs under its consumer, and what ``ipaas-klaviyo dlq replay --direct`` runs without one.
@@ -111,7 +120,7 @@ async def build_dispatcher(
         await dead_letters.publish(message, failure)
 
     dispatcher = Dispatcher(table, context, max_value_bytes=settings.runtime.max_value_bytes)
-    return dispatcher, table, failed_for_good
+    return Wiring(dispatcher, table, failed_for_good, klaviyo)
 
 
 class Service:
@@ -122,7 +131,7 @@ class Service:
         settings: Settings,
         *,
         auth: Auth | None = None,
-        routes: Sequence[Source | Route] | None = None,
+        routes: Sequence[Source] | None = None,
         catalog: TopicCatalog | None = None,
     ) -> None:
         self.settings = settings
@@ -158,11 +167,7 @@ class Service:
     async def run(self, *, install_signal_handlers: bool = False) -> None:
         settings = self.settings
         metrics.initialize()
-        default_policy = RetryPolicy(
-            attempts=settings.runtime.retry_attempts,
-            base_delay_s=settings.runtime.retry_base_delay_s,
-            max_delay_s=settings.runtime.retry_max_delay_s,
-        )
+        default_policy = RetryPolicy.from_settings(settings.runtime)
         async with AsyncExitStack() as stack:
             producer = reliable_producer(settings.kafka)
             await producer.start()
@@ -170,7 +175,7 @@ class Service:
             auth = self._auth or klaviyo_auth(settings)
             destinations = Destinations()
             stack.push_async_callback(destinations.aclose)
-            dispatcher, table, failed_for_good = await build_dispatcher(
+            dispatcher, table, failed_for_good, klaviyo = await build_dispatcher(
                 settings, stack, producer, self.catalog, auth=auth, routes=self._routes, destinations=destinations)
             error_log = ErrorLog(producer, self.catalog.name("error-log"))
             for destination in destinations:
@@ -192,7 +197,7 @@ class Service:
             # OAuth: a lost authorization pauses consumption ("authorization"), is logged, and shows in the gauge
             await stack.enter_async_context(bind_runtime(auth, destinations, error_log))
             if settings.poller.in_service:
-                await self._start_poller(stack, dispatcher.context.klaviyo, producer)
+                await self._start_poller(stack, klaviyo, producer)
             health = runtime.health
             self.ops = OpsServer(
                 settings.http.host, settings.http.port,

@@ -18,7 +18,7 @@ from consumer.settings import Settings, load_settings
 if TYPE_CHECKING:
     from consumer.failures.replay import Dispatch
     from consumer.klaviyo import Auth
-    from consumer.routing import Route
+    from consumer.routing import Source
     from consumer.topics import TopicCatalog
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
@@ -82,7 +82,7 @@ async def replay_dispatch(
     catalog: TopicCatalog,
     *,
     auth: Auth | None = None,
-    routes: Sequence[Route] | None = None,
+    routes: Sequence[Source] | None = None,
 ) -> AsyncIterator[Dispatch]:
     """What ``dlq replay --direct`` runs dead letters through: the service's dispatcher, failure path (error log,
     then dead letter) and retry policies, from the composition root (``consumer.app.build_dispatcher``).
@@ -101,12 +101,9 @@ async def replay_dispatch(
         producer = AIOKafkaProducer(**connection_options(settings.kafka), enable_idempotence=True, acks="all")
         await producer.start()
         stack.push_async_callback(producer.stop)
-        dispatcher, table, failure_sink = await build_dispatcher(
-            settings, stack, producer, catalog, auth=auth, routes=routes)
-        default = RetryPolicy(attempts=settings.runtime.retry_attempts,
-                              base_delay_s=settings.runtime.retry_base_delay_s,
-                              max_delay_s=settings.runtime.retry_max_delay_s)
-        yield Dispatch(processor=dispatcher, failure_sink=failure_sink,
+        wiring = await build_dispatcher(settings, stack, producer, catalog, auth=auth, routes=routes)
+        default, table = RetryPolicy.from_settings(settings.runtime), wiring.table
+        yield Dispatch(processor=wiring.dispatcher, failure_sink=wiring.failed_for_good,
                        policy_for=lambda topic: table.policy_for(topic, default), topics=frozenset(table.topics))
 
 

@@ -155,11 +155,7 @@ class StreamRuntime:
         self._topics = list(topics)
         self._processor = processor
         self._failure_sink = failure_sink
-        default_policy = RetryPolicy(
-            attempts=limits.retry_attempts,
-            base_delay_s=limits.retry_base_delay_s,
-            max_delay_s=limits.retry_max_delay_s,
-        )
+        default_policy = RetryPolicy.from_settings(limits)
         self._policy_for = policy_for or (lambda _topic: default_policy)
         self._needs_for = needs_for or (lambda _topic: frozenset())
         self.destinations = destinations if destinations is not None else Destinations()
