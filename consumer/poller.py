@@ -450,15 +450,6 @@ async def open_poller(
             await client.aclose()
 
 
-async def run_poller(settings: Settings, stop: asyncio.Event, **options: Any) -> None:
-    """Run the profile poller until ``stop`` is set (``ipaas-klaviyo poll-profiles``, or a task of the service).
-
-    ``options`` are those of ``open_poller`` (``klaviyo``, ``catalog``, ``producer``) and of ``ProfilePoller``.
-    """
-    async with open_poller(settings, **options) as poller:
-        await poller.run(stop)
-
-
 __all__ = [
     "CHANGES_TOPIC",
     "POLLER_NAME",
@@ -470,5 +461,4 @@ __all__ = [
     "change_record",
     "open_poller",
     "profile_digest",
-    "run_poller",
 ]

@@ -26,7 +26,7 @@ from consumer.poller import (
     Watermark,
     WatermarkStore,
     change_record,
-    run_poller,
+    open_poller,
 )
 from consumer.records import KlaviyoProfile
 from consumer.settings import KlaviyoSettings, Settings
@@ -340,7 +340,7 @@ async def test_run_polls_on_wake_survives_klaviyo_failures_and_stops(rig: Rig) -
     assert task.done() and task.exception() is None
 
 
-async def test_run_poller_wires_itself_from_the_settings(rig: Rig, unique: str) -> None:
+async def test_open_poller_wires_itself_from_the_settings(rig: Rig, unique: str) -> None:
     settings = Settings.model_validate({
         "kafka": rig.settings.model_dump(),
         "klaviyo": {"base_url": rig.sim.base_url, "api_key": DEFAULT_API_KEY},
@@ -348,27 +348,9 @@ async def test_run_poller_wires_itself_from_the_settings(rig: Rig, unique: str) 
     })
     rig.clock.tick()
     profile_id = rig.profile("wired@shop.test")
-    stop = asyncio.Event()
-    seen = asyncio.Event()
-
-    class Watching(ProfilePoller):
-        async def run_once(self):  # type: ignore[no-untyped-def]
-            result = await super().run_once()
-            if result.published:
-                seen.set()
-            return result
-
-    import consumer.poller as module
-
-    original = module.ProfilePoller
-    module.ProfilePoller = Watching  # type: ignore[misc]
-    try:
-        task = asyncio.create_task(run_poller(settings, stop, start_at=T0, clock=rig.clock, interval_s=3600))
-        await asyncio.wait_for(seen.wait(), 30)
-        stop.set()
-        await asyncio.wait_for(task, 30)
-    finally:
-        module.ProfilePoller = original  # type: ignore[misc]
+    async with open_poller(settings, start_at=T0, clock=rig.clock, interval_s=3600) as poller:
+        result = await poller.run_once()
+    assert result.published == 1
     assert [key for key, _ in await rig.published()] == [profile_id]
 
 
