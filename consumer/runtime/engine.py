@@ -45,7 +45,9 @@ PAUSE_INFRASTRUCTURE = "infrastructure"
 PAUSE_DEAD_LETTER = "dead_letter_unavailable"
 PAUSE_AUTHORIZATION = "authorization"
 _GLOBAL_REASONS = frozenset({PAUSE_DEAD_LETTER})
-"""Reasons that pause every partition (backpressure is handled by the fetch loop itself)."""
+"""Reasons that pause every partition. Backpressure pauses none: the loop just stops taking records, and aiokafka
+fetches no more for a partition whose fetched records wait unread (pausing would drop them, to be downloaded
+again on resume)."""
 
 
 class _Received:
@@ -172,6 +174,7 @@ class StreamRuntime:
         self._pause_reasons: set[str] = set()
         self._buffered = 0
         self._drained = asyncio.Event()
+        self._backpressured = asyncio.Event()
         self._room_wanted = False
         self._revoking = asyncio.Lock()
         self._received = _Received()
@@ -228,6 +231,11 @@ class StreamRuntime:
         """Records fetched and not finished."""
         return self._buffered
 
+    async def wait_until_backpressured(self) -> None:
+        """Return once the buffer has stayed full for a whole wait for room (tests, benchmarks)."""
+        self._backpressured.clear()
+        await self._backpressured.wait()
+
     # --- main loop -----------------------------------------------------------------------------------------
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -239,6 +247,9 @@ class StreamRuntime:
             heartbeat_interval_ms=self._kafka.heartbeat_interval_ms,
             max_poll_interval_ms=self._kafka.max_poll_interval_ms,
             isolation_level="read_committed",
+            # small prefetch: while the buffer is full the partitions are paused, which drops what was prefetched
+            fetch_max_bytes=self._limits.fetch_max_bytes,
+            max_partition_fetch_bytes=self._limits.partition_fetch_max_bytes,
         )
         consumer.subscribe(self._topics, listener=_Listener(self))
         self._consumer = consumer
@@ -248,6 +259,7 @@ class StreamRuntime:
         metrics.BUFFERED.set_function(lambda: self._buffered)
         log.info("consumer started", extra={"topics": self._topics, "group_id": self._group_id})
         next_commit = time.monotonic() + self._limits.commit_interval_s
+        poll_every_s, last_fetch = self._kafka.max_poll_interval_ms / 1000 / 4, time.monotonic()
         try:
             while not self._stopping.is_set() and self._fatal is None:
                 if time.monotonic() >= next_commit:
@@ -258,14 +270,13 @@ class StreamRuntime:
                 self._apply_pauses(consumer)
                 room = self._limits.max_buffered - self._buffered
                 if room <= 0:
-                    if not await self._wait_for_room():
-                        # still full: poll the paused partitions anyway, or the group would count this member as
-                        # gone after max_poll_interval_ms (a poll, not a fetch: nothing comes back)
-                        consumer.pause(*consumer.assignment())
-                        await consumer.getmany(timeout_ms=0)
-                    continue
+                    if await self._wait_for_room() or time.monotonic() - last_fetch < poll_every_s:
+                        continue
+                    # still full for long: take one record, or the group would count this member as gone after
+                    # max_poll_interval_ms (the buffer goes over by one; nothing fetched is dropped)
+                    room = 1
                 batch = await consumer.getmany(timeout_ms=200, max_records=min(self._limits.fetch_max_records, room))
-                self.health.last_poll = time.monotonic()
+                self.health.last_poll = last_fetch = time.monotonic()
                 for tp, records in batch.items():
                     self._received(tp.topic).inc(len(records))
                     self._enqueue(tp, records)
@@ -295,15 +306,16 @@ class StreamRuntime:
         self._room_wanted = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drained.wait(), 1.0)
-        self.health.last_poll = time.monotonic()
+        self.health.last_poll = time.monotonic()  # the loop is alive (liveness), though it takes nothing
         if self._buffered <= self._limits.max_buffered * 3 // 4:
             self.resume(PAUSE_BACKPRESSURE)
             return True
+        self._backpressured.set()
         return False
 
     def _apply_pauses(self, consumer: AIOKafkaConsumer) -> None:
-        """Pause every assigned partition while a global reason holds (the dead-letter topic is unavailable), and
-        the partitions of topics that need a destination that is out; resume the rest."""
+        """Pause every assigned partition while a global reason holds (the buffer is full, the dead-letter topic is
+        unavailable), and the partitions of topics that need a destination that is out; resume the rest."""
         paused = consumer.paused()
         unavailable = self.destinations.unavailable() if self.health.destinations else {}
         if not paused and not unavailable and not self._pause_reasons & _GLOBAL_REASONS:

@@ -281,3 +281,39 @@ async def test_a_full_buffer_for_longer_than_the_poll_interval_keeps_the_partiti
         revoked_during = metrics.REBALANCES.labels("revoked")._value.get() - revoked_before
     assert revoked_during == 0
     assert sorted(m.offset for m in slow.handled) == list(range(20))
+
+
+async def test_a_full_buffer_pauses_no_partition_so_nothing_fetched_is_dropped_and_fetched_again(
+    kafka_bootstrap: str, unique: str
+):
+    topic = f"full-{unique}"
+    await create_topics(kafka_bootstrap, [topic], partitions=2)
+    await produce(kafka_bootstrap, topic, [(f"k{i}".encode(), b"v") for i in range(40)])
+    released, full = asyncio.Event(), asyncio.Event()
+    slow = RecordingProcessor()
+
+    async def stalled(message: InboundMessage) -> Handled:
+        full.set()
+        await asyncio.wait_for(released.wait(), 30)
+        return await slow(message)
+
+    runtime = StreamRuntime(
+        kafka=kafka_settings(kafka_bootstrap), limits=runtime_limits(max_buffered=4, fetch_max_records=4),
+        topics=[topic], processor=stalled, failure_sink=CollectingSink(), group_id=f"g-{unique}",
+    )
+    async with running(runtime):
+        await asyncio.wait_for(full.wait(), 30)
+        consumer = runtime._consumer
+        assert consumer is not None
+        paused: list[object] = []
+        pause = consumer.pause
+        consumer.pause = lambda *tps: (paused.extend(tps), pause(*tps))[1]  # type: ignore[method-assign]
+        for _ in range(2):  # two whole waits for room with the buffer full
+            await runtime.wait_until_backpressured()
+        # aiokafka drops a paused partition's prefetched records (to fetch them again on resume): backpressure
+        # must pause nothing
+        assert paused == [] and consumer.paused() == set()
+        assert "backpressure" in runtime.health.paused and runtime.buffered == 4
+        released.set()
+        await slow.wait_for(lambda: len(slow.handled) >= 40)
+    assert len({(m.partition, m.offset) for m in slow.handled}) == 40
