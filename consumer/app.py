@@ -194,6 +194,7 @@ class Service:
                 destinations=destinations,
             )
             self.runtime = runtime
+            runtime.on_share(klaviyo.set_quota_share)
             # OAuth: a lost authorization pauses consumption ("authorization"), is logged, and shows in the gauge
             await stack.enter_async_context(bind_runtime(auth, destinations, error_log))
             if settings.poller.in_service:

@@ -143,6 +143,10 @@ AUTHORIZATION_STATE = Gauge(
     ["state"],
     namespace=NAMESPACE,
 )
+QUOTA_SHARE = Gauge(
+    "quota_share", "This instance's share of the destinations' quotas: its partitions / all of its group's",
+    namespace=NAMESPACE,
+)
 DESTINATION_STATE = Gauge(
     "destination_state",
     "1 for each destination's current state (up, down, unauthorized, misconfigured)",
@@ -177,6 +181,7 @@ def initialize() -> None:
         AUTHORIZATION_STATE.labels(state)
     for entry in ENTRIES:
         CATALOG_ERRORS.labels(entry.flow.slug, entry.code, entry.severity.value)
+    QUOTA_SHARE.set(1.0)
     for outcome in ("ok", "failed"):
         COMMITS.labels(outcome)
     for kind in ("assigned", "revoked"):

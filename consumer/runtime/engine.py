@@ -184,6 +184,9 @@ class StreamRuntime:
         self.assigned = asyncio.Event()
         """Set once the group gave this instance at least one partition."""
         self._finished_listeners: list[Callable[[InboundMessage, str], None]] = []
+        self._share_listeners: list[Callable[[float], None]] = []
+        self.share = 1.0
+        """This instance's share of the group's partitions (assigned / all partitions of its topics)."""
 
     # --- control -------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -221,6 +224,31 @@ class StreamRuntime:
     def on_finished(self, listener: Callable[[InboundMessage, str], None]) -> None:
         """Call ``listener(message, outcome)`` whenever a record is finished (succeeded, skipped, dead_lettered)."""
         self._finished_listeners.append(listener)
+
+    def on_share(self, listener: Callable[[float], None]) -> None:
+        """Call ``listener(share)`` after every rebalance with this instance's share of the group's partitions.
+
+        Instances of one group share what the destinations allow (Klaviyo's quota is per account): each spends
+        the share of the partitions it was assigned. No coordinator is needed; skewed partitions (a busy partition
+        next to idle ones) leave some of the quota unspent.
+        """
+        self._share_listeners.append(listener)
+
+    def _share_changed(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        total = sum(len(consumer.partitions_for_topic(topic) or ()) for topic in self._topics)
+        if total <= 0:
+            return
+        share = max(1, len(self._partitions)) / total
+        if share != self.share:
+            self.share = share
+            metrics.QUOTA_SHARE.set(share)
+            log.info("quota share", extra={"share": round(share, 4), "partitions": len(self._partitions),
+                                           "of": total})
+            for listener in self._share_listeners:
+                listener(share)
 
     def _finished(self, message: InboundMessage, outcome: str) -> None:
         for listener in self._finished_listeners:
@@ -527,6 +555,7 @@ class StreamRuntime:
         self.health.partitions = len(self._partitions)
         if self._partitions:
             self.assigned.set()
+        self._share_changed()
         log.info("partitions assigned", extra={"partitions": sorted(f"{t.topic}/{t.partition}" for t in assigned)})
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:

@@ -113,6 +113,15 @@ def runtime() -> Json:
             width=16,
             height=8,
         ),
+        timeseries(
+            "Quota share",
+            targets((f"max by (instance) (ipaas_klaviyo_quota_share{{{INSTANCE}}})", "{{instance}}")),
+            description="Each instance's share of Klaviyo's quota (ipaas_klaviyo_quota_share): its assigned "
+            "partitions over all partitions of its consumer group, recomputed on every rebalance. The shares of one "
+            "group add up to 1, so the instances together never spend more than the account's quota.",
+            unit="percentunit",
+            width=8,
+        ),
     ]
     return dashboard(
         "ipaas-klaviyo-runtime",

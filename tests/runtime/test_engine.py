@@ -233,10 +233,16 @@ async def test_a_second_instance_joining_rebalances_without_losing_events(kafka_
                         processor=first, failure_sink=CollectingSink(), group_id=group)
     two = StreamRuntime(kafka=settings, limits=runtime_limits(max_in_flight=8), topics=[topic],
                         processor=second, failure_sink=CollectingSink(), group_id=group)
+    shared = asyncio.Event()
+    for runtime in (one, two):
+        runtime.on_share(lambda share: shared.set() if one.share + two.share == 1.0 else None)
     async with running(one):
         await first.wait_for(lambda: len(first.handled) >= 100)
+        assert one.share == 1.0  # alone in the group: the whole quota
         async with running(two):
             await asyncio.wait_for(two.assigned.wait(), 60)
+            await asyncio.wait_for(shared.wait(), 60)
+            assert (one.share, two.share) == (0.5, 0.5)  # each spends its partitions' part of the quota
             second_half = await produce(kafka_bootstrap, topic, [(f"k{i % 60}".encode(), b"b") for i in range(600)])
             everything = set(first_half) | set(second_half)
 
