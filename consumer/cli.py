@@ -322,7 +322,7 @@ async def _status(args: argparse.Namespace, settings: Settings) -> int:
     try:
         document, where = await status.read_status(settings, catalog, url=args.url, kafka_only=args.kafka)
     except (KafkaError, OSError, TimeoutError) as exc:
-        print(f"ipaas-klaviyo: no service answered and Kafka could not be read ({type(exc).__name__}: {exc}); "
+        print(f"ipaas-klaviyo: no service answered and Kafka could not be read ({exc or type(exc).__name__}); "
               f"check kafka.bootstrap_servers ({settings.kafka.bootstrap_servers})", file=sys.stderr)
         return 1
     if args.json:

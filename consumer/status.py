@@ -77,8 +77,9 @@ def build_status(snapshot: ViewSnapshot, catalog: TopicCatalog, *, source: str,
         ages = [p["time_lag_s"] for p in partitions if p["time_lag_s"] is not None]
         entry: dict[str, Any] = {
             "topic": name,
-            "lag": sum(p["lag"] for p in partitions) if snapshot.lag is not None else None,
-            "time_lag_s": max(ages) if ages else (None if snapshot.lag is None or partitions else 0.0),
+            "lag": sum(p["lag"] for p in partitions) if partitions else None,  # None: not read, or no such topic
+            "time_lag_s": max(ages) if ages else (0.0 if partitions and not any(p["lag"] for p in partitions)
+                                                  else None),
             "partitions": partitions,
             "dead_letters_waiting": (sum(waiting.get(name, {}).values())
                                      if snapshot.dead_letters is not None else None),

@@ -84,6 +84,7 @@ class KafkaView:
         interval_s: float = REFRESH_INTERVAL_S,
         publish: bool = True,
     ) -> None:
+        """``publish``: set the metrics and log failures (False: a one-off reading, failures in ``errors`` only)."""
         self._kafka = kafka
         self._catalog = catalog
         self._held = held
@@ -158,7 +159,10 @@ class KafkaView:
                 now = time.time()
                 self.snapshot = replace(self.snapshot, lag=lag, lag_at=now)
                 self._published_lag(lag, now)
-                self._recovered(errors, "lag")
+                if self._lag.missing:
+                    self._failed(errors, "lag", _missing(self._lag.missing))
+                else:
+                    self._recovered(errors, "lag")
             except Exception as exc:  # any failure: keep the last reading, say why, go on
                 self._failed(errors, "lag", exc)
             try:
@@ -169,8 +173,7 @@ class KafkaView:
                                         poller_watermark=watermark)
                 self._published_dead_letters(counts)
                 if missing:
-                    self._failed(errors, "dead_letters", LookupError(
-                        f"topics not available: {', '.join(missing)} (run `ipaas-klaviyo topics apply`)"))
+                    self._failed(errors, "dead_letters", _missing(missing))
                 else:
                     self._recovered(errors, "dead_letters")
             except Exception as exc:
@@ -246,15 +249,17 @@ class KafkaView:
             metrics.DEAD_LETTER_RECORDS.labels(topic, flow, code, "replayed").set(count.replayed)
         metrics.KAFKA_VIEW_UPDATED.labels("dead_letters").set(time.time())
 
-    @staticmethod
-    def _failed(errors: dict[str, str], part: str, exc: BaseException) -> None:
+    def _failed(self, errors: dict[str, str], part: str, exc: BaseException) -> None:
         problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if errors.get(part) != problem:
+        if errors.get(part) != problem and self._publish_metrics:  # a one-off reading shows it in `errors` only
             log.warning("reading the Kafka view failed; the last reading stays", extra={"view": part,
                                                                                         "error": problem})
         errors[part] = problem
 
-    @staticmethod
-    def _recovered(errors: dict[str, str], part: str) -> None:
-        if errors.pop(part, None) is not None:
+    def _recovered(self, errors: dict[str, str], part: str) -> None:
+        if errors.pop(part, None) is not None and self._publish_metrics:
             log.info("reading the Kafka view works again", extra={"view": part})
+
+
+def _missing(topics: Sequence[str]) -> LookupError:
+    return LookupError(f"topics not available: {', '.join(topics)} (run `ipaas-klaviyo topics apply`)")

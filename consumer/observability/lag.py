@@ -79,6 +79,8 @@ class GroupLag:
         self._own_admin = admin is None
         self._consumer: AIOKafkaConsumer | None = None
         self._timestamps: dict[tuple[TopicPartition, int], int] = {}
+        self.missing: list[str] = []
+        """The topics the last reading did not find."""
 
     async def start(self) -> None:
         """Connect (the admin client too, unless one was given: its owner starts and closes it)."""
@@ -101,14 +103,16 @@ class GroupLag:
             await admin.close()
 
     async def partitions(self) -> list[TopicPartition]:
-        """The partitions of the topics that exist (a missing topic has none)."""
+        """The partitions of the topics that exist (a missing topic has none: see ``missing``)."""
         assert self._admin is not None, "start() first"
         described = await self._admin.describe_topics(self.topics)
-        return sorted(TopicPartition(topic["topic"], p["partition"]) for topic in described
-                      if topic["error_code"] == 0 for p in topic["partitions"])
+        tps = sorted(TopicPartition(topic["topic"], p["partition"]) for topic in described
+                     if topic["error_code"] == 0 for p in topic["partitions"])
+        self.missing = sorted(set(self.topics) - {tp.topic for tp in tps})
+        return tps
 
     async def read(self, held: Held | None = None) -> list[PartitionLag]:
-        """Every partition's lag and oldest unfinished record, now."""
+        """Every partition's lag and oldest unfinished record, now (``missing``: the topics that do not exist)."""
         assert self._admin is not None and self._consumer is not None, "start() first"
         tps = await self.partitions()
         if not tps:
