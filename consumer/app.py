@@ -3,7 +3,7 @@
 Kafka topics → ``StreamRuntime`` → ``Dispatcher`` (decode, route) → flow handlers → Klaviyo / iPaaS.com.
 A record that fails for good is written to the error log, then dead-lettered; ``/metrics``, ``/healthz``,
 ``/readyz`` and ``/status`` are served on ``settings.http``, with the lag and the dead-letter backlog read from Kafka
-(``consumer.observability.kafka_view``).
+(``consumer.kafka_view``).
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from consumer.failures.outages import report_outages
 from consumer.flows.context import FlowContext
 from consumer.ipaas.errors import DESTINATION as IPAAS
 from consumer.kafka import reliable_producer
+from consumer.kafka_view import KafkaView
 from consumer.klaviyo import ApiKeyAuth, Auth, KlaviyoClient
 from consumer.klaviyo.errors import DESTINATION as KLAVIYO
 from consumer.mapping import load_collections
 from consumer.oauth import bind_runtime, oauth_auth
 from consumer.observability import metrics
 from consumer.observability.http import OpsServer
-from consumer.observability.kafka_view import KafkaView
 from consumer.routing import Dispatcher, Route, RoutingTable, Source, default_sources
 from consumer.runtime import Failure, FailureSink, InboundMessage, RetryPolicy, StreamRuntime
 from consumer.settings import Settings

@@ -338,9 +338,9 @@ async def _exporter(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
     from consumer import status
+    from consumer.kafka_view import KafkaView
     from consumer.observability import metrics
     from consumer.observability.http import OpsServer
-    from consumer.observability.kafka_view import KafkaView
     from consumer.topics import TopicCatalog
 
     if args.interval <= 0:

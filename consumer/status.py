@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from consumer.timefmt import format_time
 
 if TYPE_CHECKING:
-    from consumer.observability.kafka_view import ViewSnapshot
+    from consumer.kafka_view import ViewSnapshot
     from consumer.runtime.engine import RuntimeHealth
     from consumer.settings import Settings
     from consumer.topics import TopicCatalog
@@ -123,7 +123,7 @@ def build_status(snapshot: ViewSnapshot, catalog: TopicCatalog, *, source: str,
 
 async def kafka_status(settings: Settings, catalog: TopicCatalog) -> dict[str, Any]:
     """The status from Kafka alone (one reading of the group, the dead-letter topics and the poller's state)."""
-    from consumer.observability.kafka_view import KafkaView
+    from consumer.kafka_view import KafkaView
 
     view = KafkaView.for_settings(settings, catalog, publish=False)
     await view.start()

@@ -25,7 +25,7 @@ from consumer import cli, topics
 from consumer.failures.deadletters import read_dead_letters
 from consumer.failures.filters import LetterFilter
 from consumer.failures.replay import replay
-from consumer.observability.kafka_view import KafkaView
+from consumer.kafka_view import KafkaView
 from consumer.runtime.engine import PAUSE_DEAD_LETTER
 from consumer.settings import Settings
 from simulators.klaviyo import DEFAULT_API_KEY, Faults, KlaviyoSimulator, SimulatorConfig
