@@ -204,12 +204,13 @@ class Service:
                 destinations=destinations,
             )
             self.runtime = runtime
+            # the lag and the dead-letter backlog as Kafka sees them, read in the background (/metrics, /status)
+            view = KafkaView.for_settings(settings, self.catalog, topics=table.topics, held=runtime.oldest_unfinished)
+            self.view = await stack.enter_async_context(view.running())
             # OAuth: a lost authorization pauses consumption ("authorization"), is logged, and shows in the gauge
             await stack.enter_async_context(bind_runtime(auth, destinations, error_log))
             if settings.poller.in_service:
                 await self._start_poller(stack, dispatcher.context.klaviyo, producer)
-            view = KafkaView.for_settings(settings, self.catalog, topics=table.topics, held=runtime.oldest_unfinished)
-            self.view = await stack.enter_async_context(view.running())
             health = runtime.health
             self.ops = OpsServer(
                 settings.http.host, settings.http.port,
