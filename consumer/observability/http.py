@@ -17,7 +17,7 @@ Probe = Callable[[], tuple[bool, dict[str, object]]]
 
 
 class OpsServer:
-    """Serves the three endpoints on ``host:port`` until ``close()``; port 0 picks a free port."""
+    """Serves the endpoints on ``host:port`` until ``close()``; port 0 picks a free port."""
 
     def __init__(self, host: str, port: int, *, live: Probe, ready: Probe,
                  registry: CollectorRegistry = REGISTRY,
