@@ -1,8 +1,9 @@
 """The service: settings in, every part wired together, run until SIGTERM/SIGINT (then drain, commit, exit 0).
 
 Kafka topics → ``StreamRuntime`` → ``Dispatcher`` (decode, route) → flow handlers → Klaviyo / iPaaS.com.
-A record that fails for good is written to the error log, then dead-lettered; ``/metrics``, ``/healthz`` and
-``/readyz`` are served on ``settings.http``.
+A record that fails for good is written to the error log, then dead-lettered; ``/metrics``, ``/healthz``,
+``/readyz`` and ``/status`` are served on ``settings.http``, with the lag and the dead-letter backlog read from Kafka
+(``consumer.kafka_view``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, NamedTuple
 
@@ -25,6 +26,7 @@ from consumer.failures.outages import report_outages
 from consumer.flows.context import FlowContext
 from consumer.ipaas.errors import DESTINATION as IPAAS
 from consumer.kafka import reliable_producer
+from consumer.kafka_view import KafkaView
 from consumer.klaviyo import ApiKeyAuth, Auth, KlaviyoClient
 from consumer.klaviyo.errors import DESTINATION as KLAVIYO
 from consumer.mapping import load_collections
@@ -141,6 +143,7 @@ class Service:
         self._stop = asyncio.Event()
         self.runtime: StreamRuntime | None = None
         self.ops: OpsServer | None = None
+        self.view: KafkaView | None = None
         self.started = asyncio.Event()
 
     def stop(self) -> None:
@@ -163,6 +166,18 @@ class Service:
             await task
 
         stack.push_async_callback(stopped)
+
+    def _status_of(self, view: KafkaView, table: RoutingTable, destinations: Destinations) -> Callable[[], Any]:
+        """``/status``: the Kafka view's last reading with what only the running service knows."""
+        from consumer.status import ServiceState, build_status
+
+        assert self.runtime is not None
+        state = ServiceState(
+            health=self.runtime.health, needs=table.needs_of, destinations=[d.name for d in destinations],
+            authorization=metrics.authorization_state, poller_in_service=self.settings.poller.in_service,
+            poller_last_poll=metrics.poller_last_poll,
+        )
+        return lambda: build_status(view.snapshot, self.catalog, source="service", service=state)
 
     async def run(self, *, install_signal_handlers: bool = False) -> None:
         settings = self.settings
@@ -195,6 +210,9 @@ class Service:
             )
             self.runtime = runtime
             runtime.on_share(klaviyo.set_quota_share)
+            # the lag and the dead-letter backlog as Kafka sees them, read in the background (/metrics, /status)
+            view = KafkaView.for_settings(settings, self.catalog, topics=table.topics, held=runtime.oldest_unfinished)
+            self.view = await stack.enter_async_context(view.running())
             # OAuth: a lost authorization pauses consumption ("authorization"), is logged, and shows in the gauge
             await stack.enter_async_context(bind_runtime(auth, destinations, error_log))
             if settings.poller.in_service:
@@ -205,6 +223,7 @@ class Service:
                 live=lambda: (health.live(), {"paused": sorted(health.paused)}),
                 ready=lambda: (health.ready(), {"partitions": health.partitions, "paused": sorted(health.paused),
                                                 "destinations": health.destinations or {}}),
+                status=self._status_of(view, table, destinations),
             ).start()
             stack.callback(self.ops.close)
             if install_signal_handlers:

@@ -293,7 +293,6 @@ class StreamRuntime:
                 if time.monotonic() >= next_commit:
                     await self._commit()
                     self._prune_idle_lanes()
-                    self._report_lag(consumer)
                     next_commit = time.monotonic() + self._limits.commit_interval_s
                 self._apply_pauses(consumer)
                 room = self._limits.max_buffered - self._buffered
@@ -597,8 +596,6 @@ class StreamRuntime:
             self._release(len(state.offsets))  # fetched, never finished: the next owner reads them again
             state.offsets = PartitionOffsets()
             del self._partitions[tp]
-            with contextlib.suppress(KeyError):
-                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
         metrics.REBALANCES.labels("revoked").inc()
         self.health.partitions = len(self._partitions)
 
@@ -626,10 +623,16 @@ class StreamRuntime:
                 state.offsets.committed = position
         metrics.COMMITS.labels("ok").inc()
 
-    def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
+    def oldest_unfinished(self) -> dict[TopicPartition, tuple[int, int]]:
+        """Per assigned partition holding unfinished records: (offset, timestamp ms) of the first of them.
+
+        Every unfinished record is in its lane's queue, in offset order, so the first is the lowest lane head:
+        O(lanes), for the lag view (``consumer.observability.lag``) every few seconds, never the hot path.
+        """
+        oldest: dict[TopicPartition, tuple[int, int]] = {}
         for tp, state in self._partitions.items():
-            highwater = consumer.highwater(tp)
-            position = state.offsets.committed
-            if highwater is None or position is None:
-                continue
-            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+            heads = [lane.queue[0] for lane in state.lanes.values() if lane.queue]
+            if heads:
+                head = min(heads, key=lambda message: message.offset)
+                oldest[tp] = (head.offset, head.timestamp)
+        return oldest
