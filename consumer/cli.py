@@ -286,7 +286,11 @@ async def _kafka(args: argparse.Namespace, settings: Settings) -> int:
                   file=sys.stderr)
             print(running.bootstrap_servers)
             return 0
-        broker = localkafka.start(port=args.port)
+        try:
+            broker = localkafka.start(port=args.port)
+        except localkafka.BrokerError as exc:
+            print(f"ipaas-klaviyo: {exc}", file=sys.stderr)
+            return 1
         print(broker.bootstrap_servers)
     elif args.action == "stop":
         print("stopped" if localkafka.stop() else "no local broker running")
