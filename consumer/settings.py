@@ -355,8 +355,10 @@ def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
         upper = variable.upper()
         if not upper.startswith(ENV_PREFIX) or upper in known or upper in OTHER_VARIABLES:
             continue
-        nearest = _nearest(upper, [*known, *OTHER_VARIABLES])
-        problems.append(f"{variable} is not a setting; {_suggestion(nearest)}")
+        # compared without the common prefix, which would make every name look alike
+        candidates = {name.removeprefix(ENV_PREFIX): name for name in [*known, *OTHER_VARIABLES]}
+        nearest = _nearest(upper.removeprefix(ENV_PREFIX), list(candidates))
+        problems.append(f"{variable} is not a setting; {_suggestion(nearest and candidates[nearest])}")
     return problems
 
 
@@ -402,7 +404,7 @@ def _explain(error: Any, path: Path | None, text: str, data: Mapping[str, Any]) 
     value = error.get("input")
     shown = ""
     if not is_secret(setting) and isinstance(value, str | int | float | bool) and repr(value) not in reason:
-        shown = f" (got {str(value)[:80]!r})"
+        shown = f" (got {value[:80]!r})" if isinstance(value, str) else f" (got {value!r})"
     return f"setting {setting} ({where}): {reason}{shown}"
 
 
