@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer import topics
+from consumer import exitcodes, topics
 from consumer.settings import KafkaSettings
 from simulators.klaviyo import DEFAULT_API_KEY, KlaviyoSimulator
 
@@ -194,3 +194,12 @@ async def test_debug_shows_the_traceback_too(context: dict[str, str], tmp_path: 
     assert "Traceback (most recent call last)" in done.stderr
     assert done.stderr.rstrip().endswith("ipaas-klaviyo: 'nope' is not a topic of the catalog")
     assert done.returncode == 2
+
+
+def test_the_exit_codes_are_documented_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    commands = readme.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    for code, meaning in ((exitcodes.OK, "done"), (exitcodes.FAILURE, "failed"),
+                          (exitcodes.USAGE, "usage or configuration"), (exitcodes.INTERRUPTED, "interrupted")):
+        assert f"| `{code}` | {meaning}" in commands
+    assert "--debug" in commands and "`ipaas-klaviyo config check` / `config show`" in commands
