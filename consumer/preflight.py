@@ -97,8 +97,8 @@ def _catalog(settings: Settings) -> tuple[TopicCatalog | None, list[Check]]:
     from consumer.topics import TopicCatalog
 
     path = settings_file()
-    source = f"file {path}" if path is not None else "no settings file"
-    checks = [Check.ok("settings", f"{source}; environment variables override it")]
+    source = f"file {path} and" if path is not None else "no settings file:"
+    checks = [Check.ok("settings", f"{source} IPAAS_KLAVIYO_* variables over the defaults (`config show`)")]
     try:
         catalog = TopicCatalog.load(settings.topics_file, settings.topic_prefix)
     except ValueError as exc:
