@@ -42,7 +42,7 @@ def kafka_bootstrap() -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    broker = localkafka.start()
+    broker = localkafka.start(record=False)  # a broker `ipaas-klaviyo kafka start` recorded is not touched
     try:
         yield broker.bootstrap_servers
     finally:

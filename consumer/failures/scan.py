@@ -54,6 +54,7 @@ class TopicScan:
         self._only = None if only is None else set(only)
         self._idle_timeout_s = idle_timeout_s
         self._consumer: AIOKafkaConsumer | None = None
+        self._entered = False
         self.bounds: dict[TopicPartition, tuple[int, int]] = {}
         """Per partition: (first offset to read, end offset captured on entry)."""
 
@@ -66,15 +67,17 @@ class TopicScan:
         tps = await partitions(self._kafka, self._topics)
         if self._only is not None:
             tps = [tp for tp in tps if tp in self._only]
+        if not tps:  # nothing to read (e.g. a partition the topic does not have): no consumer to start and stop
+            self._entered = True
+            return self
         consumer = AIOKafkaConsumer(
             **connection_options(self._kafka), group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_committed",
         )
         await consumer.start()
         self._consumer = consumer
+        self._entered = True
         try:
-            if not tps:
-                return self
             consumer.assign(tps)
             beginning = await consumer.beginning_offsets(tps)
             end = await consumer.end_offsets(tps)
@@ -100,9 +103,11 @@ class TopicScan:
 
     async def records(self) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
         """Every record in range, in offset order per partition."""
-        consumer = self._consumer
-        assert consumer is not None, "use TopicScan as an async context manager"
+        assert self._entered, "use TopicScan as an async context manager"
         pending = {tp for tp, (first, last) in self.bounds.items() if first < last}
+        consumer = self._consumer
+        if consumer is None:
+            return
         loop = asyncio.get_running_loop()
         idle_since = loop.time()
         while pending:

@@ -36,6 +36,7 @@ async def test_the_cli_lists_shows_and_dry_runs(kafka_bootstrap: str, unique: st
     assert document["original"] == {"topic": catalog.name("customer-changes"), "partition": 6, "offset": 10_006}
 
     out = await cli("dlq", "show", document["ref"])
+    assert f"what it means  {KLAVIYO_CONNECTION_ERROR.meaning}" in out
     assert f"what to do     {KLAVIYO_CONNECTION_ERROR.action}" in out
     assert '{"id":"c-6","first_name":"Name 6"}' in out and "trace: t-6" in out
     out = await cli("dlq", "show", f"{document['partition']}:{document['offset']}", "--json")

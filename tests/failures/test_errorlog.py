@@ -78,8 +78,12 @@ async def test_the_error_log_is_read_back_by_flow_code_severity_record_and_time(
     assert len(await read(since="1h")) == 3
     failed = (await read_error_log(kafka, topic, ErrorLogFilter.build(codes=["KLAVIYO_REJECTED_REQUEST"],
                                                                       records=["c-1"])))[0]
+    assert failed.record["meaning"] == KLAVIYO_REJECTED_REQUEST.meaning
+    assert failed.record["operator_hint"] == KLAVIYO_REJECTED_REQUEST.operator_hint
     shown = format_error(failed)
+    assert f"meaning      {KLAVIYO_REJECTED_REQUEST.meaning}" in shown
     assert f"what to do   {KLAVIYO_REJECTED_REQUEST.action}" in shown
+    assert f"self-hosted  {KLAVIYO_REJECTED_REQUEST.operator_hint}" in shown
     assert f"source       {catalog.name('customer-changes')} partition 3 offset 77  (dead-lettered)" in shown
     assert "HTTP status  400" in shown
 
@@ -106,4 +110,5 @@ async def test_the_errors_command(kafka_bootstrap: str, unique: str, monkeypatch
     assert any("transaction:t-9" in line and "ORDER_EVENT_COULD_NOT_BE_CREATED" in line for line in lines)
 
     out = await cli("errors", "--code", "ORDER_EVENT_COULD_NOT_BE_CREATED", "--full")
-    assert ORDER_EVENT_COULD_NOT_BE_CREATED.action in out
+    assert ORDER_EVENT_COULD_NOT_BE_CREATED.action in out and ORDER_EVENT_COULD_NOT_BE_CREATED.meaning in out
+    assert f"self-hosted  {ORDER_EVENT_COULD_NOT_BE_CREATED.operator_hint}" in out

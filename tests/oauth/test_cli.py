@@ -85,10 +85,11 @@ async def test_a_catalog_error_is_shown_with_what_to_do(
     simulator: KlaviyoSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     settings = oauth_settings(simulator, tmp_path, client_id=None)
-    assert await cli._authorize(_args("authorize", "--no-error-log"), settings) == 1
+    assert await cli._authorize(_args("authorize", "--no-error-log"), settings) == 2  # a setting is missing
     _, err = capsys.readouterr()
-    assert f"Client ID Not Configured: {CLIENT_ID_NOT_CONFIGURED.message}" in err
-    assert CLIENT_ID_NOT_CONFIGURED.action in err
+    assert f"ipaas-klaviyo: Client ID Not Configured: {CLIENT_ID_NOT_CONFIGURED.message}" in err
+    assert CLIENT_ID_NOT_CONFIGURED.meaning in err and CLIENT_ID_NOT_CONFIGURED.action in err
+    assert f"self-hosted: {CLIENT_ID_NOT_CONFIGURED.operator_hint}" in err
 
 
 @pytest.mark.kafka
