@@ -226,7 +226,8 @@ async def test_the_exporter_serves_the_lag_from_kafka(kafka_bootstrap: str, uniq
     env = {**os.environ, "IPAAS_KLAVIYO_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
            "IPAAS_KLAVIYO_KAFKA__GROUP_ID": settings.kafka.group_id,
            "IPAAS_KLAVIYO_TOPIC_PREFIX": settings.topic_prefix,
-           "IPAAS_KLAVIYO_HTTP__PORT": str(port), "IPAAS_KLAVIYO_SETTINGS_FILE": os.devnull}
+           "IPAAS_KLAVIYO_HTTP__PORT": str(port)}
+    env.pop("IPAAS_KLAVIYO_SETTINGS_FILE", None)
     process = subprocess.Popen(  # noqa: ASYNC220 - started once; the test awaits its HTTP answers, not the process
         [sys.executable, "-m", "consumer.cli", "exporter", "--interval", "0.5"], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
