@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumer.catalog import Flow
-from consumer.envelopes import ChangeEvent, PoisonPill, RecordKind, decode
+from consumer.envelopes import ChangeEvent, NotAChange, PoisonPill, RecordKind, decode
 from consumer.errors import IntegrationError, UnexpectedError
 from consumer.flows.context import Change, FlowContext, transfer_of
 from consumer.flows.orders_from import send_order_events
@@ -22,6 +22,7 @@ from consumer.flows.profiles_from import sync_profile
 from consumer.flows.profiles_to import sync_customer
 from consumer.ipaas.errors import DESTINATION as IPAAS
 from consumer.klaviyo.errors import DESTINATION as KLAVIYO
+from consumer.observability import metrics
 from consumer.records import Customer, KlaviyoProfile, Transaction
 from consumer.runtime import Handled, InboundMessage, RetryPolicy
 from consumer.topics import TopicCatalog
@@ -203,6 +204,9 @@ class Dispatcher:
         except PoisonPill as exc:
             exc.flow = Flow.SERVICE
             raise
+        except NotAChange as skipped:  # a truncate, a heartbeat, ...: acknowledged, counted, never dead-lettered
+            metrics.RECORDS_SKIPPED.labels(message.topic, skipped.reason).inc()
+            return Handled(flow=Flow.SERVICE.slug, outcome="skipped")
         flow, outcome = Flow.SERVICE.slug, "skipped"
         for event in events:
             route = self._table.route(message.topic, event.event_type)

@@ -12,6 +12,7 @@ from consumer.envelopes import PoisonPill
 from consumer.errors import UnexpectedError
 from consumer.failures import headers as dl
 from consumer.flows.context import Change, FlowContext
+from consumer.observability import metrics
 from consumer.records import Customer
 from consumer.routing import Dispatcher, RoutingTable, Source
 from consumer.runtime import Message, classify
@@ -35,7 +36,7 @@ async def test_each_kind_of_poison_pill_is_dead_lettered_with_its_bytes_and_the_
         "POISON_PILL_NOT_UTF8": b"\xff\xfe\x00garbage",
         "POISON_PILL_INVALID_JSON": b'{"id": "c-1", "first_name": ',
         "POISON_PILL_SCHEMA_VIOLATION": orjson.dumps({"first_name": "no id", "email_address": "x@example.com"}),
-        "POISON_PILL_UNKNOWN_EVENT_TYPE": orjson.dumps({"before": None, "after": None, "op": "t", "ts_ms": 1}),
+        "POISON_PILL_UNKNOWN_EVENT_TYPE": orjson.dumps({"before": None, "after": None, "op": "x", "ts_ms": 1}),
         "POISON_PILL_OVERSIZE": orjson.dumps({"id": "c-1", "comment": "x" * 5000}),
         "POISON_PILL_UNKNOWN_ENVELOPE": orjson.dumps({"hello": "world"}),
     }
@@ -120,3 +121,15 @@ def test_a_source_whose_dead_letter_topic_disagrees_with_the_catalog_is_refused_
     wrong = Source("customer-changes", (), frozenset(), "transaction-changes-dlt")
     with pytest.raises(ValueError, match="dead-letters to 'transaction-changes-dlt'"):
         RoutingTable([wrong], TopicCatalog.load())
+
+
+async def test_a_record_that_changes_nothing_is_skipped_and_counted_not_dead_lettered():
+    async def handler(change: Change[Any], ctx: FlowContext) -> None:
+        raise AssertionError("never called")
+
+    message = _message(orjson.dumps({"ts_ms": 1588252618953}))  # a Debezium heartbeat
+    counted = metrics.RECORDS_SKIPPED.labels(message.topic, "heartbeat")
+    before = counted._value.get()
+    handled = await _dispatcher(handler)(message)
+    assert (handled.outcome, handled.flow) == ("skipped", "service")
+    assert counted._value.get() == before + 1

@@ -162,6 +162,10 @@ AUTHORIZATION_STATE = Gauge(
     ["state"],
     namespace=NAMESPACE,
 )
+RECORDS_SKIPPED = Counter(
+    "records_skipped", "Readable records that change nothing (Debezium truncates and messages, heartbeats, empty "
+    "hook calls), acknowledged without a flow", ["topic", "reason"], namespace=NAMESPACE,
+)
 QUOTA_SHARE = Gauge(
     "quota_share", "This instance's share of the destinations' quotas: its partitions / all of its group's",
     namespace=NAMESPACE,

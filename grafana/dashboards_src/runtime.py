@@ -114,6 +114,15 @@ def runtime() -> Json:
             height=8,
         ),
         timeseries(
+            "Records skipped",
+            targets((f"sum by (topic, reason) (increase(ipaas_klaviyo_records_skipped_total{{{INSTANCE}}}[5m]))",
+                     "{{topic}} {{reason}} (last 5m)")),
+            description="Readable records that change no record, acknowledged without a flow "
+            "(ipaas_klaviyo_records_skipped_total): Debezium truncates and logical-decoding messages, connector "
+            "heartbeats, hook calls that notify nothing. They are never dead-lettered.",
+            width=8,
+        ),
+        timeseries(
             "Quota share",
             targets((f"max by (instance) (ipaas_klaviyo_quota_share{{{INSTANCE}}})", "{{instance}}")),
             description="Each instance's share of Klaviyo's quota (ipaas_klaviyo_quota_share): its assigned "

@@ -99,6 +99,7 @@ class Traffic:
         for topic, kind in self.topics.items():
             flows = _FLOWS_BY_KIND[kind]
             metrics.EVENTS_RECEIVED.labels(topic).inc(rnd.randint(5, 20))
+            metrics.RECORDS_SKIPPED.labels(topic, "heartbeat").inc(rnd.randint(0, 2) or first)
             for flow in flows:
                 for outcome, times in (("succeeded", rnd.randint(3, 15)), ("skipped", rnd.randint(0, 2) or first),
                                        ("dead_lettered", rnd.randint(0, 1) or first)):
