@@ -362,6 +362,21 @@ IPAAS_CONNECTION_ERROR = CatalogEntry(
     operator_hint="The API URL is ipaas.base_url (IPAAS_KLAVIYO_IPAAS__BASE_URL); check it, and "
     "the network or proxy between this host and iPaaS.com, with `ipaas-klaviyo config check`.",
 )
+COULD_NOT_LINK_PROFILE_BY_PHONE = CatalogEntry(
+    code="COULD_NOT_LINK_PROFILE_BY_PHONE",
+    title="Could Not Link to Existing Profile by Phone Number",
+    severity=Severity.WARNING,
+    flow=Flow.SERVICE,
+    message="The integration could not automatically link this record to an existing Klaviyo profile by phone "
+    "number. This may result in duplicate profile records",
+    meaning="The Customer's phone number already belongs to another Klaviyo profile (Klaviyo keeps a phone number "
+    "on one profile only), and that profile is not the Customer's. The Customer's profile was created or updated "
+    "without the phone number. (The specification names only the email case; this is the service's own entry for "
+    "a phone number.)",
+    action="Review both profiles in Klaviyo for a possible duplicate (the detail names the other profile). If they "
+    "are the same person, merge them in Klaviyo; otherwise correct the phone number on the source Customer and "
+    "resend the record.",
+)
 DESTINATION_RECOVERED = CatalogEntry(
     code="DESTINATION_RECOVERED",
     title="Connection Restored",
@@ -395,6 +410,7 @@ ENTRIES: tuple[CatalogEntry, ...] = (
     TOKEN_EXCHANGE_FAILED,
     PROFILE_COULD_NOT_BE_CREATED,
     COULD_NOT_LINK_TO_EXISTING_PROFILE,
+    COULD_NOT_LINK_PROFILE_BY_PHONE,
     PROFILE_COULD_NOT_BE_UPDATED,
     COULD_NOT_LINK_TO_EXISTING_CUSTOMER,
     ADDRESS_VALUE_COULD_NOT_BE_READ,
