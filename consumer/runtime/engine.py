@@ -9,7 +9,8 @@
   policy's attempts the record goes to the failure sink (the dead-letter topic) and counts as finished only
   once the broker acknowledged the dead letter. A failure that blames a destination (``outage``) spends no
   attempt: the destination is marked out (``consumer.destinations``), the partitions of the topics that need it
-  pause, and the record waits, holding no worker, until a probe finds the destination back.
+  pause, and the record waits, holding no worker, until a probe finds the destination back. While it is out,
+  the records of those topics already fetched wait the same way without being tried: only probes reach it.
 - On revoke (aiokafka awaits the listener before re-joining; its #929) lanes of the lost partitions stop
   taking records, in-flight records get ``drain_timeout_s`` to finish, and what finished is committed. Stop
   does the same for every partition.
@@ -408,6 +409,11 @@ class StreamRuntime:
         try:
             while queue and not state.revoked:
                 message = queue[0]
+                if self.health.destinations is not None:  # something is out: don't send it more work
+                    blocked = self._blocked(message.topic)
+                    if blocked is not None:
+                        lane.waiter = asyncio.get_running_loop().create_task(self._wait_for(lane, blocked))
+                        return
                 attempts = lane.attempts
                 started = clock() if attempts is None else attempts.started
                 try:
@@ -454,6 +460,13 @@ class StreamRuntime:
             idle = [key for key, lane in state.lanes.items() if not lane.scheduled and not lane.queue]
             for key in idle:
                 del state.lanes[key]
+
+    def _blocked(self, topic: str) -> Destination | None:
+        """A destination the topic's source needs that is out (its records wait for it, untried), else None."""
+        for name in self._needs_for(topic):
+            if not self.destinations.available(name):
+                return self.destinations[name]
+        return None
 
     async def _wait_for(self, lane: _Lane, destination: Destination) -> None:
         """Park a lane, holding no worker, until ``destination`` is back; then its head record goes again."""
