@@ -18,6 +18,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from consumer.destinations import Change, DestinationState
+from consumer.failures.errorlog import read_error_log
 from consumer.runtime import InboundMessage
 from simulators.ipaas import IpaasSimulator
 from simulators.ipaas import SimulatorConfig as IpaasConfig
@@ -124,6 +125,11 @@ async def assert_everything_committed(svc: RunningService, *logical_topics: str,
             break
         await asyncio.sleep(svc.settings.runtime.commit_interval_s)  # the next commit is due by then
     assert not behind, f"not committed to the end (committed, end): {behind}"
+
+
+async def error_log(svc: RunningService) -> list[dict[str, Any]]:
+    """Every error-log record, read to the end of the topic."""
+    return [entry.record for entry in await read_error_log(svc.settings.kafka, svc.topic("error-log"))]
 
 
 def gauge(name: str, labels: dict[str, str]) -> float | None:

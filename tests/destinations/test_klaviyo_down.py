@@ -4,21 +4,20 @@ once and its end once, nothing is dead-lettered, and consumption resumes by itse
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
 from consumer.catalog import DESTINATION_RECOVERED, KLAVIYO_CONNECTION_ERROR
 from consumer.destinations import DestinationState
-from consumer.failures.errorlog import read_error_log
 from simulators.klaviyo import Faults, KlaviyoSimulator
-from tests.support.service import RunningService, running_service
+from tests.support.service import running_service
 
 from .conftest import (
     Watch,
     assert_everything_committed,
     customer_change,
+    error_log,
     event_ids,
     expected_events,
     profiles_by_external_id,
@@ -39,11 +38,6 @@ def failed_record_calls() -> float:
                          and sample.labels["endpoint"] != "get_profiles"
                          and sample.labels["status"] in ("error", "503"))
     return total
-
-
-async def error_log(svc: RunningService) -> list[dict[str, Any]]:
-    """Every error-log record, read to the end of the topic."""
-    return [entry.record for entry in await read_error_log(svc.settings.kafka, svc.topic("error-log"))]
 
 
 @pytest.mark.parametrize("outage", ["connection refused", "503"])
