@@ -175,8 +175,7 @@ class Service:
             error_log = ErrorLog(producer, self.catalog.name("error-log"))
             for destination in destinations:
                 metrics.initialize_destination(destination.name)
-            await stack.enter_async_context(
-                report_outages(destinations, error_log, api_key=isinstance(auth, ApiKeyAuth)))
+            await stack.enter_async_context(report_outages(destinations, error_log))
 
             runtime = StreamRuntime(
                 kafka=settings.kafka,

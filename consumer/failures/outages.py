@@ -40,6 +40,12 @@ class Reporter(Protocol):
     async def report(self, error: CatalogError, transfer: None) -> None: ...
 
 
+def _provider_reports(change: Change) -> bool:
+    """The change comes from the OAuth token provider losing the authorization (it writes and shows that)."""
+    error = change.error
+    return isinstance(error, CatalogError) and error.entry is TOKEN_EXCHANGE_FAILED
+
+
 def outage_record(change: Change) -> CatalogError | None:
     """The error-log record of a state change (None: nothing to write)."""
     name = _NAMES.get(change.destination, change.destination)
@@ -51,7 +57,7 @@ def outage_record(change: Change) -> CatalogError | None:
     if change.previous is not DestinationState.UP:
         return None  # the same episode, another way of failing: already reported
     error = change.error
-    if isinstance(error, CatalogError) and error.entry is TOKEN_EXCHANGE_FAILED:
+    if _provider_reports(change):
         return None  # the OAuth provider reports a lost authorization itself
     detail = f"{name} {change.current.value} since {since}: {error.message if error else change.detail}"
     if change.current is DestinationState.UNAUTHORIZED and isinstance(error, CatalogError):
@@ -62,10 +68,12 @@ def outage_record(change: Change) -> CatalogError | None:
 
 @asynccontextmanager
 async def report_outages(
-    destinations: Destinations, error_log: Reporter, *, api_key: bool = False
+    destinations: Destinations, error_log: Reporter
 ) -> AsyncIterator[None]:
-    """While inside: every outage and recovery of ``destinations`` is written to ``error_log`` and counted;
-    with a private API key (``api_key``), Klaviyo's ``authorization_state`` follows the key being refused."""
+    """While inside: every outage and recovery of ``destinations`` is written to ``error_log`` and counted, and
+    Klaviyo's ``authorization_state`` is ``unauthorized`` while Klaviyo refuses the credential (a private key, or
+    bearer tokens it refuses although they refresh); a lost OAuth authorization is the token provider's to show
+    (``needs_reauthorization``, ``consumer.oauth.bind_runtime``)."""
     pending: set[asyncio.Task[None]] = set()
     settling: dict[str, tuple[asyncio.TimerHandle, CatalogError]] = {}
     """Recovery records waiting for their destination to stay up, by destination."""
@@ -90,7 +98,7 @@ async def report_outages(
         if closed:
             return
         relapsed = change.relapse and change.destination in settling
-        if change.destination == "klaviyo" and api_key:
+        if change.destination == "klaviyo" and not _provider_reports(change):
             metrics.set_authorization_state(
                 "unauthorized" if change.current is DestinationState.UNAUTHORIZED else "connected")
         if relapsed:  # the episode goes on: its recovery is not over, and it is no new outage
