@@ -1,0 +1,88 @@
+"""Klaviyo refuses the credential for a while: a 401 storm on every call with OAuth bearer tokens, a rotated
+private API key. The service pauses what needs Klaviyo and says why (destination state, ``authorization_state``),
+refreshes the token at most twice per storm, dead-letters nothing, and delivers everything once Klaviyo takes the
+credential again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from consumer.destinations import DestinationState
+from consumer.oauth import authorize, oauth_auth
+from consumer.runtime.engine import PAUSE_AUTHORIZATION
+from simulators.klaviyo import DEFAULT_OAUTH_CLIENT_ID, DEFAULT_OAUTH_CLIENT_SECRET, Faults, KlaviyoSimulator
+from tests.oauth.conftest import Browser
+from tests.support.service import running_service
+
+from .conftest import (
+    Watch,
+    assert_everything_committed,
+    customer_change,
+    event_ids,
+    expected_events,
+    gauge,
+    profiles_by_external_id,
+    settings_for,
+    transaction_change,
+)
+
+STORM_S = 4.0
+
+
+def oauth_settings(kafka_bootstrap: str, unique: str, sim: KlaviyoSimulator, tmp_path: Path) -> Any:
+    return settings_for(kafka_bootstrap, unique, sim, api_key=None, oauth={
+        "client_id": DEFAULT_OAUTH_CLIENT_ID, "client_secret": DEFAULT_OAUTH_CLIENT_SECRET,
+        "redirect_url": "http://127.0.0.1:0/oauth/callback", "token_file": tmp_path / "tokens.json"})
+
+
+def refreshes(sim: KlaviyoSimulator) -> int:
+    """Refresh-token grants the token endpoint received."""
+    return sum(1 for r in sim.received("oauth_token")
+               if isinstance(r.body, dict) and r.body.get("grant_type") == "refresh_token")
+
+
+async def test_a_401_storm_pauses_klaviyo_with_at_most_two_refreshes_and_loses_nothing(
+    kafka_bootstrap: str, unique: str, klaviyo_sim: KlaviyoSimulator, tmp_path: Path
+) -> None:
+    settings = oauth_settings(kafka_bootstrap, unique, klaviyo_sim, tmp_path)
+    await authorize(settings, show_url=Browser(), timeout_s=10)  # `ipaas-klaviyo authorize`
+    auth = oauth_auth(settings, watch_interval_s=0.2)
+    customers = [f"c-{i}" for i in range(100)]
+    changes = [customer_change(c, version) for version in range(5) for c in customers]  # 500
+    orders = [f"t-{i}" for i in range(100)]
+
+    async with running_service(settings, auth=auth) as svc:
+        watch = Watch.on(svc)
+        runtime = svc.service.runtime
+        assert runtime is not None
+        await svc.send("customer-changes", changes[:100])
+        await watch.count(20)  # flowing
+        klaviyo_sim.faults = Faults(unauthorized=True, for_s=STORM_S)
+        await svc.send("customer-changes", changes[100:])
+        await svc.send("transaction-changes", [transaction_change(t, customers[i]) for i, t in enumerate(orders)])
+        out_at = await watch.state("klaviyo", DestinationState.UNAUTHORIZED)
+
+        # while it lasts, the service says so
+        assert runtime.health.destinations == {"klaviyo": "unauthorized"} and not runtime.health.ready()
+        assert PAUSE_AUTHORIZATION in runtime.health.paused
+        assert gauge("ipaas_klaviyo_destination_state", {"destination": "klaviyo", "state": "unauthorized"}) == 1
+        assert gauge("ipaas_klaviyo_authorization_state", {"state": "unauthorized"}) == 1
+        during = len(watch.finished)
+
+        back_at = await watch.state("klaviyo", DestinationState.UP, after=out_at)
+        assert gauge("ipaas_klaviyo_authorization_state", {"state": "connected"}) == 1
+        await watch.count(600)
+        await assert_everything_committed(svc, "customer-changes", "transaction-changes")
+
+    refreshed = refreshes(klaviyo_sim)
+    refused = sum(1 for r in klaviyo_sim.received() if r.fault == "unauthorized")
+    print(f"\n[401 storm] unauthorized {back_at - out_at:.1f} s; {refused} calls refused; {refreshed} refreshes; "
+          f"{during} records finished before the pause took hold; records {watch.outcomes()}")
+    assert 1 <= refreshed <= 2
+    assert watch.outcomes() == {"succeeded": 600}  # nothing dead-lettered
+    assert watch.states("klaviyo") == [DestinationState.UNAUTHORIZED, DestinationState.UP]
+    profiles = profiles_by_external_id(klaviyo_sim)
+    assert {cid: profiles[cid]["last_name"] for cid in customers} == dict.fromkeys(customers, "v4")
+    assert len(profiles) == len(customers)
+    assert event_ids(klaviyo_sim) == expected_events(orders)
