@@ -8,10 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from consumer.catalog import KLAVIYO_REJECTED_REQUEST
 from consumer.destinations import DestinationState
 from consumer.oauth import authorize, oauth_auth
 from consumer.runtime.engine import PAUSE_AUTHORIZATION
-from simulators.klaviyo import DEFAULT_OAUTH_CLIENT_ID, DEFAULT_OAUTH_CLIENT_SECRET, Faults, KlaviyoSimulator
+from simulators.klaviyo import (
+    DEFAULT_API_KEY,
+    DEFAULT_OAUTH_CLIENT_ID,
+    DEFAULT_OAUTH_CLIENT_SECRET,
+    ApiKeyGrant,
+    Faults,
+    KlaviyoSimulator,
+)
 from tests.oauth.conftest import Browser
 from tests.support.service import running_service
 
@@ -86,3 +94,68 @@ async def test_a_401_storm_pauses_klaviyo_with_at_most_two_refreshes_and_loses_n
     assert {cid: profiles[cid]["last_name"] for cid in customers} == dict.fromkeys(customers, "v4")
     assert len(profiles) == len(customers)
     assert event_ids(klaviyo_sim) == expected_events(orders)
+
+
+ROTATED_KEY = "pk_rotated00000000000000000000000000"
+
+
+async def test_a_refused_private_key_pauses_klaviyo_and_it_resumes_when_the_key_is_taken_again(
+    kafka_bootstrap: str, unique: str, klaviyo_sim: KlaviyoSimulator
+) -> None:
+    customers = [f"c-{i}" for i in range(30)]
+    async with running_service(settings_for(kafka_bootstrap, unique, klaviyo_sim)) as svc:
+        watch = Watch.on(svc)
+        runtime = svc.service.runtime
+        assert runtime is not None
+        await svc.send("customer-changes", [customer_change(c, 0) for c in customers[:10]])
+        await watch.count(10)
+        assert gauge("ipaas_klaviyo_authorization_state", {"state": "connected"}) == 1
+
+        klaviyo_sim.config.api_keys = {ROTATED_KEY: ApiKeyGrant()}  # someone rotated the key in Klaviyo
+        await svc.send("customer-changes", [customer_change(c, 0) for c in customers[10:]])
+        await svc.send("customer-changes", [customer_change(c, 1) for c in customers[:10]])
+        out_at = await watch.state("klaviyo", DestinationState.UNAUTHORIZED)
+        assert gauge("ipaas_klaviyo_authorization_state", {"state": "unauthorized"}) == 1
+        assert gauge("ipaas_klaviyo_destination_state", {"destination": "klaviyo", "state": "unauthorized"}) == 1
+        assert runtime.health.destinations == {"klaviyo": "unauthorized"}
+        assert PAUSE_AUTHORIZATION in runtime.health.paused
+        [outage] = await svc.error_log(expected=1)
+        assert outage["code"] == KLAVIYO_REJECTED_REQUEST.code and outage["http_status"] == 401
+        assert "Klaviyo unauthorized since" in outage["message"] and outage["transfer"] is None
+
+        klaviyo_sim.config.api_keys[DEFAULT_API_KEY] = ApiKeyGrant()  # the key is valid again
+        await watch.state("klaviyo", DestinationState.UP, after=out_at)
+        assert gauge("ipaas_klaviyo_authorization_state", {"state": "connected"}) == 1
+        await watch.count(40)
+        await assert_everything_committed(svc, "customer-changes")
+
+    assert watch.outcomes() == {"succeeded": 40}
+    profiles = profiles_by_external_id(klaviyo_sim)
+    assert {cid: profiles[cid]["last_name"] for cid in customers} == {
+        cid: "v1" if i < 10 else "v0" for i, cid in enumerate(customers)}
+
+
+async def test_after_a_key_rotation_a_restart_with_the_new_key_delivers_what_waited(
+    kafka_bootstrap: str, unique: str, klaviyo_sim: KlaviyoSimulator
+) -> None:
+    customers = [f"c-{i}" for i in range(20)]
+    old = settings_for(kafka_bootstrap, unique, klaviyo_sim)
+    async with running_service(old) as svc:
+        watch = Watch.on(svc)
+        await svc.send("customer-changes", [customer_change(c, 0) for c in customers[:10]])
+        await watch.count(10)
+        klaviyo_sim.config.api_keys = {ROTATED_KEY: ApiKeyGrant()}
+        await svc.send("customer-changes", [customer_change(c, 0) for c in customers[10:]])
+        await watch.state("klaviyo", DestinationState.UNAUTHORIZED)
+    assert watch.outcomes() == {"succeeded": 10}  # stopped while paused: the waiting records stay uncommitted
+
+    new = settings_for(kafka_bootstrap, unique, klaviyo_sim, api_key=ROTATED_KEY)  # the operator's new key
+    async with running_service(new) as svc:
+        restarted = Watch.on(svc)
+        await restarted.count(10)
+        await assert_everything_committed(svc, "customer-changes")
+        assert gauge("ipaas_klaviyo_authorization_state", {"state": "connected"}) == 1
+
+    assert restarted.outcomes() == {"succeeded": 10} and restarted.states("klaviyo") == []
+    assert set(profiles_by_external_id(klaviyo_sim)) == set(customers)
+    assert any(r.status == 401 and r.fault is None for r in klaviyo_sim.received())  # the old key, refused
