@@ -8,9 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from consumer.catalog import KLAVIYO_REJECTED_REQUEST
+import pytest
+
+from consumer.catalog import (
+    DESTINATION_RECOVERED,
+    KLAVIYO_CONNECTION_ERROR,
+    KLAVIYO_REJECTED_REQUEST,
+    TOKEN_EXCHANGE_FAILED,
+)
 from consumer.destinations import DestinationState
-from consumer.oauth import authorize, oauth_auth
+from consumer.oauth import AuthorizationState, authorize, oauth_auth
 from consumer.runtime.engine import PAUSE_AUTHORIZATION
 from simulators.klaviyo import (
     DEFAULT_API_KEY,
@@ -27,6 +34,7 @@ from .conftest import (
     Watch,
     assert_everything_committed,
     customer_change,
+    error_log,
     event_ids,
     expected_events,
     gauge,
@@ -36,6 +44,7 @@ from .conftest import (
 )
 
 STORM_S = 4.0
+EPISODE_S = 3.0
 
 
 def oauth_settings(kafka_bootstrap: str, unique: str, sim: KlaviyoSimulator, tmp_path: Path) -> Any:
@@ -159,3 +168,50 @@ async def test_after_a_key_rotation_a_restart_with_the_new_key_delivers_what_wai
     assert restarted.outcomes() == {"succeeded": 10} and restarted.states("klaviyo") == []
     assert set(profiles_by_external_id(klaviyo_sim)) == set(customers)
     assert any(r.status == 401 and r.fault is None for r in klaviyo_sim.received())  # the old key, refused
+
+
+@pytest.mark.parametrize("status", [403, 503])
+async def test_an_html_error_from_the_token_endpoint_while_the_token_expires_is_an_outage_not_a_lost_grant(
+    kafka_bootstrap: str, unique: str, klaviyo_sim: KlaviyoSimulator, tmp_path: Path, status: int
+) -> None:
+    settings = oauth_settings(kafka_bootstrap, unique, klaviyo_sim, tmp_path)
+    await authorize(settings, show_url=Browser(), timeout_s=10)
+    auth = oauth_auth(settings, watch_interval_s=0.2)
+    assert auth is not None
+    provider_states: list[AuthorizationState] = []
+    auth.provider.add_listener(lambda state, error: provider_states.append(state))
+    customers = [f"c-{i}" for i in range(30)]
+
+    async with running_service(settings, auth=auth) as svc:
+        watch = Watch.on(svc)
+        await svc.send("customer-changes", [customer_change(c, 0) for c in customers[:10]])
+        await watch.count(10)
+
+        # a WAF page (403) or the CDN's 503 page in front of the token endpoint, just as the access token expires
+        klaviyo_sim.faults = Faults(error_rates={status: 1.0}, html_errors=True, operations=["oauth_token"],
+                                    for_s=EPISODE_S)
+        klaviyo_sim.state.oauth.expire_access_tokens()
+        await svc.send("customer-changes", [customer_change(c, 0) for c in customers[10:]])
+        await watch.until(lambda: bool(watch.changes))
+        out_at, outage = watch.changes[0]
+        expected = DestinationState.MISCONFIGURED if status == 403 else DestinationState.DOWN
+        assert outage.current is expected
+        assert gauge("ipaas_klaviyo_authorization_state", {"state": "needs_reauthorization"}) == 0
+        back_at = await watch.state("klaviyo", DestinationState.UP, after=out_at)
+        await watch.count(30)
+        await assert_everything_committed(svc, "customer-changes")
+
+    refused = [r for r in klaviyo_sim.received("oauth_token") if r.fault]
+    print(f"\n[token endpoint {status}] Klaviyo {expected.value} {back_at - out_at:.1f} s; {len(refused)} refreshes "
+          f"refused, {refreshes(klaviyo_sim) - len(refused)} succeeded; records {watch.outcomes()}")
+    assert provider_states == []  # never needs_reauthorization: nothing for `ipaas-klaviyo authorize` to do
+    assert auth.provider.state is AuthorizationState.CONNECTED
+    assert refused and refreshes(klaviyo_sim) - len(refused) == 1
+    # the 20 records refused with 401 at once made one refresh request; after it, at most one per probe
+    probes = sum(1 for r in klaviyo_sim.received("get_profiles") if r.status == 401)
+    assert len(refused) <= 1 + probes, (len(refused), probes)
+    assert watch.outcomes() == {"succeeded": 30}
+    assert set(profiles_by_external_id(klaviyo_sim)) == set(customers)
+    records = await error_log(svc)
+    assert TOKEN_EXCHANGE_FAILED.code not in {r["code"] for r in records}
+    assert sorted(r["code"] for r in records) == sorted([KLAVIYO_CONNECTION_ERROR.code, DESTINATION_RECOVERED.code])
