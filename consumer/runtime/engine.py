@@ -205,8 +205,8 @@ class StreamRuntime:
         metrics.CONSUMPTION_PAUSED.labels(reason).set(0)
 
     def _destination_changed(self, change: Change) -> None:
-        """A destination went out or came back: the pause reasons it stands for follow (partitions follow in
-        the fetch loop, by the topics that need it)."""
+        """A destination went out or came back: the pause reasons it stands for follow, and at once the partitions
+        of the topics that need it (a fetch in flight then returns none of their records)."""
         metrics.set_destination_state(change.destination, change.current.value)
         unavailable = self.destinations.unavailable()
         self.health.destinations = {name: state.value for name, state in unavailable.items()} or None
@@ -219,6 +219,8 @@ class StreamRuntime:
                 self.pause(reason)
             else:
                 self.resume(reason)
+        if self._consumer is not None and self.health.started and not self.health.stopped:
+            self._apply_pauses(self._consumer)
 
     def on_finished(self, listener: Callable[[InboundMessage, str], None]) -> None:
         """Call ``listener(message, outcome)`` whenever a record is finished (succeeded, skipped, dead_lettered)."""
