@@ -19,6 +19,8 @@ from prometheus_client import REGISTRY
 
 from consumer.destinations import Change, DestinationState
 from consumer.failures.errorlog import read_error_log
+from consumer.klaviyo import Profile
+from consumer.poller import change_record
 from consumer.runtime import InboundMessage
 from simulators.ipaas import IpaasSimulator
 from simulators.ipaas import SimulatorConfig as IpaasConfig
@@ -87,12 +89,11 @@ def transaction_change(tid: str, customer_id: str) -> tuple[Any, ...]:
 
 
 def klaviyo_profile_change(profile_id: str, email: str) -> tuple[Any, ...]:
-    """A Klaviyo profile change as the poller publishes it (the profile's document: no call to Klaviyo)."""
-    document = {"event_type": "klaviyo_profile/created", "event_id": f"{profile_id}@1",
-                "data": {"type": "profile", "id": profile_id,
-                         "attributes": {"email": email, "first_name": "Kla", "last_name": "Viyo",
-                                        "updated": "2026-11-27T10:00:00+00:00"}}}
-    return (profile_id.encode(), orjson.dumps(document))
+    """A new Klaviyo profile as the poller publishes it (its document: the TO flows need no call to Klaviyo)."""
+    profile = Profile.model_validate({"type": "profile", "id": profile_id, "attributes": {
+        "email": email, "first_name": "Kla", "last_name": "Viyo",
+        "created": "2026-11-27T10:00:00+00:00", "updated": "2026-11-27T10:00:00+00:00"}})
+    return change_record(profile)
 
 
 # --- what arrived --------------------------------------------------------------------------------------------------
