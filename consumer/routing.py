@@ -199,7 +199,7 @@ class Dispatcher:
         except PoisonPill as exc:
             exc.flow = Flow.SERVICE
             raise
-        flow, outcome = Flow.SERVICE.slug, "skipped"
+        flow, outcome, transfer = Flow.SERVICE.slug, "skipped", None
         for event in events:
             route = self._table.route(message.topic, event.event_type)
             if route is None:
@@ -208,7 +208,7 @@ class Dispatcher:
                 raise pill
             if route.handler is None:
                 continue
-            flow, outcome = route.flow.slug if route.flow else flow, "succeeded"
+            flow, outcome, transfer = route.flow.slug if route.flow else flow, "succeeded", transfer_of(event)
             try:
                 await route.handler(await _fetch_if_notified(event, self._context), self._context)
             except IntegrationError as error:
@@ -220,4 +220,4 @@ class Dispatcher:
                 unexpected = UnexpectedError(exc)
                 unexpected.transfer, unexpected.flow = transfer_of(event), route.flow
                 raise unexpected from exc
-        return Handled(flow=flow, outcome=outcome)
+        return Handled(flow=flow, outcome=outcome, transfer=transfer)
