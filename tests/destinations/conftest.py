@@ -28,8 +28,6 @@ from simulators.klaviyo import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfi
 from tests.support.kafka import end_offsets, group_offsets
 from tests.support.service import RunningService, service_settings
 
-pytestmark = pytest.mark.kafka
-
 
 @pytest.fixture
 async def klaviyo_sim(openapi_spec: Spec) -> AsyncIterator[KlaviyoSimulator]:
@@ -62,9 +60,9 @@ def settings_for(kafka_bootstrap: str, unique: str, klaviyo: KlaviyoSimulator, *
 
 
 # --- change records ------------------------------------------------------------------------------------------------
-def customer_change(cid: str, version: int, *, created: bool | None = None, **fields: Any) -> tuple[Any, ...]:
+def customer_change(cid: str, version: int, **fields: Any) -> tuple[Any, ...]:
     """A Customer change as iPaaS.com's hook sends it: version 0 creates, later versions update."""
-    created = version == 0 if created is None else created
+    created = version == 0
     record = {"id": cid, "first_name": "Ada", "last_name": f"v{version}", "email_address": f"{cid}@example.com",
               **fields}
     scope = "customer/created" if created else "customer/updated"

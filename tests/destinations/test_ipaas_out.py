@@ -25,6 +25,8 @@ from .conftest import (
     transaction_change,
 )
 
+pytestmark = pytest.mark.kafka
+
 OUT: dict[str, tuple[dict[str, Any], DestinationState]] = {
     "401": ({"unauthorized": True}, DestinationState.UNAUTHORIZED),
     "down (503)": ({"error_rates": {503: 1.0}}, DestinationState.DOWN),

@@ -25,6 +25,8 @@ from .conftest import (
     transaction_change,
 )
 
+pytestmark = pytest.mark.kafka
+
 OUTAGE_S = 3.0
 IN_FLIGHT = 4
 

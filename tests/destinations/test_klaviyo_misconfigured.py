@@ -27,6 +27,8 @@ from .conftest import (
     transaction_change,
 )
 
+pytestmark = pytest.mark.kafka
+
 EPISODE_S = 3.0
 WRITES = ["create_profile", "update_profile", "create_or_update_profile", "create_event", "bulk_create_events"]
 FAULTS: dict[str, dict[str, Any]] = {
@@ -43,7 +45,7 @@ async def test_answers_that_are_not_klaviyos_commit_nothing_and_everything_arriv
 ) -> None:
     customers = [f"c-{i}" for i in range(30)]
     orders = [f"t-{i}" for i in range(10)]
-    sent: dict[tuple[str, int], tuple[str, int]] = {}  # (topic, partition, offset) of each customer change
+    sent: dict[tuple[str, int], tuple[int, int]] = {}  # (customer, version) → (partition, offset) of its change
 
     async with running_service(settings_for(kafka_bootstrap, unique, klaviyo_sim)) as svc:
         watch = Watch.on(svc)
@@ -73,7 +75,7 @@ async def test_answers_that_are_not_klaviyos_commit_nothing_and_everything_arriv
 
     intercepted = [r for r in klaviyo_sim.received() if r.fault]
     print(f"\n[{answer}] Klaviyo misconfigured (first back {back_at - out_at:.1f} s later, "
-          f"{len(watch.states('klaviyo')) // 2} episodes as the destination saw them); {len(intercepted)} requests "
+          f"{len(watch.states('klaviyo')) // 2 - 1} relapses); {len(intercepted)} requests "
           f"intercepted; records {watch.outcomes()}")
     assert intercepted and all(r.fault in ("captive_portal", "redirect") for r in intercepted)
     assert watch.outcomes() == {"succeeded": 10 + len(sent) + len(orders)}  # nothing dead-lettered

@@ -26,6 +26,8 @@ from .conftest import (
     settings_for,
 )
 
+pytestmark = pytest.mark.kafka
+
 SUPERSEDED, BOTH_FAILED = "c-superseded", "c-both-failed"
 
 
