@@ -2,8 +2,9 @@
 
 Kafka topics → ``StreamRuntime`` → ``Dispatcher`` (decode, route) → flow handlers → Klaviyo / iPaaS.com.
 A record that fails for good is written to the error log, then dead-lettered (a later change of its key that
-succeeds is applied, with a warning in the error log: ``consumer.failures.waiting``); ``/metrics``, ``/healthz`` and
-``/readyz`` are served on ``settings.http``.
+succeeds is applied, with a warning in the error log: ``consumer.failures.waiting``); ``/metrics``, ``/healthz``,
+``/readyz`` and ``/status`` are served on ``settings.http``, with the lag and the dead-letter backlog read from Kafka
+(``consumer.kafka_view``).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 
@@ -27,13 +28,14 @@ from consumer.failures.waiting import WaitingLetters, warn_of_waiting_letters
 from consumer.flows.context import FlowContext
 from consumer.ipaas.errors import DESTINATION as IPAAS
 from consumer.kafka import reliable_producer
+from consumer.kafka_view import KafkaView
 from consumer.klaviyo import ApiKeyAuth, Auth, KlaviyoClient
 from consumer.klaviyo.errors import DESTINATION as KLAVIYO
 from consumer.mapping import load_collections
 from consumer.oauth import bind_runtime, oauth_auth
 from consumer.observability import metrics
 from consumer.observability.http import OpsServer
-from consumer.routing import Dispatcher, Route, RoutingTable, Source, default_sources
+from consumer.routing import Dispatcher, RoutingTable, Source, default_sources
 from consumer.runtime import Failure, FailureSink, InboundMessage, RetryPolicy, StreamRuntime
 from consumer.settings import Settings
 from consumer.topics import TopicCatalog
@@ -70,6 +72,15 @@ def ipaas_client(settings: Settings) -> Any:
     return IpaasClient(settings.ipaas)
 
 
+class Wiring(NamedTuple):
+    """What ``build_dispatcher`` puts together."""
+
+    dispatcher: Dispatcher
+    table: RoutingTable
+    failed_for_good: FailureSink
+    klaviyo: KlaviyoClient
+
+
 async def build_dispatcher(
     settings: Settings,
     stack: AsyncExitStack,
@@ -77,9 +88,9 @@ async def build_dispatcher(
     catalog: TopicCatalog,
     *,
     auth: Auth | None = None,
-    routes: Sequence[Source | Route] | None = None,
+    routes: Sequence[Source] | None = None,
     destinations: Destinations | None = None,
-) -> tuple[Dispatcher, RoutingTable, FailureSink]:
+) -> Wiring:
     """The flows behind their dispatcher, the routing table, and the failure path (error log, then dead letter).
 
     What the service runs under its consumer, and what ``ipaas-klaviyo dlq replay --direct`` runs without one.
@@ -113,7 +124,7 @@ async def build_dispatcher(
         await dead_letters.publish(message, failure)
 
     dispatcher = Dispatcher(table, context, max_value_bytes=settings.runtime.max_value_bytes)
-    return dispatcher, table, failed_for_good
+    return Wiring(dispatcher, table, failed_for_good, klaviyo)
 
 
 class Service:
@@ -124,7 +135,7 @@ class Service:
         settings: Settings,
         *,
         auth: Auth | None = None,
-        routes: Sequence[Source | Route] | None = None,
+        routes: Sequence[Source] | None = None,
         catalog: TopicCatalog | None = None,
     ) -> None:
         self.settings = settings
@@ -134,6 +145,7 @@ class Service:
         self._stop = asyncio.Event()
         self.runtime: StreamRuntime | None = None
         self.ops: OpsServer | None = None
+        self.view: KafkaView | None = None
         self.started = asyncio.Event()
 
     def stop(self) -> None:
@@ -157,14 +169,22 @@ class Service:
 
         stack.push_async_callback(stopped)
 
+    def _status_of(self, view: KafkaView, table: RoutingTable, destinations: Destinations) -> Callable[[], Any]:
+        """``/status``: the Kafka view's last reading with what only the running service knows."""
+        from consumer.status import ServiceState, build_status
+
+        assert self.runtime is not None
+        state = ServiceState(
+            health=self.runtime.health, needs=table.needs_of, destinations=[d.name for d in destinations],
+            authorization=metrics.authorization_state, poller_in_service=self.settings.poller.in_service,
+            poller_last_poll=metrics.poller_last_poll,
+        )
+        return lambda: build_status(view.snapshot, self.catalog, source="service", service=state)
+
     async def run(self, *, install_signal_handlers: bool = False) -> None:
         settings = self.settings
         metrics.initialize()
-        default_policy = RetryPolicy(
-            attempts=settings.runtime.retry_attempts,
-            base_delay_s=settings.runtime.retry_base_delay_s,
-            max_delay_s=settings.runtime.retry_max_delay_s,
-        )
+        default_policy = RetryPolicy.from_settings(settings.runtime)
         async with AsyncExitStack() as stack:
             producer = reliable_producer(settings.kafka)
             await producer.start()
@@ -172,7 +192,7 @@ class Service:
             auth = self._auth or klaviyo_auth(settings)
             destinations = Destinations()
             stack.push_async_callback(destinations.aclose)
-            dispatcher, table, failed_for_good = await build_dispatcher(
+            dispatcher, table, failed_for_good, klaviyo = await build_dispatcher(
                 settings, stack, producer, self.catalog, auth=auth, routes=self._routes, destinations=destinations)
             error_log = ErrorLog(producer, self.catalog.name("error-log"))
             for destination in destinations:
@@ -196,16 +216,21 @@ class Service:
                 destinations=destinations,
             )
             self.runtime = runtime
+            runtime.on_share(klaviyo.set_quota_share)
+            # the lag and the dead-letter backlog as Kafka sees them, read in the background (/metrics, /status)
+            view = KafkaView.for_settings(settings, self.catalog, topics=table.topics, held=runtime.oldest_unfinished)
+            self.view = await stack.enter_async_context(view.running())
             # OAuth: a lost authorization pauses consumption ("authorization"), is logged, and shows in the gauge
             await stack.enter_async_context(bind_runtime(auth, destinations, error_log))
             if settings.poller.in_service:
-                await self._start_poller(stack, dispatcher.context.klaviyo, producer)
+                await self._start_poller(stack, klaviyo, producer)
             health = runtime.health
             self.ops = OpsServer(
                 settings.http.host, settings.http.port,
                 live=lambda: (health.live(), {"paused": sorted(health.paused)}),
                 ready=lambda: (health.ready(), {"partitions": health.partitions, "paused": sorted(health.paused),
                                                 "destinations": health.destinations or {}}),
+                status=self._status_of(view, table, destinations),
             ).start()
             stack.callback(self.ops.close)
             if install_signal_handlers:

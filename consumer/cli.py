@@ -18,7 +18,7 @@ from consumer.settings import Settings, load_settings
 if TYPE_CHECKING:
     from consumer.failures.replay import Dispatch
     from consumer.klaviyo import Auth
-    from consumer.routing import Route
+    from consumer.routing import Source
     from consumer.topics import TopicCatalog
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
@@ -82,7 +82,7 @@ async def replay_dispatch(
     catalog: TopicCatalog,
     *,
     auth: Auth | None = None,
-    routes: Sequence[Route] | None = None,
+    routes: Sequence[Source] | None = None,
 ) -> AsyncIterator[Dispatch]:
     """What ``dlq replay --direct`` runs dead letters through: the service's dispatcher, failure path (error log,
     then dead letter) and retry policies, from the composition root (``consumer.app.build_dispatcher``).
@@ -101,12 +101,9 @@ async def replay_dispatch(
         producer = AIOKafkaProducer(**connection_options(settings.kafka), enable_idempotence=True, acks="all")
         await producer.start()
         stack.push_async_callback(producer.stop)
-        dispatcher, table, failure_sink = await build_dispatcher(
-            settings, stack, producer, catalog, auth=auth, routes=routes)
-        default = RetryPolicy(attempts=settings.runtime.retry_attempts,
-                              base_delay_s=settings.runtime.retry_base_delay_s,
-                              max_delay_s=settings.runtime.retry_max_delay_s)
-        yield Dispatch(processor=dispatcher, failure_sink=failure_sink,
+        wiring = await build_dispatcher(settings, stack, producer, catalog, auth=auth, routes=routes)
+        default, table = RetryPolicy.from_settings(settings.runtime), wiring.table
+        yield Dispatch(processor=wiring.dispatcher, failure_sink=wiring.failed_for_good,
                        policy_for=lambda topic: table.policy_for(topic, default), topics=frozenset(table.topics))
 
 
@@ -316,6 +313,74 @@ async def _revoke(args: argparse.Namespace, settings: Settings) -> int:
     return 1
 
 
+async def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from aiokafka.errors import KafkaError
+
+    from consumer import status
+    from consumer.topics import TopicCatalog
+
+    catalog = TopicCatalog.load(settings.topics_file, settings.topic_prefix)
+    try:
+        document, where = await status.read_status(settings, catalog, url=args.url, kafka_only=args.kafka)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        print(f"ipaas-klaviyo: no service answered and Kafka could not be read ({exc or type(exc).__name__}); "
+              f"check kafka.bootstrap_servers ({settings.kafka.bootstrap_servers})", file=sys.stderr)
+        return 1
+    if args.json:
+        import orjson
+
+        print(orjson.dumps(document).decode())
+    else:
+        print(status.format_status(document, where=where))
+    return 0
+
+
+async def _exporter(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+
+    from consumer import status
+    from consumer.kafka_view import KafkaView
+    from consumer.observability import metrics
+    from consumer.observability.http import OpsServer
+    from consumer.topics import TopicCatalog
+
+    if args.interval <= 0:
+        raise ValueError("--interval must be > 0 seconds")
+    catalog = TopicCatalog.load(settings.topics_file, settings.topic_prefix)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    metrics.initialize()
+    async with KafkaView.for_settings(settings, catalog, interval_s=args.interval).running() as view:
+        ops = OpsServer(settings.http.host, settings.http.port, live=lambda: (True, {}),
+                        ready=lambda: (view.snapshot.lag_at is not None, {"errors": dict(view.snapshot.errors)}),
+                        status=lambda: status.build_status(view.snapshot, catalog, source="exporter")).start()
+        print(f"exporting the lag of group {settings.kafka.group_id} and the dead-letter backlog on "
+              f"http://{settings.http.host}:{ops.port}/metrics", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            ops.close()
+    return 0
+
+
+def _ops_commands(commands: Any) -> None:
+    """``status`` and ``exporter``: what operators read about a running (or stopped) integration."""
+    status = commands.add_parser(
+        "status", help="lag, pauses, authorization, dead letters and poller watermark on one screen")
+    status.add_argument("--url", default=None, help="the service's (or exporter's) address "
+                        "(default: http://<http.host>:<http.port>); when nothing answers, from Kafka alone")
+    status.add_argument("--kafka", action="store_true", help="read Kafka alone, not the service")
+    status.add_argument("--json", action="store_true", help="machine output (one JSON document)")
+    status.set_defaults(handler=_status)
+
+    exporter = commands.add_parser(
+        "exporter", help="serve the lag and the dead-letter backlog from Kafka alone (/metrics, /status)")
+    exporter.add_argument("--interval", type=float, default=5.0, help="seconds between readings of Kafka")
+    exporter.set_defaults(handler=_exporter)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ipaas-klaviyo", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -399,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = commands.add_parser("revoke", help="revoke the Klaviyo OAuth tokens and delete the token file")
     revoke.add_argument("--force", action="store_true", help="delete the token file even if Klaviyo cannot confirm")
     revoke.set_defaults(handler=_revoke)
+    _ops_commands(commands)
     return parser
 
 

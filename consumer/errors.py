@@ -26,10 +26,7 @@ Who is to blame decides what happens:
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from consumer.catalog import Flow
+from typing import Any, Protocol
 
 UNEXPECTED_ERROR_CODE = "UNEXPECTED_ERROR"
 
@@ -46,6 +43,13 @@ class Outage(StrEnum):
     doesn't exist (a wrong base URL, a proxy or captive portal in the way)."""
 
 
+class FlowName(Protocol):
+    """A flow as failures carry it (``consumer.catalog.Flow``): metrics and headers use its slug."""
+
+    @property
+    def slug(self) -> str: ...
+
+
 class IntegrationError(Exception):
     """A failure with the facts the runtime needs: whose fault, whether to retry, after how long."""
 
@@ -59,7 +63,7 @@ class IntegrationError(Exception):
     """What the far side (or the decoder) said, secret-free; the catalog message carries it in parentheses."""
     destination: str | None = None
     outage: Outage | None = None
-    flow: Flow | None = None
+    flow: FlowName | None = None
     """The flow that failed; the dispatcher fills it in when the raiser did not."""
     transfer: Any = None
     """The ``TransferRef`` (record kind and id) the failure is about; filled in by the dispatcher."""

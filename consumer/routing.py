@@ -11,17 +11,23 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from consumer.catalog import Flow
 from consumer.envelopes import ChangeEvent, PoisonPill, RecordKind, decode
 from consumer.errors import IntegrationError, UnexpectedError
-from consumer.flows.context import FlowContext, transfer_of
+from consumer.flows.context import Change, FlowContext, transfer_of
+from consumer.flows.orders_from import send_order_events
+from consumer.flows.profiles_from import sync_profile
+from consumer.flows.profiles_to import sync_customer
 from consumer.ipaas.errors import DESTINATION as IPAAS
 from consumer.klaviyo.errors import DESTINATION as KLAVIYO
+from consumer.records import Customer, KlaviyoProfile, Transaction
 from consumer.runtime import Handled, InboundMessage, RetryPolicy
 from consumer.topics import TopicCatalog
 
-Handler = Callable[[ChangeEvent, FlowContext], Awaitable[None]]
+Handler = Callable[[Change[Any], FlowContext], Awaitable[None]]
+"""A flow handler: a plain async function of the typed change it acts on and its context."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +48,8 @@ class Source:
     - ``routes``: which flow handles each event of the topic;
     - ``needs``: the destinations its flows call; while one of them is out the topic's partitions pause;
     - ``retry``: attempts and backoff before a record is dead-lettered (None: the settings' ``runtime.retry_*``);
-    - ``dead_letter``: the catalog id of its dead-letter topic (checked against the catalog at start-up).
+    - ``dead_letter``: the catalog id of its dead-letter topic (checked against the catalog at start-up);
+    - ``record``: the record type its handlers take.
     """
 
     topic: str
@@ -50,6 +57,8 @@ class Source:
     needs: frozenset[str]
     dead_letter: str
     retry: RetryPolicy | None = None
+    record: type | tuple[type, ...] = object
+    """What its handlers take as ``Change.record`` (checked before the handler is called)."""
 
     def __post_init__(self) -> None:
         for route in self.routes:
@@ -58,14 +67,14 @@ class Source:
 
 
 def source(
-    topic: str, *, needs: Iterable[str], dead_letter: str, retry: RetryPolicy | None = None,
-    on: Mapping[str, tuple[Flow, Handler] | None],
+    topic: str, *, record: type | tuple[type, ...], needs: Iterable[str], dead_letter: str,
+    retry: RetryPolicy | None = None, on: Mapping[str, tuple[Flow, Handler] | None],
 ) -> Source:
     """A ``Source`` from ``{event: (flow, handler)}``; ``None`` skips the event."""
     routes = tuple(
         Route(topic, event, *(target if target is not None else (None, None))) for event, target in on.items()
     )
-    return Source(topic, routes, frozenset(needs), dead_letter, retry)
+    return Source(topic, routes, frozenset(needs), dead_letter, retry, record)
 
 
 async def _fetch_if_notified(event: ChangeEvent, ctx: FlowContext) -> ChangeEvent:
@@ -85,58 +94,53 @@ def default_sources() -> tuple[Source, ...]:
     transaction topics are read from iPaaS.com first, but those topics don't *need* iPaaS.com: while it is out
     only the records that must be fetched wait; everything else keeps flowing to Klaviyo.
     """
-    from consumer.flows.orders_from import send_order_events
-    from consumer.flows.profiles_from import sync_profile
-    from consumer.flows.profiles_to import sync_customer
-
     return (
-        source("customer-changes", needs={KLAVIYO}, dead_letter="customer-changes-dlt", on={
-            "customer/created": (Flow.ADD_PROFILE_FROM_IPAAS, sync_profile),
-            "customer/updated": (Flow.UPDATE_PROFILE_FROM_IPAAS, sync_profile),
-            "customer/deleted": None,
-        }),
-        source("transaction-changes", needs={KLAVIYO}, dead_letter="transaction-changes-dlt", on={
-            "transaction/created": (Flow.PLACED_ORDER_FROM_IPAAS, send_order_events),
-            # events are append-only; their unique_id makes a resend a no-op at Klaviyo
-            "transaction/updated": (Flow.PLACED_ORDER_FROM_IPAAS, send_order_events),
-            "transaction/deleted": None,
-        }),
-        source("klaviyo-profile-changes", needs={KLAVIYO, IPAAS}, dead_letter="klaviyo-profile-changes-dlt", on={
-            "klaviyo_profile/created": (Flow.ADD_PROFILE_TO_IPAAS, sync_customer),
-            "klaviyo_profile/updated": (Flow.UPDATE_PROFILE_TO_IPAAS, sync_customer),
-            "klaviyo_profile/deleted": None,
-        }),
+        source(
+            "customer-changes",
+            record=Customer,
+            needs={KLAVIYO},
+            dead_letter="customer-changes-dlt",
+            on={
+                "customer/created": (Flow.ADD_PROFILE_FROM_IPAAS, sync_profile),
+                "customer/updated": (Flow.UPDATE_PROFILE_FROM_IPAAS, sync_profile),
+                "customer/deleted": None,
+            },
+        ),
+        source(
+            "transaction-changes",
+            record=Transaction,
+            needs={KLAVIYO},
+            dead_letter="transaction-changes-dlt",
+            on={
+                "transaction/created": (Flow.PLACED_ORDER_FROM_IPAAS, send_order_events),
+                # events are append-only; their unique_id makes a resend a no-op at Klaviyo
+                "transaction/updated": (Flow.PLACED_ORDER_FROM_IPAAS, send_order_events),
+                "transaction/deleted": None,
+            },
+        ),
+        source(
+            "klaviyo-profile-changes",
+            record=(KlaviyoProfile, type(None)),  # a data-less change (None) is read from Klaviyo by its flow
+            needs={KLAVIYO, IPAAS},
+            dead_letter="klaviyo-profile-changes-dlt",
+            on={
+                "klaviyo_profile/created": (Flow.ADD_PROFILE_TO_IPAAS, sync_customer),
+                "klaviyo_profile/updated": (Flow.UPDATE_PROFILE_TO_IPAAS, sync_customer),
+                "klaviyo_profile/deleted": None,
+            },
+        ),
     )
-
-
-def _as_sources(entries: Iterable[Source | Route], topics: TopicCatalog) -> list[Source]:
-    """Sources as given; bare ``Route``s (tests) are grouped into sources with the catalog's dead-letter topic
-    and the needs of the default declaration of their topic."""
-    sources: list[Source] = []
-    loose: dict[str, list[Route]] = {}
-    for entry in entries:
-        if isinstance(entry, Source):
-            sources.append(entry)
-        else:
-            loose.setdefault(entry.topic, []).append(entry)
-    if loose:
-        defaults = {declared.topic: declared for declared in default_sources()}
-        for topic, routes in loose.items():
-            dead_letter = topics.topics[topic].dead_letter_topic if topic in topics.topics else None
-            needs = defaults[topic].needs if topic in defaults else frozenset()
-            sources.append(Source(topic, tuple(routes), needs, dead_letter or f"{topic}-dlt"))
-    return sources
 
 
 class RoutingTable:
     """The sources resolved against the topic catalog, by Kafka topic name; checked at start-up."""
 
-    def __init__(self, sources: Iterable[Source | Route], topics: TopicCatalog) -> None:
+    def __init__(self, sources: Iterable[Source], topics: TopicCatalog) -> None:
         self._routes: dict[tuple[str, str], Route] = {}
         self._kinds: dict[str, RecordKind] = {}
         self._sources: dict[str, Source] = {}
         self._dead_letters: dict[str, str] = {}
-        for declared in _as_sources(sources, topics):
+        for declared in sources:
             spec = topics.topics.get(declared.topic)
             if spec is None:
                 raise ValueError(f"source {declared.topic!r} is not in the topic catalog")
@@ -210,7 +214,8 @@ class Dispatcher:
                 continue
             flow, outcome, transfer = route.flow.slug if route.flow else flow, "succeeded", transfer_of(event)
             try:
-                await route.handler(await _fetch_if_notified(event, self._context), self._context)
+                await route.handler(self._change_of(await _fetch_if_notified(event, self._context), message.topic),
+                                    self._context)
             except IntegrationError as error:
                 error.transfer = transfer_of(event)
                 if error.flow is None:
@@ -221,3 +226,10 @@ class Dispatcher:
                 unexpected.transfer, unexpected.flow = transfer_of(event), route.flow
                 raise unexpected from exc
         return Handled(flow=flow, outcome=outcome, transfer=transfer)
+
+    def _change_of(self, event: ChangeEvent, topic: str) -> Change[Any]:
+        """The typed change a handler takes; a record that is not the source's kind is a poison pill."""
+        accepted = self._table.source_of(topic).record
+        if not isinstance(event.record, accepted):
+            raise PoisonPill("schema_violation", f"{event.event_type} carries no {self._table.kind_of(topic)} record")
+        return Change(event.record, event.action, transfer_of(event))

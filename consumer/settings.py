@@ -47,6 +47,10 @@ class RuntimeSettings(BaseModel):
     max_in_flight: int = Field(256, ge=1, description="handlers running at once, over all keys")
     max_buffered: int = Field(2048, ge=1, description="records fetched but not finished; above it, pause")
     fetch_max_records: int = Field(500, ge=1)
+    fetch_max_bytes: int = Field(
+        1_048_576, ge=1024, description="bytes per fetch over all partitions (what a pause may have to drop)")
+    partition_fetch_max_bytes: int = Field(
+        262_144, ge=1024, description="bytes per partition per fetch (a larger record still comes whole)")
     commit_interval_s: float = Field(1.0, gt=0)
     drain_timeout_s: float = Field(20.0, ge=0, description="on revoke/shutdown, wait this long for in-flight")
     max_value_bytes: int = Field(1_048_576, ge=1, description="larger values are poison pills")

@@ -168,7 +168,7 @@ def start(port: int | None = None, home: Path | None = None, timeout_s: float = 
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     fmt = subprocess.run(
         ["java", *opts, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
-         "-t", cluster_id, "-c", str(props)],
+         f"--cluster-id={cluster_id}", "-c", str(props)],  # "=": an id may start with "-"
         capture_output=True, text=True, check=False,
     )
     if fmt.returncode != 0:

@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
+import pytest
 
 from consumer.catalog import EARLIER_CHANGE_DEAD_LETTERED, RECORD_NOT_READABLE, Flow
-from consumer.envelopes import ChangeEvent
+from consumer.envelopes import PoisonPill
+from consumer.errors import UnexpectedError
 from consumer.failures import headers as dl
-from consumer.flows.context import FlowContext
-from consumer.routing import Route
+from consumer.flows.context import Change, FlowContext
+from consumer.records import Customer
+from consumer.routing import Dispatcher, RoutingTable, Source
+from consumer.runtime import Message, classify
+from consumer.topics import TopicCatalog
+from tests.support.changes import customer_source
 from tests.support.service import running_service, service_settings
 
 
 async def test_each_kind_of_poison_pill_is_dead_lettered_with_its_bytes_and_the_next_event_is_handled(
     kafka_bootstrap: str, unique: str
 ):
-    handled: list[ChangeEvent] = []
+    handled: list[Change[Any]] = []
 
-    async def record(event: ChangeEvent, ctx: FlowContext) -> None:
+    async def record(event: Change[Any], ctx: FlowContext) -> None:
         handled.append(event)
 
-    routes = [Route("customer-changes", "customer/created", Flow.ADD_PROFILE_FROM_IPAAS, record),
-              Route("customer-changes", "customer/updated", Flow.UPDATE_PROFILE_FROM_IPAAS, record)]
+    routes = [customer_source(record)]
     settings = service_settings(kafka_bootstrap, unique, runtime={"max_value_bytes": 4096},
                                 klaviyo={"api_key": "pk_test_not_used"})
     pills = {
@@ -64,3 +71,56 @@ async def test_each_kind_of_poison_pill_is_dead_lettered_with_its_bytes_and_the_
     assert [e["code"] for e in warnings] == [EARLIER_CHANGE_DEAD_LETTERED.code] * len(pills)
     assert all(e["message"].startswith(RECORD_NOT_READABLE.message + " (") for e in errors)
     assert all(e["dead_lettered"] and e["source"]["topic"] == svc.topic("customer-changes") for e in errors)
+
+
+# --- the dispatcher alone (no broker) ----------------------------------------------------------------------------
+def _dispatcher(handler: Any) -> Dispatcher:
+    async def warn(error: Any, transfer: Any) -> None:
+        return None
+
+    context = FlowContext(klaviyo=None, mappings={}, warn=warn)  # type: ignore[arg-type]
+    table = RoutingTable([customer_source(handler)], TopicCatalog.load())
+    return Dispatcher(table, context, max_value_bytes=4096)
+
+
+def _message(value: bytes) -> Message:
+    return Message(topic=TopicCatalog.load().name("customer-changes"), partition=0, offset=0, key=b"C1",
+                   value=value, headers=[], timestamp=0)
+
+
+async def test_a_handler_gets_its_typed_record_and_the_transfer():
+    got: list[Change[Any]] = []
+
+    async def handler(change: Change[Any], ctx: FlowContext) -> None:
+        got.append(change)
+
+    handled = await _dispatcher(handler)(_message(orjson.dumps({"id": "C1", "email_address": "a@shop.test"})))
+    [change] = got
+    assert isinstance(change.record, Customer) and change.record.email_address == "a@shop.test"
+    assert (change.record_id, change.transfer.kind, handled.flow) == ("C1", "customer", "update_profile_from_ipaas")
+
+
+async def test_a_notification_without_its_record_and_no_ipaas_client_is_a_poison_pill():
+    async def handler(change: Change[Any], ctx: FlowContext) -> None:
+        raise AssertionError("never called")
+
+    with pytest.raises(PoisonPill) as caught:
+        await _dispatcher(handler)(_message(orjson.dumps({"scope": "customer/updated", "id": "C1"})))
+    assert caught.value.reason == "schema_violation" and caught.value.flow is Flow.UPDATE_PROFILE_FROM_IPAAS
+
+
+async def test_a_handler_bug_is_an_unexpected_error_of_its_flow_and_transfer():
+    async def handler(change: Change[Any], ctx: FlowContext) -> None:
+        raise KeyError("oops")
+
+    with pytest.raises(UnexpectedError) as caught:
+        await _dispatcher(handler)(_message(orjson.dumps({"id": "C1"})))
+    error = caught.value
+    assert error.flow is Flow.UPDATE_PROFILE_FROM_IPAAS and error.transfer.id == "C1" and error.retryable
+    assert classify(error).exception_fqcn == "builtins.KeyError"
+
+
+def test_a_source_whose_dead_letter_topic_disagrees_with_the_catalog_is_refused_at_start_up():
+    wrong = Source("customer-changes", (), frozenset(), "transaction-changes-dlt")
+    with pytest.raises(ValueError, match="dead-letters to 'transaction-changes-dlt'"):
+        RoutingTable([wrong], TopicCatalog.load())

@@ -1,12 +1,16 @@
-"""What a flow handler may use: the ports (Klaviyo, iPaaS.com), the mapping collections, the error log."""
+"""What a flow handler gets: the change it acts on (typed record, action, transfer) and its context (the
+ports to Klaviyo and iPaaS.com, the mapping collections, the error log's warning sink, the link cache)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from consumer.catalog import CatalogError
+from consumer.envelopes import Action
+from consumer.flows.links import ProfileLinks
+from consumer.flows.ports import IpaasPort, KlaviyoPort
 from consumer.mapping import MappingCollection
 from consumer.transfers import TransferRef
 
@@ -14,6 +18,7 @@ if TYPE_CHECKING:
     from consumer.envelopes import ChangeEvent
 
 WarningSink = Callable[[CatalogError, TransferRef], Awaitable[None]]
+R = TypeVar("R")
 
 
 def transfer_of(event: ChangeEvent) -> TransferRef:
@@ -21,16 +26,33 @@ def transfer_of(event: ChangeEvent) -> TransferRef:
     return TransferRef(kind=event.kind, id=event.record_id, event_type=event.event_type)
 
 
+@dataclass(frozen=True, slots=True)
+class Change(Generic[R]):
+    """One change a handler acts on: the typed record, whether it was created or updated, and its transfer."""
+
+    record: R
+    action: Action
+    transfer: TransferRef
+
+    @property
+    def created(self) -> bool:
+        return self.action == Action.CREATED
+
+    @property
+    def record_id(self) -> str:
+        return self.transfer.id
+
+
 @dataclass
 class FlowContext:
     """The ports a handler talks through. Tests pass real clients pointed at the simulators."""
 
-    klaviyo: Any
-    """``consumer.klaviyo.KlaviyoClient`` (typed loosely here so the flows' tests can pass the real thing)."""
+    klaviyo: KlaviyoPort
     mappings: Mapping[str, MappingCollection]
     warn: WarningSink
     """Records a catalog warning (or a related error) in the error log without failing the transfer."""
-    ipaas: Any = None
-    """``consumer.ipaas.IpaasClient`` for the TO-iPaaS.com flows and notify-then-fetch hooks."""
+    ipaas: IpaasPort | None = None
+    """For the TO-iPaaS.com flows and notify-then-fetch hooks (None when no iPaaS.com token is configured)."""
     generate_events: bool = True
-    extras: dict[str, Any] = field(default_factory=dict)
+    links: ProfileLinks = field(default_factory=ProfileLinks)
+    """A Customer's external_id -> its Klaviyo profile id, shared by every flow of this context."""

@@ -9,13 +9,8 @@ and Klaviyo stays the source of truth.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from consumer.flows.context import FlowContext
 
 DEFAULT_MAX_LINKS = 100_000
-_EXTRAS_KEY = "profile_links"
 
 
 class ProfileLinks:
@@ -50,10 +45,3 @@ class ProfileLinks:
         if external_id:
             self._links.pop(external_id, None)
 
-
-def links_of(ctx: FlowContext) -> ProfileLinks:
-    """The context's link cache (created on first use, shared by every flow of that context)."""
-    links = ctx.extras.get(_EXTRAS_KEY)
-    if not isinstance(links, ProfileLinks):
-        links = ctx.extras[_EXTRAS_KEY] = ProfileLinks()
-    return links

@@ -57,11 +57,10 @@ from consumer.catalog import (
     CatalogError,
     Flow,
 )
-from consumer.envelopes import ChangeEvent, PoisonPill
-from consumer.flows.context import FlowContext
-from consumer.flows.links import links_of
+from consumer.flows.context import Change, FlowContext
+from consumer.flows.ports import KlaviyoPort
 from consumer.flows.profiles_from import IDENTIFIERS, attribute, ensure_profile, is_valid_email
-from consumer.klaviyo import KlaviyoClient, KlaviyoConnectionError, KlaviyoRejected, NewEvent, ProfileAttributes
+from consumer.klaviyo import KlaviyoConnectionError, KlaviyoRejected, NewEvent, ProfileAttributes
 from consumer.records import Customer, CustomerAddress, Transaction, TransactionLine
 from consumer.transfers import TransferRef
 
@@ -272,7 +271,7 @@ async def _ensure_customer(ctx: FlowContext, transaction: Transaction, placed: _
 
 
 # --- sending -------------------------------------------------------------------------------------------------
-async def _send(client: KlaviyoClient, events: list[NewEvent]) -> int:
+async def _send(client: KlaviyoPort, events: list[NewEvent]) -> int:
     """Send the events with as few calls as possible; returns the number of calls."""
     if len(events) < BULK_MIN_EVENTS:
         for event in events:
@@ -281,20 +280,13 @@ async def _send(client: KlaviyoClient, events: list[NewEvent]) -> int:
     return await client.bulk_create_events(events)
 
 
-def transaction_of(event: ChangeEvent) -> Transaction:
-    if not isinstance(event.record, Transaction):
-        raise PoisonPill("schema_violation", f"{event.event_type} carries no transaction record")
-    return event.record
-
-
-async def send_order_events(event: ChangeEvent, ctx: FlowContext) -> None:
+async def send_order_events(change: Change[Transaction], ctx: FlowContext) -> None:
     """Handler of ``transaction/created`` and ``transaction/updated``."""
-    transaction = transaction_of(event)
     if not ctx.generate_events:
-        log.debug("Generate Events is off; transaction not sent", extra={"event_type": event.event_type})
+        log.debug("Generate Events is off; transaction not sent", extra={"event_type": change.transfer.event_type})
         return
     try:
-        await _send_order(ctx, transaction)
+        await _send_order(ctx, change.record)
     except CatalogError as exc:
         attribute(exc, Flow.PLACED_ORDER_FROM_IPAAS)
         raise
@@ -302,9 +294,9 @@ async def send_order_events(event: ChangeEvent, ctx: FlowContext) -> None:
 
 async def _send_order(ctx: FlowContext, transaction: Transaction) -> None:
     built = build_events(ctx, transaction)
-    client: KlaviyoClient = ctx.klaviyo
+    client = ctx.klaviyo
     external_id = built.placed.profile.get("external_id")
-    cached = links_of(ctx).get(str(external_id)) if external_id else None
+    cached = ctx.links.get(str(external_id)) if external_id else None
     profile_id = await _ensure_customer(ctx, transaction, built.placed)
     drafts = [built.placed, *built.lines]
     try:
@@ -313,7 +305,7 @@ async def _send_order(ctx: FlowContext, transaction: Transaction) -> None:
         if exc.http_status != 404 or cached is None or profile_id != cached:
             raise
         # The cached profile is gone (deleted or merged in Klaviyo): find or create it again, then resend.
-        links_of(ctx).forget(str(external_id))
+        ctx.links.forget(str(external_id))
         profile_id = await _ensure_customer(ctx, transaction, built.placed)
         await _send(client, [draft.event(profile_id) for draft in drafts])
     if built.failed:

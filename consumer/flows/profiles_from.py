@@ -50,10 +50,10 @@ from consumer.catalog import (
     CatalogError,
     Flow,
 )
-from consumer.envelopes import Action, ChangeEvent, PoisonPill
-from consumer.flows.context import FlowContext, transfer_of
-from consumer.flows.links import ProfileLinks, links_of
-from consumer.klaviyo import KlaviyoClient, KlaviyoRejected, Profile, ProfileAttributes
+from consumer.flows.context import Change, FlowContext
+from consumer.flows.links import ProfileLinks
+from consumer.flows.ports import KlaviyoPort
+from consumer.klaviyo import KlaviyoRejected, Profile, ProfileAttributes
 from consumer.records import Customer
 from consumer.transfers import TransferRef
 
@@ -106,13 +106,12 @@ class ProfileSync:
     warned: bool = False
 
     @property
-    def klaviyo(self) -> KlaviyoClient:
-        client: KlaviyoClient = self.ctx.klaviyo
-        return client
+    def klaviyo(self) -> KlaviyoPort:
+        return self.ctx.klaviyo
 
     @property
     def links(self) -> ProfileLinks:
-        return links_of(self.ctx)
+        return self.ctx.links
 
     # --- the flows -------------------------------------------------------------------------------------------
     async def add(self, customer: Customer, *, use_cache: bool = True) -> str:
@@ -290,21 +289,14 @@ def attribute(exc: CatalogError, flow: Flow) -> None:
         exc.flow = flow
 
 
-def customer_of(event: ChangeEvent) -> Customer:
-    if not isinstance(event.record, Customer):
-        raise PoisonPill("schema_violation", f"{event.event_type} carries no customer record")
-    return event.record
-
-
-async def sync_profile(event: ChangeEvent, ctx: FlowContext) -> None:
+async def sync_profile(change: Change[Customer], ctx: FlowContext) -> None:
     """Handler of ``customer/created`` (Add flow) and ``customer/updated`` (Update flow)."""
-    customer = customer_of(event)
-    sync = ProfileSync(ctx, transfer_of(event))
+    sync = ProfileSync(ctx, change.transfer)
     try:
-        if event.action == Action.CREATED:
-            await sync.add(customer)
+        if change.created:
+            await sync.add(change.record)
         else:
-            await sync.update(customer)
+            await sync.update(change.record)
     except CatalogError as exc:
         attribute(exc, sync.flow)
         raise

@@ -40,8 +40,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from consumer.catalog import COULD_NOT_LINK_TO_EXISTING_CUSTOMER, UNEXPECTED_ERROR, CatalogError, Flow
-from consumer.envelopes import Action, ChangeEvent
-from consumer.flows.context import FlowContext, transfer_of
+from consumer.envelopes import Action
+from consumer.flows.context import Change, FlowContext
+from consumer.flows.ports import IpaasPort
 from consumer.ipaas.errors import IpaasRejected
 from consumer.ipaas.models import ADDRESS_TABLE, CUSTOMER_TABLE
 from consumer.mapping import MappingCollection, default_collections
@@ -145,10 +146,10 @@ def same_location(address: CustomerAddress, fields: Mapping[str, Any]) -> bool:
     return all(normalise_value(values.get(name)) == normalise_value(fields.get(name)) for name in LOCATION_FIELDS)
 
 
-async def _profile_of(event: ChangeEvent, ctx: FlowContext) -> KlaviyoProfile:
-    if isinstance(event.record, KlaviyoProfile):
-        return event.record
-    fetched = await ctx.klaviyo.get_profile(event.record_id)  # a data-less event: read the profile
+async def _profile_of(change: Change[KlaviyoProfile | None], ctx: FlowContext) -> KlaviyoProfile:
+    if change.record is not None:
+        return change.record
+    fetched = await ctx.klaviyo.get_profile(change.record_id)  # a data-less event: read the profile
     return KlaviyoProfile.model_validate(fetched.model_dump(mode="json"))
 
 
@@ -156,19 +157,17 @@ async def _profile_of(event: ChangeEvent, ctx: FlowContext) -> KlaviyoProfile:
 class _Sync:
     """One profile's sync (keeps the flow currently running, for the errors it raises)."""
 
-    def __init__(self, event: ChangeEvent, ctx: FlowContext, profile: KlaviyoProfile) -> None:
-        self.event = event
+    def __init__(self, change: Change[KlaviyoProfile | None], ctx: FlowContext, profile: KlaviyoProfile) -> None:
+        self.change = change
         self.ctx = ctx
-        self.ipaas = ctx.ipaas
         self.profile = profile
         self.source = profile.model_dump(mode="json")
-        self.event_flow = (
-            Flow.UPDATE_PROFILE_TO_IPAAS if event.action == Action.UPDATED else Flow.ADD_PROFILE_TO_IPAAS
-        )
+        self.event_flow = Flow.ADD_PROFILE_TO_IPAAS if change.created else Flow.UPDATE_PROFILE_TO_IPAAS
         self.flow = self.event_flow
         if ctx.ipaas is None:  # a configuration problem: dead-letter (replayable once configured), don't crash
             raise CatalogError(UNEXPECTED_ERROR, "no iPaaS.com client is configured (set ipaas.api_token)",
                                flow=self.flow, retryable=False)
+        self.ipaas: IpaasPort = ctx.ipaas
 
     async def run(self) -> None:
         customer, stored = await self.resolve()
@@ -239,7 +238,7 @@ class _Sync:
                 parts.append(f"{len(taken)} Customer(s) with this email linked to another Klaviyo profile ({ids})")
             # reported under the flow of the event: an updated profile that cannot be matched is the Update flow's
             warning = CatalogError(COULD_NOT_LINK_TO_EXISTING_CUSTOMER, "; ".join(parts), flow=self.event_flow)
-            await self.ctx.warn(warning, transfer_of(self.event))
+            await self.ctx.warn(warning, self.change.transfer)
         customer: Customer = await self.ipaas.create_customer(fields)
         await self.ipaas.update_external_id(customer.id, self.profile.id, table=CUSTOMER_TABLE)
         logger.info("Customer created from a Klaviyo profile", extra={"flow": self.flow.slug,
@@ -273,7 +272,7 @@ class _Sync:
                     return
                 changes = address_changes(linked, fields)
                 if changes:
-                    await self.ipaas.update_customer_address(customer.id, linked.id, changes, current=linked)
+                    await self.ipaas.update_customer_address(customer.id, address_id, changes, current=linked)
                     logger.info("Customer Address updated from a Klaviyo profile",
                                 extra={"flow": self.flow.slug, "customer_id": customer.id, "fields": sorted(changes)})
                 return
@@ -297,13 +296,13 @@ class _Sync:
         await self.ipaas.update_external_id(address.id, key, table=ADDRESS_TABLE)
 
 
-async def sync_customer(event: ChangeEvent, ctx: FlowContext) -> None:
+async def sync_customer(change: Change[KlaviyoProfile | None], ctx: FlowContext) -> None:
     """Add or update the iPaaS.com Customer (and its Customer Address) of a changed Klaviyo profile."""
-    if event.action == Action.DELETED:
+    if change.action == Action.DELETED:
         return  # no delete propagation (as iPaaS.com's own Klaviyo integration)
     sync: _Sync | None = None
     try:
-        sync = _Sync(event, ctx, await _profile_of(event, ctx))
+        sync = _Sync(change, ctx, await _profile_of(change, ctx))
         await sync.run()
     except CatalogError as exc:
         # API errors (iPaaS.com, Klaviyo) belong to the flow that was running when they happened

@@ -178,6 +178,10 @@ class KlaviyoClient:
             f"auth={self._auth!r})"
         )
 
+    def set_quota_share(self, fraction: float) -> None:
+        """Spend ``fraction`` of the account's quota: this instance's part, by the partitions it was assigned."""
+        self._limiters.set_share(fraction)
+
     async def probe(self) -> None:
         """One cheap read (a page of one profile), asked once: returns when Klaviyo answers as documented."""
         await self._send("get_profiles", "/api/profiles", params={"page[size]": 1}, retries=0)

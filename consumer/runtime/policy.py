@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass
 
 from consumer.runtime.messages import Failure
+from consumer.settings import RuntimeSettings
 
 RETRY_AFTER_CEILING_S = 600.0
 
@@ -17,6 +18,12 @@ class RetryPolicy:
     attempts: int = 5
     base_delay_s: float = 0.5
     max_delay_s: float = 30.0
+
+    @classmethod
+    def from_settings(cls, limits: RuntimeSettings) -> RetryPolicy:
+        """The default policy of the ``runtime.retry_*`` settings (a source may declare its own)."""
+        return cls(attempts=limits.retry_attempts, base_delay_s=limits.retry_base_delay_s,
+                   max_delay_s=limits.retry_max_delay_s)
 
     def delay(self, attempt: int, retry_after: float | None = None, cap: float | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""

@@ -17,7 +17,6 @@ from prometheus_client import REGISTRY
 
 from consumer.catalog import KLAVIYO_CONNECTION_ERROR, KLAVIYO_REJECTED_REQUEST, CatalogError, Flow
 from consumer.cli import replay_dispatch
-from consumer.envelopes import ChangeEvent
 from consumer.errors import Outage
 from consumer.failures import headers as dl
 from consumer.failures.deadletters import DeadLetter, read_dead_letters
@@ -31,12 +30,13 @@ from consumer.failures.replay import (
     replay_retry_delay,
 )
 from consumer.failures.scan import TopicScan
-from consumer.flows.context import FlowContext
-from consumer.routing import Route
+from consumer.flows.context import Change, FlowContext
+from consumer.routing import Source
 from consumer.runtime import Failure, RetryPolicy
 from consumer.settings import Settings
 from consumer.topics import TopicCatalog
 from tests.failures.helpers import all_offsets, dead_letter, prepared
+from tests.support.changes import customer_source
 from tests.support.kafka import read_all
 from tests.support.service import running_service, service_settings
 
@@ -67,7 +67,7 @@ async def test_a_direct_replay_needs_the_dispatcher_from_its_caller():
 
 
 # --- through the broker ------------------------------------------------------------------------------------------
-async def _direct(settings: Settings, catalog: TopicCatalog, routes: list[Route], **options: Any) -> ReplayResult:
+async def _direct(settings: Settings, catalog: TopicCatalog, routes: list[Source], **options: Any) -> ReplayResult:
     """A direct replay as ``dlq replay --direct`` runs it: through the service's dispatcher, built by the CLI."""
     async with replay_dispatch(settings, catalog, routes=routes) as dispatch:
         return await replay(settings, catalog=catalog, mode="direct", dispatch=dispatch, **options)
@@ -100,14 +100,13 @@ async def _physical(settings: Settings, topic: str) -> int:
         await consumer.stop()
 
 
-def _recording_routes(handled: list[ChangeEvent], failing: set[str] | None = None) -> list[Route]:
-    async def handle(event: ChangeEvent, ctx: FlowContext) -> None:
+def _recording_routes(handled: list[Change[Any]], failing: set[str] | None = None) -> list[Source]:
+    async def handle(event: Change[Any], ctx: FlowContext) -> None:
         if failing is not None and event.record_id in failing:
             raise CatalogError(KLAVIYO_REJECTED_REQUEST, "400 invalid: email is not valid", http_status=400)
         handled.append(event)
 
-    return [Route("customer-changes", "customer/created", Flow.ADD_PROFILE_FROM_IPAAS, handle),
-            Route("customer-changes", "customer/updated", Flow.ADD_PROFILE_FROM_IPAAS, handle)]
+    return [customer_source(handle, updated=Flow.ADD_PROFILE_FROM_IPAAS)]
 
 
 async def test_replay_of_1000_letters_selected_by_a_filter_reaches_the_handler_once_each(
@@ -125,7 +124,7 @@ async def test_replay_of_1000_letters_selected_by_a_filter_reaches_the_handler_o
     assert REGISTRY.get_sample_value("ipaas_klaviyo_dead_letters_replayed_total", {
         "flow": Flow.ADD_PROFILE_FROM_IPAAS.slug, "mode": "republish"}) >= 1000
 
-    handled: list[ChangeEvent] = []
+    handled: list[Change[Any]] = []
     async with running_service(settings, routes=_recording_routes(handled)) as svc:
         finished = await svc.wait_finished(1000)
     assert Counter(event.record_id for event in handled) == Counter(f"c-{i}" for i in range(1000))
@@ -187,7 +186,7 @@ async def test_an_interrupted_replay_resumes_without_duplicates(kafka_bootstrap:
 
     resumed = await replay(settings, catalog=catalog, selection=selection, batch_size=64)
     assert (resumed.resumed, resumed.replayed, resumed.total_replayed) == (True, 552, 1000)
-    handled: list[ChangeEvent] = []
+    handled: list[Change[Any]] = []
     async with running_service(settings, routes=_recording_routes(handled)) as svc:
         await svc.wait_finished(1000)
     assert Counter(event.record_id for event in handled) == Counter(f"c-{i}" for i in range(1000))
@@ -198,7 +197,7 @@ async def test_a_replayed_record_that_fails_again_is_dead_lettered_again_with_it
     kafka_bootstrap: str, unique: str
 ):
     settings = service_settings(kafka_bootstrap, unique, klaviyo={"api_key": "pk_test_not_used"})
-    handled: list[ChangeEvent] = []
+    handled: list[Change[Any]] = []
     failing = {f"c-{i}" for i in range(0, 10, 2)}
     routes = _recording_routes(handled, failing)
     async with running_service(settings, routes=routes) as svc:
@@ -252,7 +251,7 @@ async def test_an_interrupted_direct_replay_resumes_without_handling_a_letter_tw
 ):
     settings, catalog = await prepared(kafka_bootstrap, unique)
     await dead_letter(settings, catalog, range(100), SELECTED)
-    handled: list[ChangeEvent] = []
+    handled: list[Change[Any]] = []
     routes = _recording_routes(handled)
 
     def interrupt(progress: ReplayProgress) -> None:

@@ -11,14 +11,15 @@ import orjson
 import pytest
 
 from consumer.catalog import CatalogError
-from consumer.envelopes import ChangeEvent, decode
-from consumer.flows.context import FlowContext
+from consumer.envelopes import decode
+from consumer.flows.context import Change, FlowContext
 from consumer.http.backoff import Backoff
 from consumer.klaviyo import ApiKeyAuth, KlaviyoClient
 from consumer.mapping import MappingCollection, load_collections
 from consumer.settings import KlaviyoSettings
 from consumer.transfers import TransferRef
 from simulators.klaviyo import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfig, Spec
+from tests.support.changes import change_of
 
 FAST_BACKOFF = Backoff(base_s=0.01, cap_s=0.05)
 
@@ -100,11 +101,11 @@ def ctx(make_ctx: MakeContext) -> FlowContext:
     return make_ctx()
 
 
-def change(kind: str, action: str, record: dict[str, Any]) -> ChangeEvent:
-    """A change event decoded from a plain-JSON wrapper, like the dispatcher gets it from Kafka."""
+def change(kind: str, action: str, record: dict[str, Any]) -> Change[Any]:
+    """The typed change a handler gets, decoded from a plain-JSON wrapper as the dispatcher gets it from Kafka."""
     value = orjson.dumps({"scope": f"{kind}/{action}", "data": record})
     (event,) = decode(kind, str(record.get("id")).encode(), value, [])  # type: ignore[arg-type]
-    return event
+    return change_of(event)
 
 
 def customer(**overrides: Any) -> dict[str, Any]:

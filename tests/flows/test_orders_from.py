@@ -11,7 +11,6 @@ import pytest
 from consumer.catalog import CatalogError, Flow
 from consumer.envelopes import ChangeEvent, PoisonPill, decode
 from consumer.flows.context import FlowContext
-from consumer.flows.links import links_of
 from consumer.flows.orders_from import send_order_events
 from consumer.flows.profiles_from import sync_profile
 from consumer.klaviyo import KlaviyoClient, KlaviyoConnectionError, KlaviyoRejected, ProfileAttributes
@@ -53,7 +52,7 @@ async def linked(ctx: FlowContext, simulator: KlaviyoSimulator, **fields: Any) -
     """Send the customer first (as the customer topic would), then forget the requests it cost."""
     await sync_profile(change("customer", "created", customer(**fields)), ctx)
     simulator.state.requests.clear()
-    profile_id = links_of(ctx).get(fields.get("id", "C1"))
+    profile_id = ctx.links.get(fields.get("id", "C1"))
     assert profile_id is not None
     return profile_id
 
@@ -212,7 +211,7 @@ async def test_order_whose_email_belongs_to_another_customer_warns_under_the_cus
     await send_order_events(order(), ctx)
     (warning, transfer), = warnings.items
     assert warning.code == "COULD_NOT_LINK_TO_EXISTING_PROFILE" and transfer == TransferRef(kind="customer", id="C1")
-    mine = links_of(ctx).get("C1")
+    mine = ctx.links.get("C1")
     assert mine is not None and mine != other.id
     assert {e.profile_id for e in events(simulator)} == {mine}
 
@@ -280,7 +279,7 @@ async def test_klaviyo_down_while_ensuring_the_customer_is_raised_as_is(
 
 
 async def test_a_stale_link_is_recovered(simulator: KlaviyoSimulator, ctx: FlowContext) -> None:
-    links_of(ctx).remember("C1", "01JZZZZZZZZZZZZZZZZZZZZZZZ")
+    ctx.links.remember("C1", "01JZZZZZZZZZZZZZZZZZZZZZZZ")
     await send_order_events(order(), ctx)
     assert operations(simulator) == ["bulk_create_events", "get_profiles", "create_profile", "bulk_create_events"]
     (profile,) = simulator.store.profiles.values()

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from consumer.catalog import CatalogError, Flow
-from consumer.envelopes import ChangeEvent, EnvelopeFormat, PoisonPill
+from consumer.envelopes import ChangeEvent
 from consumer.flows.context import FlowContext
-from consumer.flows.links import ProfileLinks, links_of
+from consumer.flows.links import ProfileLinks
 from consumer.flows.profiles_from import sync_profile
 from consumer.klaviyo import KlaviyoClient, KlaviyoConnectionError, KlaviyoRejected, ProfileAttributes
 from consumer.mapping import MappingFileError, load_collections, parse_collection
@@ -62,7 +62,7 @@ async def test_add_creates_the_profile_with_one_call(
                      "zip": "SW1Y 4JH"},
     }}}
     (profile,) = profiles(simulator)
-    assert links_of(ctx).get("C1") == profile["id"]
+    assert ctx.links.get("C1") == profile["id"]
     assert warnings.items == []
 
 
@@ -91,7 +91,7 @@ async def test_add_links_to_an_unlinked_profile_with_the_same_email(
     assert profile["id"] == existing.id
     assert (profile["external_id"], profile["first_name"]) == ("C1", "Ada")
     assert simulator.received("update_profile")[0].path == f"/api/profiles/{existing.id}"
-    assert links_of(ctx).get("C1") == existing.id
+    assert ctx.links.get("C1") == existing.id
     assert warnings.items == []
 
 
@@ -143,7 +143,7 @@ async def test_two_customers_sharing_a_phone_get_separate_profiles_and_a_warning
     assert operations(simulator) == ["create_profile", "create_profile", "get_profile", "create_profile"]
     assert warnings.codes == ["COULD_NOT_LINK_TO_EXISTING_PROFILE"]
     assert "phone_number" in (warnings.items[0][0].detail or "")
-    bob = simulator.store.profiles[links_of(ctx).get("C2") or ""].attributes
+    bob = simulator.store.profiles[ctx.links.get("C2") or ""].attributes
     assert (bob["email"], bob["phone_number"], bob["external_id"]) == ("bob@shop.test", None, "C2")
 
 
@@ -220,16 +220,16 @@ async def test_update_whose_new_email_belongs_to_another_profile_warns_and_keeps
     (error, transfer), = warnings.items
     assert error.message == COULD_NOT_LINK and error.flow is Flow.UPDATE_PROFILE_FROM_IPAAS
     assert transfer.event_type == "customer/updated"
-    mine = simulator.store.profiles[links_of(ctx).get("C1") or ""]
+    mine = simulator.store.profiles[ctx.links.get("C1") or ""]
     assert (mine.attributes["email"], mine.attributes["first_name"]) == ("ada@shop.test", "Adele")
     assert simulator.store.profiles[other.id].attributes["external_id"] is None
 
 
 async def test_update_with_a_stale_link_recovers(simulator: KlaviyoSimulator, ctx: FlowContext) -> None:
-    links_of(ctx).remember("C1", "01JZZZZZZZZZZZZZZZZZZZZZZZ")
+    ctx.links.remember("C1", "01JZZZZZZZZZZZZZZZZZZZZZZZ")
     await sync_profile(updated(), ctx)
     assert operations(simulator) == ["update_profile", "get_profiles", "create_profile"]
-    assert links_of(ctx).get("C1") == profiles(simulator)[0]["id"]
+    assert ctx.links.get("C1") == profiles(simulator)[0]["id"]
 
 
 async def test_update_mapping_without_external_id_finds_the_profile_by_email(
@@ -304,13 +304,6 @@ def test_a_mapping_file_with_an_unknown_path_is_refused_with_its_line() -> None:
         parse_collection(text, "add_profile_from_ipaas.yaml")
     assert caught.value.line == 3
     assert "email_adress" in str(caught.value) and "add_profile_from_ipaas.yaml, line 3" in str(caught.value)
-
-
-async def test_an_event_without_its_record_is_a_poison_pill(ctx: FlowContext) -> None:
-    event = ChangeEvent(kind="customer", action="updated", record_id="C1", record=None,
-                        format=EnvelopeFormat.IPAAS_HOOK)
-    with pytest.raises(PoisonPill):
-        await sync_profile(event, ctx)
 
 
 # --- Klaviyo answers ------------------------------------------------------------------------------------------

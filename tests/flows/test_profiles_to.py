@@ -38,6 +38,7 @@ from simulators.ipaas import Faults, IpaasSimulator, SimulatorConfig
 from simulators.klaviyo import DEFAULT_API_KEY, KlaviyoSimulator
 from simulators.klaviyo import SimulatorConfig as KlaviyoConfig
 from simulators.klaviyo.store import Store
+from tests.support.changes import change_of
 from tests.support.kafka import kafka_settings
 
 # The seed error catalog, verbatim.
@@ -126,7 +127,7 @@ class World:
         events = await self.poll() if events is None else events
         context = self.ctx(**ctx)
         for event in events:
-            await sync_customer(event, context)
+            await sync_customer(change_of(event), context)
         return events
 
     def customers(self) -> list[dict[str, Any]]:
@@ -460,7 +461,7 @@ async def test_round_trip_customer_to_profile_to_customer_converges_without_an_e
             action = "created" if version_sent == 0 else "updated"
             value = orjson.dumps({"scope": f"customer/{action}", "data": record.model_dump(mode="json")})
             (change,) = decode("customer", seeded.id.encode(), value, [])
-            await profiles_from.sync_profile(change, from_ctx)
+            await profiles_from.sync_profile(change_of(change), from_ctx)
             version_sent = customer["version"]
         before = world.writes()
         await world.sync()  # Klaviyo -> poll -> iPaaS.com (the TO flow)
@@ -497,7 +498,7 @@ async def test_round_trip_profile_to_customer_to_profile_converges_without_an_ec
             assert isinstance(record, Customer)
             action = "created" if sent_version == 0 else "updated"
             value = orjson.dumps({"scope": f"customer/{action}", "data": record.model_dump(mode="json")})
-            await profiles_from.sync_profile(decode("customer", record.id.encode(), value, [])[0], from_ctx)
+            await profiles_from.sync_profile(change_of(decode("customer", record.id.encode(), value, [])[0]), from_ctx)
             sent_version = customer["version"]
         before = world.writes()
         await world.sync()

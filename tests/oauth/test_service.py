@@ -16,11 +16,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from consumer.app import ConfigurationError, klaviyo_auth
-from consumer.catalog import DESTINATION_RECOVERED, TOKEN_EXCHANGE_FAILED, Flow
-from consumer.envelopes import ChangeEvent
+from consumer.catalog import DESTINATION_RECOVERED, TOKEN_EXCHANGE_FAILED
 from consumer.failures.deadletters import read_dead_letters
 from consumer.failures.errorlog import read_error_log
-from consumer.flows.context import FlowContext
+from consumer.flows.context import Change, FlowContext
 from consumer.klaviyo import ApiKeyAuth, ProfileAttributes
 from consumer.oauth import (
     AuthorizationState,
@@ -30,9 +29,9 @@ from consumer.oauth import (
     authorize,
     oauth_auth,
 )
-from consumer.routing import Route
 from consumer.runtime.engine import PAUSE_AUTHORIZATION
 from simulators.klaviyo import DEFAULT_OAUTH_CLIENT_ID, DEFAULT_OAUTH_CLIENT_SECRET, KlaviyoSimulator
+from tests.support.changes import customer_source
 from tests.support.service import running_service, service_settings
 
 from .conftest import Browser, assert_no_secrets, codes_in, log_texts, simulator_secrets
@@ -80,13 +79,12 @@ async def test_a_dead_refresh_token_pauses_the_service_and_reauthorizing_resumes
 
     calls: list[str] = []
 
-    async def upsert(event: ChangeEvent, ctx: FlowContext) -> None:
+    async def upsert(event: Change[Any], ctx: FlowContext) -> None:
         calls.append(event.record_id)
         await ctx.klaviyo.upsert_profile(ProfileAttributes(email=f"{event.record_id}@example.com",
                                                            first_name=f"Customer {event.record_id}"))
 
-    routes = [Route("customer-changes", "customer/created", Flow.ADD_PROFILE_FROM_IPAAS, upsert),
-              Route("customer-changes", "customer/updated", Flow.UPDATE_PROFILE_FROM_IPAAS, upsert)]
+    routes = [customer_source(upsert)]
     auth = oauth_auth(settings, watch_interval_s=0.2)
     assert auth is not None
     lost, restored = asyncio.Event(), asyncio.Event()

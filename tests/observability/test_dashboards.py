@@ -210,13 +210,32 @@ def test_catalog_table_maps_codes_to_messages() -> None:
     assert texts == {entry.code: entry.message for entry in ENTRIES}
 
 
-def test_dead_letters_waiting_is_documented_as_derived_from_counters() -> None:
-    for title in ("Dead letters waiting", "Dead letters waiting by flow"):
+def test_dead_letters_waiting_is_read_from_kafka_not_from_process_counters() -> None:
+    """Waiting and replayed come from the gauge the Kafka view keeps (right across restarts and whoever replays),
+    folded over the processes exporting it; no panel note says the figure resets any more."""
+    for title in ("Dead letters waiting", "Dead letters waiting by flow", "Dead letters waiting by topic and code",
+                  "Dead letters replayed by flow"):
         panel = _panel("integration-monitoring.json", title)
         (target,) = panel["targets"]
-        assert "ipaas_klaviyo_dead_letters_total" in target["expr"]
-        assert "ipaas_klaviyo_dead_letters_replayed_total" in target["expr"]
-        assert "no gauge" in panel["description"] and "ipaas-klaviyo dlq list" in panel["description"]
+        assert "ipaas_klaviyo_dead_letter_records{status=" in target["expr"]
+        assert "max by (topic, flow, code)" in target["expr"]
+        assert "_total" not in target["expr"]
+        assert "reset" not in panel["description"]
+    assert "ipaas-klaviyo status" in _panel("integration-monitoring.json", "Dead letters waiting")["description"]
+
+
+def test_lag_panels_count_each_partition_once() -> None:
+    """The service and the exporter both export every partition's lag: the panels take one copy per partition."""
+    for title in ("Consumer lag", "Consumer lag by topic and partition"):
+        (target,) = _panel("integration-monitoring.json", title)["targets"]
+        assert "max by (topic, partition) (ipaas_klaviyo_consumer_lag{" in target["expr"]
+
+
+def test_the_poller_panels_ignore_processes_without_a_poller() -> None:
+    """Every process exports the poller gauges at 0 (no poller there): a bare ``time() - max(...)`` reads 1.8e9 s."""
+    for title in ("Poller watermark age", "Time since the poller's last poll"):
+        for target in _panel("integration-monitoring.json", title)["targets"]:
+            assert re.search(r"ipaas_klaviyo_poller_\w+ > 0\)", target["expr"]), target["expr"]
 
 
 def test_every_panel_explains_itself() -> None:

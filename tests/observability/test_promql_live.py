@@ -41,6 +41,7 @@ from tests.support.service import running_service, service_settings
 
 TARGET_ENV = "IPAAS_KLAVIYO_METRICS_TARGET"
 JOB = "ipaas-klaviyo"
+POLLER_JOB = "ipaas-klaviyo-poller"
 STARTUP_TIMEOUT_S = 60.0
 SCRAPES_BEFORE_QUERYING = 5
 
@@ -114,6 +115,7 @@ class Traffic:
         for key in self.lag:
             self.lag[key] = max(0, self.lag[key] + rnd.randint(-3, 5))
             metrics.CONSUMER_LAG.labels(*key).set(self.lag[key])
+            metrics.CONSUMER_LAG_SECONDS.labels(*key).set(rnd.uniform(0, 30) if self.lag[key] else 0)
         metrics.COMMITS.labels("ok").inc(rnd.randint(1, 3))
         metrics.COMMITS.labels("failed").inc(first or rnd.random() < 0.05)
         metrics.REBALANCES.labels("assigned").inc(first)
@@ -139,6 +141,8 @@ class Traffic:
         metrics.IPAAS_REQUESTS.labels("customers", "GET", "404").inc(first)
         metrics.POLLER_PROFILES.inc(rnd.randint(0, 4))
         metrics.POLLER_WATERMARK.set(time.time() - rnd.uniform(5, 60))
+        metrics.POLLER_LAST_POLL.set(time.time() - rnd.uniform(0, 5))
+        metrics.POLLER_INTERVAL.set(60)
         metrics.IN_FLIGHT.set(rnd.randint(0, 32))
         metrics.BUFFERED.set(rnd.randint(0, 500))
 
@@ -214,7 +218,8 @@ async def metrics_target(kafka_bootstrap: str) -> AsyncIterator[ScrapeTarget]:
             await svc.send("customer-changes", [(b"c-1", orjson.dumps(customer)), (b"c-x", b"not json")])
             await svc.send("transaction-changes", [(b"t-1", orjson.dumps(order))])
             await svc.wait_finished(3)
-            assert svc.service.ops is not None
+            assert svc.service.ops is not None and svc.service.view is not None
+            await svc.service.view.refresh()  # the poison pill's dead letter is in the view before the first scrape
             with _traffic_in_background():
                 yield ScrapeTarget(f"127.0.0.1:{svc.service.ops.port}")
     _restore_gauges(snapshot)
@@ -300,8 +305,9 @@ def prometheus(metrics_target: ScrapeTarget, tmp_path_factory: pytest.TempPathFa
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(path) for path in helpers.RULE_FILES],
         "scrape_configs": [
-            {"job_name": JOB, "metrics_path": metrics_target.path,
+            {"job_name": job, "metrics_path": metrics_target.path,
              "static_configs": [{"targets": [metrics_target.address]}]}
+            for job in (JOB, POLLER_JOB)  # the service in-process runs the poller too: alert PollerDown reads it
         ],
     }
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")

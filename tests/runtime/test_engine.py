@@ -233,10 +233,16 @@ async def test_a_second_instance_joining_rebalances_without_losing_events(kafka_
                         processor=first, failure_sink=CollectingSink(), group_id=group)
     two = StreamRuntime(kafka=settings, limits=runtime_limits(max_in_flight=8), topics=[topic],
                         processor=second, failure_sink=CollectingSink(), group_id=group)
+    shared = asyncio.Event()
+    for runtime in (one, two):
+        runtime.on_share(lambda share: shared.set() if one.share + two.share == 1.0 else None)
     async with running(one):
         await first.wait_for(lambda: len(first.handled) >= 100)
+        assert one.share == 1.0  # alone in the group: the whole quota
         async with running(two):
             await asyncio.wait_for(two.assigned.wait(), 60)
+            await asyncio.wait_for(shared.wait(), 60)
+            assert (one.share, two.share) == (0.5, 0.5)  # each spends its partitions' part of the quota
             second_half = await produce(kafka_bootstrap, topic, [(f"k{i % 60}".encode(), b"b") for i in range(600)])
             everything = set(first_half) | set(second_half)
 
@@ -281,3 +287,39 @@ async def test_a_full_buffer_for_longer_than_the_poll_interval_keeps_the_partiti
         revoked_during = metrics.REBALANCES.labels("revoked")._value.get() - revoked_before
     assert revoked_during == 0
     assert sorted(m.offset for m in slow.handled) == list(range(20))
+
+
+async def test_a_full_buffer_pauses_no_partition_so_nothing_fetched_is_dropped_and_fetched_again(
+    kafka_bootstrap: str, unique: str
+):
+    topic = f"full-{unique}"
+    await create_topics(kafka_bootstrap, [topic], partitions=2)
+    await produce(kafka_bootstrap, topic, [(f"k{i}".encode(), b"v") for i in range(40)])
+    released, full = asyncio.Event(), asyncio.Event()
+    slow = RecordingProcessor()
+
+    async def stalled(message: InboundMessage) -> Handled:
+        full.set()
+        await asyncio.wait_for(released.wait(), 30)
+        return await slow(message)
+
+    runtime = StreamRuntime(
+        kafka=kafka_settings(kafka_bootstrap), limits=runtime_limits(max_buffered=4, fetch_max_records=4),
+        topics=[topic], processor=stalled, failure_sink=CollectingSink(), group_id=f"g-{unique}",
+    )
+    async with running(runtime):
+        await asyncio.wait_for(full.wait(), 30)
+        consumer = runtime._consumer
+        assert consumer is not None
+        paused: list[object] = []
+        pause = consumer.pause
+        consumer.pause = lambda *tps: (paused.extend(tps), pause(*tps))[1]  # type: ignore[method-assign]
+        for _ in range(2):  # two whole waits for room with the buffer full
+            await runtime.wait_until_backpressured()
+        # aiokafka drops a paused partition's prefetched records (to fetch them again on resume): backpressure
+        # must pause nothing
+        assert paused == [] and consumer.paused() == set()
+        assert "backpressure" in runtime.health.paused and runtime.buffered == 4
+        released.set()
+        await slow.wait_for(lambda: len(slow.handled) >= 40)
+    assert len({(m.partition, m.offset) for m in slow.handled}) == 40

@@ -13,7 +13,7 @@ from aiokafka.structs import ConsumerRecord
 
 from consumer import topics
 from consumer.app import Service
-from consumer.routing import Route
+from consumer.routing import Source
 from consumer.runtime import InboundMessage
 from consumer.settings import Settings
 from tests.support.kafka import kafka_settings, produce, read_all, runtime_limits
@@ -72,7 +72,7 @@ def service_settings(bootstrap: str, unique: str, **overrides: Any) -> Settings:
 
 
 @asynccontextmanager
-async def running_service(settings: Settings, *, routes: Sequence[Route] | None = None,
+async def running_service(settings: Settings, *, routes: Sequence[Source] | None = None,
                           **service_args: Any) -> AsyncIterator[RunningService]:
     """Apply the topic catalog under the settings' prefix, start the service, stop it (drained) afterwards."""
     catalog = topics.TopicCatalog.load(settings.topics_file, settings.topic_prefix)
