@@ -1,7 +1,8 @@
 """The service: settings in, every part wired together, run until SIGTERM/SIGINT (then drain, commit, exit 0).
 
 Kafka topics → ``StreamRuntime`` → ``Dispatcher`` (decode, route) → flow handlers → Klaviyo / iPaaS.com.
-A record that fails for good is written to the error log, then dead-lettered; ``/metrics``, ``/healthz``,
+A record that fails for good is written to the error log, then dead-lettered (a later change of its key that
+succeeds is applied, with a warning in the error log: ``consumer.failures.waiting``); ``/metrics``, ``/healthz``,
 ``/readyz`` and ``/status`` are served on ``settings.http``, with the lag and the dead-letter backlog read from Kafka
 (``consumer.kafka_view``).
 """
@@ -23,6 +24,7 @@ from consumer.destinations import Destinations
 from consumer.failures.deadletters import DeadLetterPublisher
 from consumer.failures.errorlog import ErrorLog
 from consumer.failures.outages import report_outages
+from consumer.failures.waiting import WaitingLetters, warn_of_waiting_letters
 from consumer.flows.context import FlowContext
 from consumer.ipaas.errors import DESTINATION as IPAAS
 from consumer.kafka import reliable_producer
@@ -195,15 +197,20 @@ class Service:
             error_log = ErrorLog(producer, self.catalog.name("error-log"))
             for destination in destinations:
                 metrics.initialize_destination(destination.name)
-            await stack.enter_async_context(
-                report_outages(destinations, error_log, api_key=isinstance(auth, ApiKeyAuth)))
+            await stack.enter_async_context(report_outages(destinations, error_log))
+            # a later change of a key whose earlier change was dead-lettered is applied, and the error log says so
+            letters = WaitingLetters()
+
+            async def dead_lettered(message: InboundMessage, failure: Failure) -> None:
+                await failed_for_good(message, failure)
+                letters.dead_lettered(message, failure)
 
             runtime = StreamRuntime(
                 kafka=settings.kafka,
                 limits=settings.runtime,
                 topics=table.topics,
-                processor=dispatcher,
-                failure_sink=failed_for_good,
+                processor=warn_of_waiting_letters(dispatcher, letters, error_log.report),
+                failure_sink=dead_lettered,
                 policy_for=lambda topic: table.policy_for(topic, default_policy),
                 needs_for=table.needs_of,
                 destinations=destinations,

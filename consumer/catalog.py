@@ -388,6 +388,22 @@ DESTINATION_RECOVERED = CatalogEntry(
     "for the outage. The detail says how long it lasted and how many records waited.",
     action="No action is needed. If outages recur, look at the error log entry that began the outage.",
 )
+EARLIER_CHANGE_DEAD_LETTERED = CatalogEntry(
+    code="EARLIER_CHANGE_DEAD_LETTERED",
+    title="Earlier Change Waiting on the Dead-Letter Topic",
+    severity=Severity.WARNING,
+    flow=Flow.SERVICE,
+    message="A later change of this record was sent while an earlier change of it waits on the dead-letter topic",
+    meaning="An earlier change of the same record failed and was set aside on the dead-letter topic. This later "
+    "change succeeded, so the destination holds its values; whatever only the earlier change carried is missing "
+    "until that dead letter is dealt with, and replaying it as it is would send the older values again. The "
+    "warning is best effort: the service remembers the dead letters it wrote since it started (a bounded number "
+    "per topic), so after a restart a later change of an older dead letter is not reported.",
+    action="Find the record's dead letters with `ipaas-klaviyo dlq list --key <key>` (the detail names the one "
+    "that waits). If the later change carries everything the earlier one did, nothing is missing: `ipaas-klaviyo "
+    "dlq replay --skip-superseded` leaves such dead letters out. Otherwise fix the cause the dead letter names, "
+    "replay it, then resend the record's latest change so the destination ends with its newest values.",
+)
 UNEXPECTED_ERROR = CatalogEntry(
     code="UNEXPECTED_ERROR",
     title="Unexpected Error",
@@ -423,6 +439,7 @@ ENTRIES: tuple[CatalogEntry, ...] = (
     IPAAS_REJECTED_REQUEST,
     IPAAS_CONNECTION_ERROR,
     DESTINATION_RECOVERED,
+    EARLIER_CHANGE_DEAD_LETTERED,
     UNEXPECTED_ERROR,
 )
 BY_CODE: dict[str, CatalogEntry] = {entry.code: entry for entry in ENTRIES}

@@ -140,7 +140,7 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     from consumer.failures import output
     from consumer.failures.deadletters import fetch_dead_letters, read_dead_letters
     from consumer.failures.filters import LetterFilter, dead_letter_topics, parse_ref
-    from consumer.failures.replay import Mode, default_run_id, replay
+    from consumer.failures.replay import Mode, default_run_id, replay, superseded_spec
     from consumer.topics import TopicCatalog
 
     catalog = TopicCatalog.load(settings.topics_file, settings.topic_prefix)
@@ -181,7 +181,7 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     mode: Mode = "direct" if args.direct else "republish"
     # the default run id comes from the command line as typed (a relative --since stays the same run)
     run_id = args.run_id or default_run_id(mode, names, {**selection.spec(), "since": args.since,
-                                                        "until": args.until})
+                                                        "until": args.until, **superseded_spec(args.skip_superseded)})
     progress = output.TextProgress()
     try:
         async with AsyncExitStack() as stack:
@@ -191,6 +191,7 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
             result = await replay(
                 settings, catalog=catalog, topics=names, selection=selection, mode=mode, dry_run=args.dry_run,
                 rate=args.rate, run_id=run_id, batch_size=args.batch_size, on_progress=progress, dispatch=dispatch,
+                skip_superseded=args.skip_superseded,
             )
     finally:
         progress.close()
@@ -198,11 +199,14 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
         print(output.to_json_line(result.to_dict()))
     elif result.dry_run:
         print(output.format_table(result.letters))
+        superseded = f", {result.superseded} superseded by a newer change" if args.skip_superseded else ""
         print(f"dry run of {result.run_id}: would replay {result.replayed} dead letters ({mode}), "
-              f"{result.skipped} without an original topic; nothing was written")
+              f"{result.skipped} without an original topic{superseded}; nothing was written")
     else:
+        superseded = f", superseded {result.superseded}" if args.skip_superseded else ""
         print(f"{result.run_id} ({mode}{', resumed' if result.resumed else ''}): replayed {result.replayed}, "
-              f"failed again {result.failed}, skipped {result.skipped}; {result.total_replayed} over the whole run")
+              f"failed again {result.failed}, skipped {result.skipped}{superseded}; "
+              f"{result.total_replayed} over the whole run")
     return 1 if result.failed else 0
 
 
@@ -482,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_replay.add_argument("--rate", type=float, default=None, help="at most this many records per second")
     dlq_replay.add_argument("--run-id", default=None, help="the run to resume (default: derived from the filter)")
     dlq_replay.add_argument("--batch-size", type=int, default=100, help="records per committed batch")
+    dlq_replay.add_argument("--skip-superseded", action="store_true",
+                            help="leave out dead letters whose key has a newer change the service finished without "
+                                 "dead-lettering it (read from the source topic and the group's committed offset)")
     dlq_parser.set_defaults(handler=_dlq, uses_kafka=True)
 
     errors = commands.add_parser("errors", help="read the error log (the Error Logs of the affected transfers)")

@@ -207,7 +207,7 @@ class Dispatcher:
         except NotAChange as skipped:  # a truncate, a heartbeat, ...: acknowledged, counted, never dead-lettered
             metrics.RECORDS_SKIPPED.labels(message.topic, skipped.reason).inc()
             return Handled(flow=Flow.SERVICE.slug, outcome="skipped")
-        flow, outcome = Flow.SERVICE.slug, "skipped"
+        flow, outcome, transfer = Flow.SERVICE.slug, "skipped", None
         for event in events:
             route = self._table.route(message.topic, event.event_type)
             if route is None:
@@ -216,7 +216,7 @@ class Dispatcher:
                 raise pill
             if route.handler is None:
                 continue
-            flow, outcome = route.flow.slug if route.flow else flow, "succeeded"
+            flow, outcome, transfer = route.flow.slug if route.flow else flow, "succeeded", transfer_of(event)
             try:
                 await route.handler(self._change_of(await _fetch_if_notified(event, self._context), message.topic),
                                     self._context)
@@ -229,7 +229,7 @@ class Dispatcher:
                 unexpected = UnexpectedError(exc)
                 unexpected.transfer, unexpected.flow = transfer_of(event), route.flow
                 raise unexpected from exc
-        return Handled(flow=flow, outcome=outcome)
+        return Handled(flow=flow, outcome=outcome, transfer=transfer)
 
     def _change_of(self, event: ChangeEvent, topic: str) -> Change[Any]:
         """The typed change a handler takes; a record that is not the source's kind is a poison pill."""

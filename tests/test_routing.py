@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from consumer.catalog import RECORD_NOT_READABLE, Flow
+from consumer.catalog import EARLIER_CHANGE_DEAD_LETTERED, RECORD_NOT_READABLE, Flow
 from consumer.envelopes import PoisonPill
 from consumer.errors import UnexpectedError
 from consumer.failures import headers as dl
@@ -49,7 +49,7 @@ async def test_each_kind_of_poison_pill_is_dead_lettered_with_its_bytes_and_the_
         placed = await svc.send("customer-changes", records)
         await svc.wait_finished(len(records))
         letters = await svc.dead_letters("customer-changes", expected=len(pills))
-        errors = await svc.error_log(expected=len(pills))
+        logged = await svc.error_log(expected=2 * len(pills))
 
     assert [e.record.first_name for e in handled] == [f"Good {i}" for i in range(len(pills))]  # type: ignore[union-attr]
     assert len(letters) == len(pills)
@@ -65,7 +65,11 @@ async def test_each_kind_of_poison_pill_is_dead_lettered_with_its_bytes_and_the_
         assert headers[dl.ORIGINAL_CONSUMER_GROUP] == settings.kafka.group_id
         assert headers[dl.FLOW] == "service"
         assert headers[dl.EXCEPTION_FQCN] == "consumer.envelopes.PoisonPill"
-    assert {e["code"] for e in errors} == {RECORD_NOT_READABLE.code}
+    errors = [e for e in logged if e["dead_lettered"]]
+    assert {e["code"] for e in errors} == {RECORD_NOT_READABLE.code} and len(errors) == len(pills)
+    # each good record followed a dead-lettered one of its key: applied, with the warning that a letter waits
+    warnings = [e for e in logged if not e["dead_lettered"]]
+    assert [e["code"] for e in warnings] == [EARLIER_CHANGE_DEAD_LETTERED.code] * len(pills)
     assert all(e["message"].startswith(RECORD_NOT_READABLE.message + " (") for e in errors)
     assert all(e["dead_lettered"] and e["source"]["topic"] == svc.topic("customer-changes") for e in errors)
 

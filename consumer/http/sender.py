@@ -14,6 +14,9 @@ What comes back is decided here, the same way for both APIs, and told apart from
   410 and 415: ``Outage.MISCONFIGURED``, never a record's fault;
 - 401, and 403 that Klaviyo does not attribute to a field of the request: ``Outage.UNAUTHORIZED``;
 - anything else (400, 409, 404 of a resource, a 403 naming a field): the record's failure, not retried.
+
+A failure that blames the destination is logged here at DEBUG only: ``consumer.destinations`` logs each change
+of the destination's state once (and a summary a minute while it lasts), so an outage is not a line per record.
 """
 
 from __future__ import annotations
@@ -175,8 +178,8 @@ class Sender:
                     attempt += 1
                     continue
                 detail = f"{detail}, after {attempt + 1} attempt{'s' if attempt else ''}"
-                self._log.warning("%s unreachable", self._dialect.destination,
-                                  extra={"endpoint": call.operation, "method": call.method, "detail": detail})
+                self._log.debug("%s unreachable", self._dialect.destination,
+                                extra={"endpoint": call.operation, "method": call.method, "detail": detail})
                 raise self._dialect.unreachable(detail, call) from None
 
             status = response.status_code
@@ -268,8 +271,8 @@ class Sender:
     def _unexpected(self, response: httpx.Response, call: Call, what: str) -> IntegrationError:
         summary = summarize_non_json(response.content, response.headers.get("content-type"))
         detail = self._scrub(f"{response.status_code} {what} on {call.method} {call.route}: {summary}")
-        self._log.warning("%s answered unexpectedly", self._dialect.destination,
-                          extra={"endpoint": call.operation, "status": response.status_code, "detail": detail})
+        self._log.debug("%s answered unexpectedly", self._dialect.destination,
+                        extra={"endpoint": call.operation, "status": response.status_code, "detail": detail})
         return self._dialect.unexpected(response, call, detail)
 
     def _rejected(
@@ -279,7 +282,7 @@ class Sender:
         error = self._dialect.rejected(response, call, retryable=retryable, outage=outage, retry_after=retry_after)
         status = response.status_code
         self._log.log(
-            logging.WARNING if outage is not None or status == 429 else logging.INFO,
+            logging.DEBUG if outage is not None else logging.WARNING if status == 429 else logging.INFO,
             "%s rejected the request", self._dialect.destination,
             extra={"endpoint": call.operation, "method": call.method, "status": status,
                    "outage": outage.value if outage else None, "retryable": retryable},

@@ -158,7 +158,7 @@ IPAAS_REQUEST_SECONDS = Histogram(
 # --- authorization and the profile poller ------------------------------------------------------------------
 AUTHORIZATION_STATE = Gauge(
     "authorization_state",
-    "1 for the current Klaviyo authorization state (connected, needs_reauthorization, not_configured)",
+    "1 for the current Klaviyo authorization state (connected, unauthorized, needs_reauthorization, not_configured)",
     ["state"],
     namespace=NAMESPACE,
 )

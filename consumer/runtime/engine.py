@@ -9,7 +9,8 @@
   policy's attempts the record goes to the failure sink (the dead-letter topic) and counts as finished only
   once the broker acknowledged the dead letter. A failure that blames a destination (``outage``) spends no
   attempt: the destination is marked out (``consumer.destinations``), the partitions of the topics that need it
-  pause, and the record waits, holding no worker, until a probe finds the destination back.
+  pause, and the record waits, holding no worker, until a probe finds the destination back. While it is out,
+  the records of those topics already fetched wait the same way without being tried: only probes reach it.
 - On revoke (aiokafka awaits the listener before re-joining; its #929) lanes of the lost partitions stop
   taking records, in-flight records get ``drain_timeout_s`` to finish, and what finished is committed. Stop
   does the same for every partition.
@@ -206,8 +207,8 @@ class StreamRuntime:
         metrics.CONSUMPTION_PAUSED.labels(reason).set(0)
 
     def _destination_changed(self, change: Change) -> None:
-        """A destination went out or came back: the pause reasons it stands for follow (partitions follow in
-        the fetch loop, by the topics that need it)."""
+        """A destination went out or came back: the pause reasons it stands for follow, and at once the partitions
+        of the topics that need it (a fetch in flight then returns none of their records)."""
         metrics.set_destination_state(change.destination, change.current.value)
         unavailable = self.destinations.unavailable()
         self.health.destinations = {name: state.value for name, state in unavailable.items()} or None
@@ -220,6 +221,8 @@ class StreamRuntime:
                 self.pause(reason)
             else:
                 self.resume(reason)
+        if self._consumer is not None and self.health.started and not self.health.stopped:
+            self._apply_pauses(self._consumer)
 
     def on_finished(self, listener: Callable[[InboundMessage, str], None]) -> None:
         """Call ``listener(message, outcome)`` whenever a record is finished (succeeded, skipped, dead_lettered)."""
@@ -443,6 +446,11 @@ class StreamRuntime:
         try:
             while queue and not state.revoked:
                 message = queue[0]
+                if self.health.destinations is not None:  # something is out: don't send it more work
+                    blocked = self._blocked(message.topic)
+                    if blocked is not None:
+                        lane.waiter = asyncio.get_running_loop().create_task(self._wait_for(lane, blocked))
+                        return
                 attempts = lane.attempts
                 started = clock() if attempts is None else attempts.started
                 try:
@@ -489,6 +497,13 @@ class StreamRuntime:
             idle = [key for key, lane in state.lanes.items() if not lane.scheduled and not lane.queue]
             for key in idle:
                 del state.lanes[key]
+
+    def _blocked(self, topic: str) -> Destination | None:
+        """A destination the topic's source needs that is out (its records wait for it, untried), else None."""
+        for name in self._needs_for(topic):
+            if not self.destinations.available(name):
+                return self.destinations[name]
+        return None
 
     async def _wait_for(self, lane: _Lane, destination: Destination) -> None:
         """Park a lane, holding no worker, until ``destination`` is back; then its head record goes again."""

@@ -16,7 +16,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from consumer.app import ConfigurationError, klaviyo_auth
-from consumer.catalog import TOKEN_EXCHANGE_FAILED
+from consumer.catalog import DESTINATION_RECOVERED, TOKEN_EXCHANGE_FAILED
+from consumer.failures.deadletters import read_dead_letters
+from consumer.failures.errorlog import read_error_log
 from consumer.flows.context import Change, FlowContext
 from consumer.klaviyo import ApiKeyAuth, ProfileAttributes
 from consumer.oauth import (
@@ -108,6 +110,10 @@ async def test_a_dead_refresh_token_pauses_the_service_and_reauthorizing_resumes
 
         assert PAUSE_AUTHORIZATION in runtime.health.paused
         assert _gauge("needs_reauthorization") == 1.0 and _gauge("connected") == 0.0
+        assert _gauge("unauthorized") == 0.0  # the lost grant is the provider's state, not a refused call
+        assert runtime.health.destinations == {"klaviyo": "unauthorized"}
+        assert REGISTRY.get_sample_value("ipaas_klaviyo_destination_state",
+                                         {"destination": "klaviyo", "state": "unauthorized"}) == 1.0
         [entry] = await svc.error_log(expected=1)
         assert entry["code"] == TOKEN_EXCHANGE_FAILED.code and entry["flow"] == "authorization"
         assert entry["message"] == TOKEN_EXCHANGE_FAILED.message and entry["transfer"] is None
@@ -137,6 +143,9 @@ async def test_a_dead_refresh_token_pauses_the_service_and_reauthorizing_resumes
     emails = {p.attributes.get("email") for p in simulator.store.profiles.values()}
     assert {f"c-{i}@example.com" for i in range(25)} <= emails
     assert _errors_counted() == counted_before + 1  # one entry for the outage, not one per record
+    assert await read_dead_letters(settings.kafka, [svc.topic("customer-changes-dlt")]) == []
+    logged = [e.record["code"] for e in await read_error_log(settings.kafka, svc.topic("error-log"))]
+    assert sorted(logged) == sorted([TOKEN_EXCHANGE_FAILED.code, DESTINATION_RECOVERED.code])  # lost, and back
 
     secrets |= {DEFAULT_OAUTH_CLIENT_SECRET, *(r.code_verifier for r in captured_requests),
                 *(r.state for r in captured_requests), *codes_in(loc for b in browsers for loc in b.locations)}
