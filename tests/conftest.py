@@ -18,6 +18,7 @@ import pytest
 from simulators import localkafka
 from simulators.klaviyo import Spec
 from tests.support.klaviyo_contract import require_spec
+from tests.support.sleeps import RecordedSleeps
 
 
 def _docker_answers() -> bool:
@@ -53,6 +54,12 @@ def kafka_bootstrap() -> Iterator[str]:
 def unique() -> str:
     """A short unique suffix for topic and group names, so tests never share state on the broker."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def sleeps() -> RecordedSleeps:
+    """The API clients' backoff sleep for one test: records the delays, waits for none."""
+    return RecordedSleeps()
 
 
 @pytest.fixture(scope="session")
