@@ -2,7 +2,8 @@
 
 The broker is, in order: ``KAFKA_BOOTSTRAP_SERVERS`` when set; testcontainers' Kafka where a Docker engine
 answers; else a local single-node KRaft broker started by ``simulators.localkafka`` (no Docker).
-Also Klaviyo's OpenAPI contract (``openapi_spec``), read once for every test that checks against it.
+Also each module's ``topic_space`` (the topics its tests create, deleted at its end), the API clients' recorded
+backoff ``sleeps``, and Klaviyo's OpenAPI contract (``openapi_spec``), read once for every test that checks it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -19,6 +20,7 @@ from simulators import localkafka
 from simulators.klaviyo import Spec
 from tests.support.klaviyo_contract import require_spec
 from tests.support.sleeps import RecordedSleeps
+from tests.support.topic_space import TopicSpace
 
 
 def _docker_answers() -> bool:
@@ -50,9 +52,19 @@ def kafka_bootstrap() -> Iterator[str]:
         localkafka.stop(broker)
 
 
+@pytest.fixture(scope="module")
+async def topic_space(kafka_bootstrap: str) -> AsyncIterator[TopicSpace]:
+    """The topics of this test module (each test makes its own, under the module's prefix); deleted at its end."""
+    space = TopicSpace(kafka_bootstrap)
+    try:
+        yield space
+    finally:
+        await space.delete()
+
+
 @pytest.fixture
 def unique() -> str:
-    """A short unique suffix for topic and group names, so tests never share state on the broker."""
+    """A short unique suffix for consumer groups and other names, so tests never share state on the broker."""
     return uuid.uuid4().hex[:10]
 
 

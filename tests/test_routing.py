@@ -10,10 +10,11 @@ from consumer.failures import headers as dl
 from consumer.flows.context import FlowContext
 from consumer.routing import Route
 from tests.support.service import running_service, service_settings
+from tests.support.topic_space import TopicSpace
 
 
 async def test_each_kind_of_poison_pill_is_dead_lettered_with_its_bytes_and_the_next_event_is_handled(
-    kafka_bootstrap: str, unique: str
+    topic_space: TopicSpace, unique: str
 ):
     handled: list[ChangeEvent] = []
 
@@ -22,7 +23,7 @@ async def test_each_kind_of_poison_pill_is_dead_lettered_with_its_bytes_and_the_
 
     routes = [Route("customer-changes", "customer/created", Flow.ADD_PROFILE_FROM_IPAAS, record),
               Route("customer-changes", "customer/updated", Flow.UPDATE_PROFILE_FROM_IPAAS, record)]
-    settings = service_settings(kafka_bootstrap, unique, runtime={"max_value_bytes": 4096},
+    settings = service_settings(topic_space, unique, runtime={"max_value_bytes": 4096},
                                 klaviyo={"api_key": "pk_test_not_used"})
     pills = {
         "POISON_PILL_NOT_UTF8": b"\xff\xfe\x00garbage",
