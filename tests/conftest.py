@@ -32,6 +32,16 @@ def _docker_answers() -> bool:
         return False
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n``) every worker shares the broker named by ``KAFKA_BOOTSTRAP_SERVERS``: with none
+    given, each worker would start a broker of its own, so refuse (``./dev test`` starts one and names it)."""
+    workers = getattr(config.option, "numprocesses", None)
+    if workers and "PYTEST_XDIST_WORKER" not in os.environ \
+            and not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        raise pytest.UsageError("-n needs KAFKA_BOOTSTRAP_SERVERS (the workers share one broker): "
+                                "run ./dev test, which starts one, or set it to a running broker")
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap servers of a real Kafka broker for the whole test session."""
