@@ -43,12 +43,12 @@ async def create_catalog_topics(bootstrap: str, catalog: TopicCatalog, logical: 
 
     The test-side twin of ``consumer.topics.apply``: one request, and no drift check (the topics are new)."""
     wanted = list(logical) or list(catalog.topics)
-    await create(bootstrap, [NewTopic(catalog.name(name), catalog.topics[name].partitions,
+    await create_topics(bootstrap, [NewTopic(catalog.name(name), catalog.topics[name].partitions,
                                       catalog.topics[name].replication_factor,
                                       topic_configs=catalog.topics[name].configs()) for name in wanted])
 
 
-async def create(bootstrap: str, new: Sequence[NewTopic], timeout_s: float = 30.0) -> None:
+async def create_topics(bootstrap: str, new: Sequence[NewTopic], timeout_s: float = 30.0) -> None:
     """Create topics in one request (one that exists already is left as it is); return once the broker's metadata
     shows each with its partitions, so what runs next finds them."""
     names = [topic.name for topic in new]

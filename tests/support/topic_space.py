@@ -12,7 +12,7 @@ import uuid
 from aiokafka.admin import NewTopic
 
 from consumer.topics import TopicCatalog
-from tests.support.kafka import create, create_catalog_topics, delete_topics
+from tests.support.kafka import create_catalog_topics, create_topics, delete_topics
 
 
 class TopicSpace:
@@ -45,7 +45,7 @@ class TopicSpace:
         """Plain topics (names from ``name``) with ``partitions`` each."""
         if stray := [name for name in names if not name.startswith(self.prefix)]:
             raise ValueError(f"{stray} are outside {self.prefix!r}: nothing would delete them")
-        await create(self.bootstrap, [NewTopic(name, partitions, 1) for name in names])
+        await create_topics(self.bootstrap, [NewTopic(name, partitions, 1) for name in names])
 
     async def delete(self) -> list[str]:
         """Delete every topic under the module's prefix: those the tests made and those the code under test did."""
