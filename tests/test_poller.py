@@ -13,7 +13,6 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from consumer import topics
 from consumer.envelopes import Action, EnvelopeFormat, decode
 from consumer.http.backoff import Backoff
 from consumer.kafka import reliable_producer
@@ -30,9 +29,12 @@ from consumer.poller import (
 )
 from consumer.records import KlaviyoProfile
 from consumer.settings import KlaviyoSettings, Settings
+from consumer.topics import TopicCatalog
 from simulators.klaviyo import DEFAULT_API_KEY, Faults, KlaviyoSimulator, SimulatorConfig
 from simulators.klaviyo.store import Store
 from tests.support.kafka import end_offsets, kafka_settings, read_all
+from tests.support.sleeps import RecordedSleeps
+from tests.support.topic_space import TopicSpace
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -99,7 +101,7 @@ class Rig:
     clock: Clock
     klaviyo: KlaviyoClient
     producer: AIOKafkaProducer
-    catalog: topics.TopicCatalog
+    catalog: TopicCatalog
     bootstrap: str
     settings: Any
 
@@ -110,6 +112,10 @@ class Rig:
     @property
     def state(self) -> str:
         return self.catalog.name(STATE_TOPIC)
+
+    @property
+    def partitions(self) -> int:
+        return self.catalog.topics[CHANGES_TOPIC].partitions
 
     def poller(self, **options: Any) -> ProfilePoller:
         options.setdefault("clock", self.clock)
@@ -126,7 +132,7 @@ class Rig:
 
     async def published(self) -> list[tuple[str, Any]]:
         """Every record on the changes topic so far, decoded as the dispatcher decodes it: (key, event)."""
-        total = sum((await end_offsets(self.bootstrap, self.changes, 8)).values())
+        total = sum((await end_offsets(self.bootstrap, self.changes, self.partitions)).values())
         records = await read_all(self.bootstrap, self.changes, total) if total else []
         records.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
         out = []
@@ -136,24 +142,24 @@ class Rig:
         return out
 
     async def count(self) -> int:
-        return sum((await end_offsets(self.bootstrap, self.changes, 8)).values())
+        return sum((await end_offsets(self.bootstrap, self.changes, self.partitions)).values())
 
     async def stored_watermark(self) -> Watermark | None:
         return await WatermarkStore(self.settings, self.producer, self.state).load("klaviyo-profiles")
 
 
 @pytest.fixture
-async def rig(kafka_bootstrap: str, unique: str) -> AsyncIterator[Rig]:
+async def rig(kafka_bootstrap: str, topic_space: TopicSpace, sleeps: RecordedSleeps) -> AsyncIterator[Rig]:
     clock = Clock()
     settings = kafka_settings(kafka_bootstrap)
-    catalog = topics.TopicCatalog.load(prefix=f"t{unique}.")
-    await topics.apply(catalog, settings)
+    catalog = await topic_space.catalog(CHANGES_TOPIC, STATE_TOPIC, partitions=2)  # the poller's own topics
     async with KlaviyoSimulator(SimulatorConfig(seed=3, validate_bodies=False)) as sim:
         sim.state.store = Store(clock=clock)
         klaviyo_settings = KlaviyoSettings(base_url=sim.base_url, api_key=DEFAULT_API_KEY, max_retries=2,
                                            connect_timeout_s=2.0, read_timeout_s=5.0, total_timeout_s=10.0)
         async with KlaviyoClient(klaviyo_settings, ApiKeyAuth(DEFAULT_API_KEY),
-                                 backoff=Backoff(base_s=0.01, cap_s=0.02), retry_after_cap_s=0.05) as klaviyo:
+                                 backoff=Backoff(base_s=0.01, cap_s=0.02), retry_after_cap_s=0.05,
+                                 sleep=sleeps) as klaviyo:
             producer = reliable_producer(settings)
             await producer.start()
             try:
@@ -340,11 +346,11 @@ async def test_run_polls_on_wake_survives_klaviyo_failures_and_stops(rig: Rig) -
     assert task.done() and task.exception() is None
 
 
-async def test_open_poller_wires_itself_from_the_settings(rig: Rig, unique: str) -> None:
+async def test_open_poller_wires_itself_from_the_settings(rig: Rig) -> None:
     settings = Settings.model_validate({
         "kafka": rig.settings.model_dump(),
         "klaviyo": {"base_url": rig.sim.base_url, "api_key": DEFAULT_API_KEY},
-        "topic_prefix": f"t{unique}.",
+        "topic_prefix": rig.catalog.prefix,
     })
     rig.clock.tick()
     profile_id = rig.profile("wired@shop.test")

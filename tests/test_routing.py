@@ -19,10 +19,11 @@ from consumer.runtime import Message, classify
 from consumer.topics import TopicCatalog
 from tests.support.changes import customer_source
 from tests.support.service import running_service, service_settings
+from tests.support.topic_space import TopicSpace
 
 
 async def test_each_kind_of_poison_pill_is_dead_lettered_with_its_bytes_and_the_next_event_is_handled(
-    kafka_bootstrap: str, unique: str
+    topic_space: TopicSpace, unique: str
 ):
     handled: list[Change[Any]] = []
 
@@ -30,7 +31,7 @@ async def test_each_kind_of_poison_pill_is_dead_lettered_with_its_bytes_and_the_
         handled.append(event)
 
     routes = [customer_source(record)]
-    settings = service_settings(kafka_bootstrap, unique, runtime={"max_value_bytes": 4096},
+    settings = service_settings(topic_space, unique, runtime={"max_value_bytes": 4096},
                                 klaviyo={"api_key": "pk_test_not_used"})
     pills = {
         "POISON_PILL_NOT_UTF8": b"\xff\xfe\x00garbage",

@@ -36,7 +36,7 @@ from consumer.errors import IntegrationError, Outage
 from consumer.http.backoff import Backoff
 from consumer.http.content import summarize_non_json
 from consumer.http.headers import parse_ratelimit_headers, parse_retry_after
-from consumer.http.ratelimit import SlidingWindowLimiter
+from consumer.http.ratelimit import Sleep, SlidingWindowLimiter
 from consumer.http.transport import describe_transport_error
 
 SAFE_TO_RESEND = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -135,7 +135,9 @@ class RetryRules:
 
 
 class Sender:
-    """Sends ``Call``s through one ``httpx.AsyncClient`` with quota, retries, classification and metrics."""
+    """Sends ``Call``s through one ``httpx.AsyncClient`` with quota, retries, classification and metrics.
+
+    ``sleep`` waits out the backoff between attempts (tests pass one that records the delays instead)."""
 
     def __init__(
         self,
@@ -147,6 +149,7 @@ class Sender:
         scrub: Callable[[str], str],
         logger: logging.Logger,
         rng: random.Random | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._http = http
         self._dialect = dialect
@@ -155,6 +158,7 @@ class Sender:
         self._scrub = scrub
         self._log = logger
         self._rng = rng or random.Random()
+        self._sleep = sleep
 
     async def send(self, call: Call, *, retries: int | None = None) -> httpx.Response:
         """The response of a documented success; raises the dialect's ``IntegrationError`` otherwise.
@@ -216,7 +220,7 @@ class Sender:
                 if attempt < max_retries:
                     self._log_retry(call, status, attempt, wait, "throttled")
                     if not call.limiters:
-                        await asyncio.sleep(wait)
+                        await self._sleep(wait)
                     attempt += 1
                     continue
                 raise self._rejected(response, call, retryable=True, retry_after=wait)
@@ -291,7 +295,7 @@ class Sender:
 
     async def _retry_later(self, call: Call, status: int | None, attempt: int, delay: float, reason: str) -> None:
         self._log_retry(call, status, attempt, delay, reason)
-        await asyncio.sleep(delay)
+        await self._sleep(delay)
 
     def _log_retry(self, call: Call, status: int | None, attempt: int, delay: float, reason: str) -> None:
         self._log.info("retrying %s request", self._dialect.destination,

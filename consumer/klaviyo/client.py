@@ -9,6 +9,7 @@ availability, the credential, the configuration) failed rather than the record.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -23,7 +24,7 @@ import orjson
 from consumer.errors import Outage
 from consumer.http.backoff import Backoff
 from consumer.http.lanes import LaneTransport
-from consumer.http.ratelimit import LimiterRegistry, SlidingWindowLimiter
+from consumer.http.ratelimit import LimiterRegistry, Sleep, SlidingWindowLimiter
 from consumer.http.redact import Redactor
 from consumer.http.sender import (
     Call,
@@ -105,7 +106,8 @@ class KlaviyoClient:
     several clients of one account share their limiters; ``limiter_margin_s`` widens every window a little so
     timing jitter between us and Klaviyo's counters doesn't cause 429s (0.1 s: ~10 % of the burst quota).
     Without an explicit ``transport`` it sends through a ``LaneTransport`` of ``settings.max_connections``
-    connections. Secrets never appear in its errors, logs or repr.
+    connections. ``sleep`` waits out the backoff between retries (tests record the delays instead). Secrets never
+    appear in its errors, logs or repr.
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class KlaviyoClient:
         retry_after_cap_s: float = RETRY_AFTER_CAP_S,
         limiter_margin_s: float = LIMITER_MARGIN_S,
         rng: random.Random | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._settings = settings
         self._auth = auth
@@ -158,6 +161,7 @@ class KlaviyoClient:
             scrub=self._redactor.scrub,
             logger=logger,
             rng=rng,
+            sleep=sleep,
         )
 
     async def __aenter__(self) -> Self:

@@ -8,15 +8,16 @@ import json
 from consumer.catalog import KLAVIYO_CONNECTION_ERROR, KLAVIYO_REJECTED_REQUEST
 from consumer.cli import main as cli_main
 from tests.failures.helpers import all_offsets, dead_letter, prepared
+from tests.support.topic_space import TopicSpace
 
 SELECTED, OTHER = KLAVIYO_REJECTED_REQUEST.code, KLAVIYO_CONNECTION_ERROR.code
 
 
-async def test_the_cli_lists_shows_and_dry_runs(kafka_bootstrap: str, unique: str, monkeypatch, capsys):
-    settings, catalog = await prepared(kafka_bootstrap, unique)
+async def test_the_cli_lists_shows_and_dry_runs(topic_space: TopicSpace, unique: str, monkeypatch, capsys):
+    settings, catalog = await prepared(topic_space, unique)
     await dead_letter(settings, catalog, range(5), SELECTED)
     await dead_letter(settings, catalog, range(5, 8), OTHER)
-    monkeypatch.setenv("IPAAS_KLAVIYO_KAFKA__BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("IPAAS_KLAVIYO_KAFKA__BOOTSTRAP_SERVERS", topic_space.bootstrap)
     monkeypatch.setenv("IPAAS_KLAVIYO_TOPIC_PREFIX", settings.topic_prefix)
 
     async def cli(*argv: str, expect: int = 0) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-from consumer import topics
 from consumer.catalog import (
     COULD_NOT_LINK_TO_EXISTING_PROFILE,
     KLAVIYO_REJECTED_REQUEST,
@@ -23,14 +22,14 @@ from consumer.runtime import Message, classify
 from consumer.settings import KafkaSettings
 from consumer.topics import TopicCatalog
 from consumer.transfers import TransferRef
+from tests.support.topic_space import TopicSpace
 
 
-async def _written(kafka_bootstrap: str, unique: str) -> tuple[KafkaSettings, TopicCatalog]:
-    """An error log with: a link warning and a dead-lettered failure of customer c-1, an old failure of customer
-    c-2 (written a day ago), and an order event failure of transaction t-9."""
-    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
-    catalog = TopicCatalog.load(prefix=f"t{unique}.")
-    await topics.apply(catalog, kafka)
+async def _written(topic_space: TopicSpace) -> tuple[KafkaSettings, TopicCatalog]:
+    """An error log of its own with: a link warning and a dead-lettered failure of customer c-1, an old failure of
+    customer c-2 (written a day ago), and an order event failure of transaction t-9."""
+    kafka = KafkaSettings(bootstrap_servers=topic_space.bootstrap)
+    catalog = await topic_space.catalog("error-log")
     producer = reliable_producer(kafka)
     await producer.start()
     try:
@@ -54,8 +53,8 @@ async def _written(kafka_bootstrap: str, unique: str) -> tuple[KafkaSettings, To
     return kafka, catalog
 
 
-async def test_the_error_log_is_read_back_by_flow_code_severity_record_and_time(kafka_bootstrap: str, unique: str):
-    kafka, catalog = await _written(kafka_bootstrap, unique)
+async def test_the_error_log_is_read_back_by_flow_code_severity_record_and_time(topic_space: TopicSpace):
+    kafka, catalog = await _written(topic_space)
     topic = catalog.name("error-log")
 
     async def read(**criteria: object) -> list[str]:
@@ -88,10 +87,10 @@ async def test_the_error_log_is_read_back_by_flow_code_severity_record_and_time(
     assert "HTTP status  400" in shown
 
 
-async def test_the_errors_command(kafka_bootstrap: str, unique: str, monkeypatch, capsys):
-    await _written(kafka_bootstrap, unique)
-    monkeypatch.setenv("IPAAS_KLAVIYO_KAFKA__BOOTSTRAP_SERVERS", kafka_bootstrap)
-    monkeypatch.setenv("IPAAS_KLAVIYO_TOPIC_PREFIX", f"t{unique}.")
+async def test_the_errors_command(topic_space: TopicSpace, monkeypatch, capsys):
+    _, catalog = await _written(topic_space)
+    monkeypatch.setenv("IPAAS_KLAVIYO_KAFKA__BOOTSTRAP_SERVERS", topic_space.bootstrap)
+    monkeypatch.setenv("IPAAS_KLAVIYO_TOPIC_PREFIX", catalog.prefix)
 
     async def cli(*argv: str) -> str:
         capsys.readouterr()

@@ -33,6 +33,7 @@ from consumer.runtime.engine import PAUSE_AUTHORIZATION
 from simulators.klaviyo import DEFAULT_OAUTH_CLIENT_ID, DEFAULT_OAUTH_CLIENT_SECRET, KlaviyoSimulator
 from tests.support.changes import customer_source
 from tests.support.service import running_service, service_settings
+from tests.support.topic_space import TopicSpace
 
 from .conftest import Browser, assert_no_secrets, codes_in, log_texts, simulator_secrets
 
@@ -51,9 +52,9 @@ def _errors_counted() -> float:
     return value or 0.0
 
 
-def _settings(kafka_bootstrap: str, unique: str, sim: KlaviyoSimulator, tmp_path: Path, **oauth: Any) -> Any:
+def _settings(topic_space: TopicSpace, unique: str, sim: KlaviyoSimulator, tmp_path: Path, **oauth: Any) -> Any:
     return service_settings(
-        kafka_bootstrap, unique, runtime={"retry_attempts": 2},
+        topic_space, unique, runtime={"retry_attempts": 2},
         klaviyo={"base_url": sim.base_url, "max_retries": 1, "rate_limit": False},
         oauth={"client_id": DEFAULT_OAUTH_CLIENT_ID, "client_secret": DEFAULT_OAUTH_CLIENT_SECRET,
                "redirect_url": "http://127.0.0.1:0/oauth/callback", "token_file": tmp_path / "tokens.json", **oauth},
@@ -67,12 +68,12 @@ def _customers(first: int, count: int) -> list[tuple[bytes, bytes]]:
 
 
 async def test_a_dead_refresh_token_pauses_the_service_and_reauthorizing_resumes_it_with_nothing_lost(
-    kafka_bootstrap: str, unique: str, simulator: KlaviyoSimulator, tmp_path: Path,
+    topic_space: TopicSpace, unique: str, simulator: KlaviyoSimulator, tmp_path: Path,
     caplog: pytest.LogCaptureFixture, captured_requests: list[Any],
 ) -> None:
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.DEBUG, logger="consumer")
-    settings = _settings(kafka_bootstrap, unique, simulator, tmp_path)
+    settings = _settings(topic_space, unique, simulator, tmp_path)
     browsers = [Browser()]
     await authorize(settings, show_url=browsers[0], timeout_s=10)
     secrets = simulator_secrets(simulator)
@@ -155,7 +156,7 @@ async def test_a_dead_refresh_token_pauses_the_service_and_reauthorizing_resumes
 async def test_the_service_uses_the_token_file_when_no_api_key_is_set(
     simulator: KlaviyoSimulator, tmp_path: Path
 ) -> None:
-    settings = service_settings("127.0.0.1:9", "x", klaviyo={"base_url": simulator.base_url}, oauth={
+    settings = service_settings(TopicSpace("127.0.0.1:9"), "x", klaviyo={"base_url": simulator.base_url}, oauth={
         "client_id": DEFAULT_OAUTH_CLIENT_ID, "client_secret": DEFAULT_OAUTH_CLIENT_SECRET,
         "token_file": tmp_path / "tokens.json"})
     with pytest.raises(ConfigurationError, match="ipaas-klaviyo authorize"):

@@ -38,6 +38,7 @@ from consumer.topics import DEFAULT_CATALOG
 from simulators.klaviyo import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfig
 from tests.observability import helpers
 from tests.support.service import running_service, service_settings
+from tests.support.topic_space import TopicSpace
 
 TARGET_ENV = "IPAAS_KLAVIYO_METRICS_TARGET"
 JOB = "ipaas-klaviyo"
@@ -197,7 +198,7 @@ def _traffic_in_background() -> Iterator[Traffic]:
 
 
 @pytest.fixture(scope="module")
-async def metrics_target(kafka_bootstrap: str) -> AsyncIterator[ScrapeTarget]:
+async def metrics_target(topic_space: TopicSpace) -> AsyncIterator[ScrapeTarget]:
     """The running service's /metrics after some real traffic (or the service named by IPAAS_KLAVIYO_METRICS_TARGET).
 
     The service runs against the real broker and the Klaviyo simulator, and handles customers, an order and a
@@ -210,7 +211,7 @@ async def metrics_target(kafka_bootstrap: str) -> AsyncIterator[ScrapeTarget]:
         return
     snapshot = _snapshot_gauges()
     async with KlaviyoSimulator(SimulatorConfig(seed=3)) as sim:
-        settings = service_settings(kafka_bootstrap, f"promql{os.getpid()}",
+        settings = service_settings(topic_space, f"promql{os.getpid()}",
                                     klaviyo={"base_url": sim.base_url, "api_key": DEFAULT_API_KEY})
         async with running_service(settings) as svc:
             customer = {"id": "c-1", "first_name": "Ada", "email_address": "ada@example.com"}
