@@ -225,11 +225,19 @@ class Service:
             if settings.poller.in_service:
                 await self._start_poller(stack, klaviyo, producer)
             health = runtime.health
+
+            def ready() -> tuple[bool, dict[str, Any]]:
+                """Ready: consuming, every destination up, and Kafka answering the background view (a broker
+                outage shows here within one refresh, ~5 s)."""
+                kafka = dict(view.snapshot.errors)
+                return health.ready() and not kafka, {
+                    "partitions": health.partitions, "paused": sorted(health.paused),
+                    "destinations": health.destinations or {}, "kafka": kafka}
+
             self.ops = OpsServer(
                 settings.http.host, settings.http.port,
                 live=lambda: (health.live(), {"paused": sorted(health.paused)}),
-                ready=lambda: (health.ready(), {"partitions": health.partitions, "paused": sorted(health.paused),
-                                                "destinations": health.destinations or {}}),
+                ready=ready,
                 status=self._status_of(view, table, destinations),
             ).start()
             stack.callback(self.ops.close)

@@ -186,3 +186,29 @@ async def test_klaviyo_unreachable_pauses_then_every_record_goes_through(
 
     assert [outcome for _, outcome in finished] == ["succeeded"] * 3
     assert len(klaviyo_sim.state.store.profiles) == 3
+
+
+async def test_readyz_says_not_ready_while_kafka_does_not_answer_the_background_view(
+    topic_space: TopicSpace, unique: str, klaviyo_sim: KlaviyoSimulator
+) -> None:
+    import dataclasses
+    import urllib.error
+    import urllib.request
+
+    def readyz(port: int) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:  # noqa: S310
+                return response.status, orjson.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, orjson.loads(error.read())
+
+    async with running_service(_settings(topic_space, unique, klaviyo_sim)) as svc:
+        service = svc.service
+        assert service.ops is not None and service.view is not None and service.runtime is not None
+        await service.runtime.assigned.wait()
+        assert readyz(service.ops.port)[0] == 200
+        # what the view keeps after a refresh that could not reach the broker
+        service.view.snapshot = dataclasses.replace(
+            service.view.snapshot, errors={"lag": "KafkaConnectionError: Unable to bootstrap"})
+        status, body = readyz(service.ops.port)
+        assert status == 503 and body["kafka"] == {"lag": "KafkaConnectionError: Unable to bootstrap"}
