@@ -197,7 +197,7 @@ async def test_readyz_says_not_ready_while_kafka_does_not_answer_the_background_
 
     def readyz(port: int) -> tuple[int, dict[str, Any]]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
                 return response.status, orjson.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, orjson.loads(error.read())
