@@ -250,13 +250,14 @@ class KlaviyoClient:
     async def list_profiles_updated_after(
         self, since: datetime, *, page_size: int = 100, cursor: str | None = None
     ) -> ProfilePage:
-        """One page of profiles with ``updated`` after ``since``, oldest first."""
+        """One page of profiles with ``updated`` after ``since``, oldest first, with their subscriptions."""
         if not 1 <= page_size <= 100:
             raise ValueError("page_size must be between 1 and 100")
         params: dict[str, Any] = {
             "filter": f"greater-than(updated,{_filter_time(since)})",
             "sort": "updated",
             "page[size]": page_size,
+            "additional-fields[profile]": "subscriptions",  # for the TO flows' subscription mappings
         }
         if cursor:
             params["page[cursor]"] = cursor

@@ -428,8 +428,9 @@ class SimulatorApp(RecordingApp[ReceivedRequest]):
             records, cursor = store.list_profiles(
                 request.param("filter"), request.param("sort"), size, request.param("page[cursor]")
             )
+            with_subscriptions = "subscriptions" in (request.param("additional-fields[profile]") or "").split(",")
             return _json_reply(200, {
-                "data": [profile_resource(r, base) for r in records],
+                "data": [profile_resource(r, base, subscriptions=with_subscriptions) for r in records],
                 "links": _collection_links(base, request, cursor),
             })
         if operation == "get_profile":
@@ -442,9 +443,7 @@ class SimulatorApp(RecordingApp[ReceivedRequest]):
             if bad is not None:
                 raise invalid(f"'{bad}' is not an allowed additional field.", parameter="additional-fields[profile]")
             record = store.get_profile(params["id"])
-            resource = profile_resource(record, base)
-            if "subscriptions" in fields:
-                resource["attributes"]["subscriptions"] = subscriptions_of(record)
+            resource = profile_resource(record, base, subscriptions="subscriptions" in fields)
             document: dict[str, Any] = {"data": resource,
                                         "links": {"self": f"{base}/api/profiles/{record.id}/"}}
             if include:
@@ -587,8 +586,9 @@ def _single(resource: dict[str, Any]) -> dict[str, Any]:
     return {"data": resource, "links": {"self": resource["links"]["self"]}}
 
 
-def profile_resource(record: ProfileRecord, base: str) -> dict[str, Any]:
-    """A profile as Klaviyo renders it (``PostProfileResponse`` / ``GetProfileResponse`` data)."""
+def profile_resource(record: ProfileRecord, base: str, *, subscriptions: bool = False) -> dict[str, Any]:
+    """A profile as Klaviyo renders it (``PostProfileResponse`` / ``GetProfileResponse`` data); ``subscriptions``
+    when asked with ``additional-fields[profile]=subscriptions``."""
     url = f"{base}/api/profiles/{record.id}"
     attributes = dict(record.attributes)
     attributes.update(
@@ -598,6 +598,8 @@ def profile_resource(record: ProfileRecord, base: str) -> dict[str, Any]:
         updated=iso(record.updated),
         last_event_date=iso(record.last_event_date),
     )
+    if subscriptions:
+        attributes["subscriptions"] = subscriptions_of(record)
     return {
         "type": "profile",
         "id": record.id,
