@@ -18,9 +18,10 @@ then records the value on the profile (one PATCH).
 
 ``LIST_<name>`` true: the profile joins list ``<name>``. ``UCLIST_<name>`` true: the profile leaves list
 ``<name>`` (read as "un-check list": membership only, consent is untouched; when both are true, leaving wins).
-False or empty fields change nothing. Lists are found by exact name (``GET /api/lists``, cached) unless
-``klaviyo.list_ids`` names their ids; a list that doesn't exist gives the flow's error-log warning. Adding is
-idempotent at Klaviyo and cached here, so a redelivered change adds the profile once.
+The prefixes are matched as written (upper case). False or empty fields change nothing. Lists are found by exact
+name (``GET /api/lists``, cached) unless ``klaviyo.list_ids`` names their ids; a name Klaviyo has no list for is
+logged (a warning) and skipped. Adding is idempotent at Klaviyo and cached here, so a redelivered change adds the
+profile once.
 """
 
 from __future__ import annotations
