@@ -26,6 +26,7 @@ from consumer.failures.errorlog import ErrorLog
 from consumer.failures.outages import report_outages
 from consumer.failures.waiting import WaitingLetters, warn_of_waiting_letters
 from consumer.flows.context import FlowContext
+from consumer.flows.marketing import MarketingState
 from consumer.ipaas.errors import DESTINATION as IPAAS
 from consumer.kafka import reliable_producer
 from consumer.kafka_view import KafkaView
@@ -113,9 +114,13 @@ async def build_dispatcher(
         destinations.add_probe(KLAVIYO, klaviyo.probe)
         if ipaas is not None:
             destinations.add_probe(IPAAS, ipaas.probe)
+    if settings.klaviyo.consent_list_id is None:
+        log.warning("klaviyo.consent_list_id is not set: SubscribeProfile marketing consent is not sent to Klaviyo")
     context = FlowContext(
         klaviyo=klaviyo, ipaas=ipaas, mappings=mappings, warn=error_log.report,
         generate_events=settings.klaviyo.generate_events,
+        marketing=MarketingState(consent_list_id=settings.klaviyo.consent_list_id,
+                                 list_ids=dict(settings.klaviyo.list_ids)),
     )
 
     async def failed_for_good(message: InboundMessage, failure: Failure) -> None:

@@ -133,6 +133,10 @@ class KlaviyoSettings(BaseModel):
     rate_limit: bool = True
     max_retries: int = 4
     generate_events: bool = True
+    consent_list_id: str | None = Field(
+        None, description="the list a SubscribeProfile=true subscription joins; without it consent is not sent")
+    list_ids: dict[str, str] = Field(
+        default_factory=dict, description="list name -> id for LIST_/UCLIST_ fields (others are found by name)")
 
 
 class IpaasSettings(BaseModel):
