@@ -9,13 +9,17 @@ from collections import Counter
 from typing import Any
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from consumer.failures import headers as dl
 from consumer.failures import retrytopics as rt
 from consumer.flows.context import Change, FlowContext
+from consumer.routing import RoutingTable, default_sources
 from consumer.runtime import Message
+from consumer.settings import RuntimeSettings
+from consumer.topics import TopicCatalog
 from tests.support.changes import customer_source
 from tests.support.kafka import read_all
 from tests.support.service import RunningService, running_service, service_settings
@@ -142,7 +146,7 @@ async def test_a_restart_while_a_record_waits_in_a_retry_topic_loses_nothing(top
         assert runtime is not None
         retry_topic = first.topic("customer-changes-retry-0")
         async with asyncio.timeout(30):  # the first instance fetched the retry record and holds it, not yet due
-            while not any(tp.topic == retry_topic for tp in runtime.oldest_unfinished()):
+            while not any(tp.topic == retry_topic for tp in runtime.oldest_unfinished()):  # noqa: ASYNC110 - no event for it
                 await asyncio.sleep(0.05)
     assert handler.calls["c-4"] == 1 and not handler.succeeded
 
@@ -178,3 +182,19 @@ def test_retry_headers_are_read_as_spring_writes_them_too():
     assert rt.due_at(message) == 1_795_000_000.0
     assert rt.hops_done(Message("t", 0, 7, b"k", b"v", [], 0)) == 0 and rt.due_at(Message("t", 0, 7, None, None,
                                                                                             [], 0)) is None
+
+
+def test_every_source_routes_its_retry_topics_and_more_delays_than_retry_topics_are_refused():
+    catalog = TopicCatalog.load()
+    delays = RuntimeSettings().retry_topic_delays_s
+    assert delays == [1200.0, 3600.0, 7200.0, 12000.0]  # iPaaS.com's 10 * n * (n + 1) minutes
+    table = RoutingTable(default_sources(), catalog, delays)
+    source = catalog.name("customer-changes")
+    hops = table.retry_hops(source)
+    assert hops == tuple((f"{source}-retry-{i}", delay) for i, delay in enumerate(delays))
+    assert set(table.topics) >= {topic for topic, _ in hops} and table.is_retry_topic(hops[0][0])
+    assert table.source_name(hops[2][0]) == source and not table.is_retry_topic(source)
+    assert table.dead_letter_of(hops[0][0]) == table.dead_letter_of(source)
+    assert RoutingTable(default_sources(), catalog, []).retry_hops(source) == ()
+    with pytest.raises(ValueError, match="has 4 retry topics in the topic catalog"):
+        RoutingTable(default_sources(), catalog, [1.0] * 5)
