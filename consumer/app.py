@@ -223,7 +223,8 @@ class Service:
                     retrying.scheduled(original_position(message))
                     return RETRY_SCHEDULED
                 await failed_for_good(message, failure)
-                letters.dead_lettered(original_position(message), failure)
+                letters.dead_lettered(original_position(message) if table.is_retry_topic(message.topic) else message,
+                                      failure)
                 return None
 
             runtime = StreamRuntime(

@@ -142,11 +142,14 @@ class RetryingKeys:
         while len(keys) > self._max_keys:
             keys.popitem(last=False)
 
-    def succeeded(self, message: InboundMessage) -> None:
-        """A record of a source topic succeeded: the newest change of its key, should one of it be retried."""
-        keys = self._topics.get(message.topic)
-        if keys and message.key is not None and message.key in keys:
-            keys[message.key] = (message.partition, message.offset)
+    def succeeded(self, original: InboundMessage) -> None:
+        """A change (at its source position) succeeded: the newest of its key, should an older one be retried."""
+        keys = self._topics.get(original.topic)
+        if not keys or original.key is None or original.key not in keys:
+            return
+        newest = keys[original.key]
+        if newest is None or newest[0] != original.partition or newest[1] < original.offset:
+            keys[original.key] = (original.partition, original.offset)
 
     def newer(self, original: InboundMessage) -> tuple[int, int] | None:
         """Where a newer change of a retried record's key succeeded, else None."""
@@ -159,11 +162,12 @@ class RetryingKeys:
 
 def skip_superseded_retries(processor: Processor, keys: RetryingKeys, is_retry: Callable[[str], bool]) -> Processor:
     """``processor``, skipping a retry record whose key had a newer change succeed since (it would overwrite newer
-    data), and noting every success of a source record in ``keys``."""
+    data), and noting every success in ``keys`` at its source position (a newer change may succeed from a retry
+    topic of a shorter delay before an older one's longer delay is due)."""
 
     async def process(message: InboundMessage) -> Handled:
-        if is_retry(message.topic):
-            original = original_position(message)
+        original = original_position(message) if is_retry(message.topic) else message
+        if original is not message:
             newer = keys.newer(original)
             if newer is not None:
                 metrics.RECORDS_SKIPPED.labels(message.topic, "superseded").inc()
@@ -171,10 +175,9 @@ def skip_superseded_retries(processor: Processor, keys: RetryingKeys, is_retry: 
                     "topic": original.topic, "partition": original.partition, "offset": original.offset,
                     "newer_offset": newer[1]})
                 return Handled(outcome="skipped")
-            return await processor(message)
         handled = await processor(message)
         if handled.outcome == "succeeded":
-            keys.succeeded(message)
+            keys.succeeded(original)
         return handled
 
     return process

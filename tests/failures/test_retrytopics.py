@@ -198,3 +198,20 @@ def test_every_source_routes_its_retry_topics_and_more_delays_than_retry_topics_
     assert RoutingTable(default_sources(), catalog, []).retry_hops(source) == ()
     with pytest.raises(ValueError, match="has 4 retry topics in the topic catalog"):
         RoutingTable(default_sources(), catalog, [1.0] * 5)
+
+
+def test_a_retried_change_is_superseded_only_by_a_newer_change_of_its_key_that_succeeded():
+    keys = rt.RetryingKeys(max_keys=2)
+
+    def at(offset: int, key: bytes = b"k", partition: int = 0) -> Message:
+        return Message("src", partition, offset, key, b"v", [], 0)
+
+    keys.scheduled(at(5))  # the change at offset 5 waits in a retry topic
+    keys.succeeded(at(3, key=b"other"))
+    assert keys.newer(at(5)) is None
+    keys.succeeded(at(9))  # a newer change of its key succeeded (from the source or a retry topic)
+    keys.succeeded(at(7))  # an older success never hides a newer one
+    assert keys.newer(at(5)) == (0, 9) and keys.newer(at(9)) is None and keys.newer(at(5, partition=1)) is None
+    keys.scheduled(at(1, key=b"a"))
+    keys.scheduled(at(1, key=b"b"))  # bounded: the oldest key is forgotten
+    assert keys.newer(at(5)) is None
