@@ -536,6 +536,9 @@ class StreamRuntime:
         lane.state.not_due += 1
         self._not_due += 1
         lane.timer = asyncio.get_running_loop().call_later(wait, self._now_due, lane)
+        consumer, tp = self._consumer, TopicPartition(message.topic, message.partition)
+        if consumer is not None and tp in consumer.assignment():
+            consumer.pause(tp)  # at once (a fetch in flight then returns none of its records); resumed when due
         return True
 
     def _now_due(self, lane: _Lane) -> None:

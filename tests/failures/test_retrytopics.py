@@ -148,6 +148,10 @@ async def test_a_restart_while_a_record_waits_in_a_retry_topic_loses_nothing(top
         async with asyncio.timeout(30):  # the first instance fetched the retry record and holds it, not yet due
             while not any(tp.topic == retry_topic for tp in runtime.oldest_unfinished()):  # noqa: ASYNC110 - no event for it
                 await asyncio.sleep(0.05)
+        consumer = runtime._consumer
+        assert consumer is not None
+        waiting = set(runtime.oldest_unfinished())
+        assert {tp for tp in waiting if tp.topic == retry_topic} <= consumer.paused()  # no fetching until it is due
     assert handler.calls["c-4"] == 1 and not handler.succeeded
 
     async with running_service(settings, routes=[customer_source(handler)]) as second:
