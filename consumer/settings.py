@@ -67,6 +67,10 @@ class KlaviyoSettings(BaseModel):
     rate_limit: bool = True
     max_retries: int = 4
     generate_events: bool = True
+    batch_events: bool = Field(True, description="send the events of many records together (bulk jobs filled "
+                                                 "across records); off: each record's events in requests of their own")
+    event_linger_ms: float = Field(50.0, ge=0, description="how long the oldest queued event waits for others "
+                                                           "before a request leaves")
 
 
 class IpaasSettings(BaseModel):

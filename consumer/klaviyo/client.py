@@ -316,6 +316,20 @@ class KlaviyoClient:
             if cursor is None:
                 return errors
 
+    # --- quota -------------------------------------------------------------------------------------------------
+    @property
+    def rate_limited(self) -> bool:
+        """Whether requests wait for the client-side quota (``settings.rate_limit``)."""
+        return self._settings.rate_limit
+
+    def endpoint_limit(self, endpoint_class: str) -> EndpointLimit:
+        """The burst and steady quota of an endpoint class (Klaviyo's, or the override this client was given)."""
+        return self._limits[endpoint_class]
+
+    def admission_delay(self, endpoint_class: str) -> float:
+        """Seconds until the client-side limiter would admit a request of this class (0: at once)."""
+        return self._limiter(endpoint_class).delay() if self._settings.rate_limit else 0.0
+
     # --- plumbing ------------------------------------------------------------------------------------------------
     def _limiter(self, endpoint_class: str) -> SlidingWindowLimiter:
         windows = self._limits[endpoint_class].windows() if self._settings.rate_limit else ()

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 IDENTIFIERS = ("email", "phone_number", "external_id")
 MAX_BULK_EVENTS = 1000
+MAX_BULK_EVENT_BYTES = 5_000_000
+"""Klaviyo's cap on a bulk event job's payload ("5MB", after decompression; read as decimal megabytes)."""
 MAX_BULK_PROFILES = 10_000
 
 
@@ -133,8 +135,16 @@ class NewEvent(BaseModel):
         return self
 
     def profile_key(self) -> bytes:
-        """Identity of the event's profile, for grouping bulk events."""
+        """Identity of the event's profile (its id and identifiers): Klaviyo de-duplicates events per profile."""
         return orjson.dumps([self.profile_id, *(getattr(self.profile, n) for n in IDENTIFIERS)])
+
+    def dedupe_key(self) -> tuple[bytes, str, str] | None:
+        """(profile, metric, unique_id): one bulk job must not hold two events with the same key."""
+        return None if self.unique_id is None else (self.profile_key(), self.metric, self.unique_id)
+
+    def entry_key(self) -> bytes:
+        """The profile resource a bulk job entry sends: events with the same one share an entry."""
+        return orjson.dumps([self.profile_id, self.profile.to_request()], option=orjson.OPT_SORT_KEYS)
 
     def event_attributes(self) -> dict[str, Any]:
         """The event's own attributes (no profile)."""
@@ -317,6 +327,16 @@ class EventsBulkCreateJobResource(_Body):
     attributes: _BulkJobAttributes
 
 
+def bulk_layout(events: Sequence[NewEvent]) -> list[list[int]]:
+    """How ``EventsBulkCreateJob.build`` lays ``events`` out: one list of event positions per entry, in entry order
+    (entries in the order their profile first appears). Klaviyo's error pointers
+    (``/data/attributes/events-bulk-create/data/<entry>/attributes/events/data/<event>``) index this layout."""
+    entries: dict[bytes, list[int]] = {}
+    for position, event in enumerate(events):
+        entries.setdefault(event.entry_key(), []).append(position)
+    return list(entries.values())
+
+
 class EventsBulkCreateJob(_Body):
     """Body of ``POST /api/event-bulk-create-jobs``: events grouped by profile (at most 1000 events)."""
 
@@ -328,21 +348,19 @@ class EventsBulkCreateJob(_Body):
             raise ValueError("a bulk event job needs at least one event")
         if len(events) > MAX_BULK_EVENTS:
             raise ValueError(f"a bulk event job takes at most {MAX_BULK_EVENTS} events, got {len(events)}")
-        groups: dict[bytes, list[NewEvent]] = {}
+        seen: set[tuple[bytes, str, str]] = set()
         for event in events:
-            groups.setdefault(event.profile_key(), []).append(event)
+            key = event.dedupe_key()
+            if key is not None:
+                if key in seen:
+                    raise ValueError(
+                        f"unique_id {event.unique_id!r} repeats for one profile and metric {event.metric!r}; "
+                        "Klaviyo would reject the whole job"
+                    )
+                seen.add(key)
         entries = []
-        for group in groups.values():
-            seen: set[tuple[str, str]] = set()
-            for event in group:
-                if event.unique_id is not None:
-                    key = (event.metric, event.unique_id)
-                    if key in seen:
-                        raise ValueError(
-                            f"unique_id {event.unique_id!r} repeats for one profile and metric {event.metric!r}; "
-                            "Klaviyo would reject the whole job"
-                        )
-                    seen.add(key)
+        for positions in bulk_layout(events):
+            group = [events[position] for position in positions]
             entry = {
                 "profile": {"data": group[0].profile_resource().to_dict()},
                 "events": {"data": [{"type": "event", "attributes": e.event_attributes()} for e in group]},
