@@ -236,6 +236,11 @@ class EventBatcher:
     ) -> None:
         await self.aclose()
 
+    @property
+    def queued(self) -> int:
+        """Events waiting to be sent (not yet in a request), of records still waiting."""
+        return sum(1 for item in self._queue if item.live)
+
     async def submit(self, events: Sequence[NewEvent]) -> None:
         """Send a record's events; returns once Klaviyo accepted all of them, or raises the record's failure."""
         if self._closed:
@@ -499,6 +504,11 @@ class DirectEvents:
 
     def __init__(self, api: EventsApi) -> None:
         self._api = api
+
+    @property
+    def queued(self) -> int:
+        """Events waiting to be sent (not yet in a request), of records still waiting."""
+        return sum(1 for item in self._queue if item.live)
 
     async def submit(self, events: Sequence[NewEvent]) -> None:
         """Send a record's events; returns once Klaviyo accepted all of them."""
