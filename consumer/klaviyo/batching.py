@@ -505,11 +505,6 @@ class DirectEvents:
     def __init__(self, api: EventsApi) -> None:
         self._api = api
 
-    @property
-    def queued(self) -> int:
-        """Events waiting to be sent (not yet in a request), of records still waiting."""
-        return sum(1 for item in self._queue if item.live)
-
     async def submit(self, events: Sequence[NewEvent]) -> None:
         """Send a record's events; returns once Klaviyo accepted all of them."""
         if len(events) == 1:
