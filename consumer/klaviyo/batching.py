@@ -43,12 +43,18 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-import orjson
-
 from consumer.errors import IntegrationError
 from consumer.klaviyo.client import LIMITER_MARGIN_S
 from consumer.klaviyo.errors import ErrorBody, EventRejected, KlaviyoRejected, describe_response
-from consumer.klaviyo.models import MAX_BULK_EVENT_BYTES, MAX_BULK_EVENTS, NewEvent, bulk_layout
+from consumer.klaviyo.models import (
+    BULK_JOB_OVERHEAD,
+    MAX_BULK_EVENT_BYTES,
+    MAX_BULK_EVENTS,
+    DedupeKey,
+    EncodedEvent,
+    NewEvent,
+    bulk_job_layout,
+)
 from consumer.klaviyo.ratelimits import EndpointLimit
 
 __all__ = ["DEFAULT_LINGER_S", "DirectEvents", "EventBatcher", "EventsApi"]
@@ -58,8 +64,6 @@ log = logging.getLogger("consumer.klaviyo.batching")
 SINGLE = "create_event"
 BULK = "bulk_create_events"
 DEFAULT_LINGER_S = 0.05
-_ENTRY_OVERHEAD = 96
-"""Bytes a job spends on one event besides its attributes and profile (the JSON:API wrapping), rounded up."""
 _BULK_POINTER = re.compile(
     r"^/data/attributes/events-bulk-create/data/(\d+)(?:/attributes/events/data/(\d+))?(?:/attributes)?(?:/(.*))?$"
 )
@@ -78,7 +82,7 @@ class EventsApi(Protocol):
 
     async def create_event(self, event: NewEvent) -> None: ...
 
-    async def bulk_create_events(self, events: Sequence[NewEvent]) -> int: ...
+    async def send_event_job(self, events: Sequence[EncodedEvent]) -> None: ...
 
 
 class _Pace:
@@ -121,19 +125,13 @@ class _Queued:
     record: _Record
     index: int
     """The event's position in what its record submitted."""
-    event: NewEvent
+    encoded: EncodedEvent
     size: int
-    key: tuple[bytes, str, str] | None
+    key: DedupeKey | None
 
     @property
     def live(self) -> bool:
         return not self.record.future.done()
-
-
-def _size_of(event: NewEvent) -> int:
-    """An upper bound of the bytes the event adds to a job (as if its profile had an entry of its own)."""
-    return (len(orjson.dumps(event.event_attributes())) + len(orjson.dumps(event.profile_resource().to_dict()))
-            + _ENTRY_OVERHEAD)
 
 
 def _own(error: BaseException) -> BaseException:
@@ -216,7 +214,7 @@ class EventBatcher:
         self._api = api
         self._linger = linger_s
         self._max_events = max_events
-        self._max_bytes = max_bytes
+        self._max_bytes = max_bytes - BULK_JOB_OVERHEAD  # what the events of one job may take
         self._clock = clock
         now = clock()
         self._pace = {name: _Pace(api.endpoint_limit(name), paced=api.rate_limited, now=now) for name in (SINGLE, BULK)}
@@ -250,7 +248,7 @@ class EventBatcher:
         loop = asyncio.get_running_loop()
         record = _Record(loop.create_future(), len(events), self._clock())
         queued: list[_Queued] = []
-        keys: set[tuple[bytes, str, str]] = set()
+        keys: set[DedupeKey] = set()
         for index, event in enumerate(events):
             key = event.dedupe_key()
             if key is not None:
@@ -258,7 +256,8 @@ class EventBatcher:
                     raise ValueError(f"unique_id {event.unique_id!r} repeats for one profile and metric "
                                      f"{event.metric!r}; Klaviyo would refuse the events")
                 keys.add(key)
-            queued.append(_Queued(record, index, event, _size_of(event), key))
+            encoded = EncodedEvent.of(event)
+            queued.append(_Queued(record, index, encoded, encoded.size, key))
         was_empty = not self._queue
         self._queue.extend(queued)
         self._queued_bytes += sum(item.size for item in queued)
@@ -355,7 +354,7 @@ class EventBatcher:
         job is split), never two events with the same (profile, metric, unique_id)."""
         job: list[_Queued] = []
         size = 0
-        keys: set[tuple[bytes, str, str]] = set()
+        keys: set[DedupeKey] = set()
         skipped: list[_Queued] = []
         queue = self._queue
         while queue and len(job) < self._max_events:
@@ -397,7 +396,8 @@ class EventBatcher:
 
     async def _send_singles(self, items: list[_Queued]) -> None:
         """One record's events as single events, at once; its failure is that of its first event that failed."""
-        results = await asyncio.gather(*(self._api.create_event(item.event) for item in items), return_exceptions=True)
+        results = await asyncio.gather(*(self._api.create_event(item.encoded.event) for item in items),
+                                       return_exceptions=True)
         accepted = [item for item, result in zip(items, results, strict=True) if result is None]
         self._accepted(accepted)
         failed = [(item, result) for item, result in zip(items, results, strict=True) if result is not None]
@@ -419,7 +419,7 @@ class EventBatcher:
         if not job:
             return
         try:
-            await self._api.bulk_create_events([item.event for item in job])
+            await self._api.send_event_job([item.encoded for item in job])
         except Exception as exc:
             if _is_rejection(exc):
                 assert isinstance(exc, KlaviyoRejected)
@@ -431,7 +431,7 @@ class EventBatcher:
 
     async def _rejected(self, job: list[_Queued], error: KlaviyoRejected) -> None:
         """Fail the records the rejection points at and queue the rest again; bisect when it points nowhere."""
-        culprits = bulk_culprits(error, bulk_layout([item.event for item in job]))
+        culprits = bulk_culprits(error, bulk_job_layout([item.encoded for item in job]))
         if culprits:
             isolate: list[_Record] = []
             for position, (body, field) in sorted(culprits.items()):  # a record's lowest event first
@@ -461,8 +461,9 @@ class EventBatcher:
 
     @staticmethod
     def _repeated_across_records(item: _Queued, job: list[_Queued]) -> bool:
-        return any(other.record is not item.record and other.event.metric == item.event.metric
-                   and other.event.unique_id == item.event.unique_id for other in job)
+        event = item.encoded.event
+        return any(other.record is not item.record and other.encoded.event.metric == event.metric
+                   and other.encoded.event.unique_id == event.unique_id for other in job)
 
     def _requeue(self, items: list[_Queued]) -> None:
         if not items:
@@ -516,13 +517,13 @@ class DirectEvents:
                 raise single_rejection(exc, 0) from exc
             return
         for start in range(0, len(events), MAX_BULK_EVENTS):
-            chunk = events[start : start + MAX_BULK_EVENTS]
+            chunk = [EncodedEvent.of(event) for event in events[start : start + MAX_BULK_EVENTS]]
             try:
-                await self._api.bulk_create_events(chunk)
+                await self._api.send_event_job(chunk)
             except KlaviyoRejected as exc:
                 if not _is_rejection(exc):
                     raise
-                culprits = bulk_culprits(exc, bulk_layout(chunk))
+                culprits = bulk_culprits(exc, bulk_job_layout(chunk))
                 if not culprits:
                     raise
                 position = min(culprits)

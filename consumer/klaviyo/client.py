@@ -49,8 +49,8 @@ from consumer.klaviyo.models import (
     MAX_BULK_EVENTS,
     BulkImportError,
     BulkImportJob,
+    EncodedEvent,
     EventCreateQuery,
-    EventsBulkCreateJob,
     NewEvent,
     PatchProperties,
     Profile,
@@ -61,6 +61,7 @@ from consumer.klaviyo.models import (
     ProfilePartialUpdateQuery,
     ProfileUpsertQuery,
     UpsertResult,
+    bulk_job_body,
 )
 from consumer.klaviyo.ratelimits import ENDPOINTS, EndpointLimit, resolve_limits
 from consumer.observability.metrics import (
@@ -278,10 +279,13 @@ class KlaviyoClient:
         """Submit events through bulk jobs of at most 1000 events; returns the number of jobs sent."""
         jobs = 0
         for start in range(0, len(events), MAX_BULK_EVENTS):
-            body = EventsBulkCreateJob.build(events[start : start + MAX_BULK_EVENTS])
-            await self._send("bulk_create_events", "/api/event-bulk-create-jobs", body=body.to_json())
+            await self.send_event_job([EncodedEvent.of(event) for event in events[start : start + MAX_BULK_EVENTS]])
             jobs += 1
         return jobs
+
+    async def send_event_job(self, events: Sequence[EncodedEvent]) -> None:
+        """Submit one bulk job of at most 1000 encoded events (laid out as ``bulk_job_layout`` says)."""
+        await self._send("bulk_create_events", "/api/event-bulk-create-jobs", body=bulk_job_body(events))
 
     # --- bulk profile import -------------------------------------------------------------------------------------
     async def bulk_import_profiles(
