@@ -1,14 +1,14 @@
 """Klaviyo events batched across records: many handler calls submit their events, few requests carry them.
 
 ``EventBatcher.submit(events)`` returns once Klaviyo accepted (202) every one of that record's events, or raises
-that record's failure. Events wait in one queue, first in first out, and leave by whichever endpoint Klaviyo's
-quota favours at that moment:
+that record's failure. Events wait in one queue, first in first out, and leave by the endpoint whose quota is
+free to take them, fewest requests first:
 
-- single events (``POST /api/events``; 350/s burst, 3,500/min steady) when that endpoint's quota can take every
-  queued event now and has more headroom for them than the job endpoint has for the jobs they would fill: a
-  trickle, or the few events that arrived while the jobs' quota is spent;
-- bulk jobs (``POST /api/event-bulk-create-jobs``; 10/s, 150/min; at most 1,000 events and 5 MB a job) when
-  events pile up.
+- single events (``POST /api/events``; 350/s burst, 3,500/min steady) when that quota can take every queued event
+  now and either events arrive no faster than it sustains (a trickle: a request each, no job wasted on four
+  events) or the job quota is what binds (its budget spent: the single-event quota carries what it can on top);
+- bulk jobs (``POST /api/event-bulk-create-jobs``; 10/s, 150/min; at most 1,000 events and 5 MB a job)
+  otherwise: one request for up to 1,000 events, where single events would cost a request (and CPU) each.
 
 Nothing leaves before the oldest queued event has waited ``linger_s`` (unless a full job is waiting), so
 concurrent records share requests; while the quota is what everyone waits for, the next job keeps filling. Each
@@ -109,6 +109,22 @@ class _Pace:
     def wait_for(self, count: float, now: float) -> float:
         """Seconds until ``count`` tokens are there."""
         return max(0.0, (count - self.tokens(now)) / self.rate) if self.paced else 0.0
+
+
+class _Rate:
+    """Events per second lately: a count that decays with time constant ``tau_s``."""
+
+    def __init__(self, now: float, tau_s: float = 1.0) -> None:
+        self._tau = tau_s
+        self._value = 0.0
+        self._at = now
+
+    def add(self, count: int, now: float) -> None:
+        self._value = self.per_second(now) + count / self._tau
+        self._at = now
+
+    def per_second(self, now: float) -> float:
+        return self._value * math.exp(-(now - self._at) / self._tau)
 
 
 @dataclass(eq=False, slots=True)
@@ -218,6 +234,7 @@ class EventBatcher:
         self._clock = clock
         now = clock()
         self._pace = {name: _Pace(api.endpoint_limit(name), paced=api.rate_limited, now=now) for name in (SINGLE, BULK)}
+        self._arrivals = _Rate(now)
         self._queue: deque[_Queued] = deque()
         self._queued_bytes = 0
         self._records: set[_Record] = set()
@@ -259,6 +276,7 @@ class EventBatcher:
             encoded = EncodedEvent.of(event)
             queued.append(_Queued(record, index, encoded, encoded.size, key))
         was_empty = not self._queue
+        self._arrivals.add(len(queued), record.arrived)
         self._queue.extend(queued)
         self._queued_bytes += sum(item.size for item in queued)
         self._records.add(record)
@@ -317,7 +335,10 @@ class EventBatcher:
         return self._dispatch(now)
 
     def _dispatch(self, now: float) -> float:
-        """Send the queue as single events, or one job from its head, or name the seconds until either may go."""
+        """Send the queue as single events, or one job from its head, or name the seconds until either may go.
+
+        Single events when their quota takes the whole queue now and either arrivals are within what it sustains
+        (its steady rate) or the job quota binds; else a job when its quota allows; else wait for the earlier."""
         live = [item for item in self._queue if item.live]
         if len(live) != len(self._queue):
             self._queue = deque(live)
@@ -325,12 +346,11 @@ class EventBatcher:
         if not live:
             return 0.0
         count = len(live)
-        jobs = max(math.ceil(count / self._max_events), math.ceil(self._queued_bytes / self._max_bytes))
         single, bulk = self._pace[SINGLE], self._pace[BULK]
-        single_tokens, bulk_tokens = single.tokens(now), bulk.tokens(now)
-        single_free = count <= single_tokens and self._api.admission_delay(SINGLE) <= 0
-        bulk_free = bulk_tokens >= 1 and self._api.admission_delay(BULK) <= 0
-        if single_free and (not bulk_free or single_tokens / count > bulk_tokens / jobs):
+        single_free = count <= single.tokens(now) and self._api.admission_delay(SINGLE) <= 0
+        bulk_free = bulk.tokens(now) >= 1 and self._api.admission_delay(BULK) <= 0
+        trickle = self._arrivals.per_second(now) <= single.rate
+        if single_free and (trickle or not bulk_free):
             self._queue.clear()
             self._queued_bytes = 0
             single.spend(count, now)

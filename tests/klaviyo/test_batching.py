@@ -127,6 +127,12 @@ async def test_single_events_while_the_job_quota_is_spent(
     assert [r.operation for r in simulator.received()] == ["bulk_create_events"] + ["create_event"] * 4
 
 
+async def test_a_few_events_amid_heavy_traffic_go_in_a_job(simulator: KlaviyoSimulator, batcher: EventBatcher) -> None:
+    assert await submit_all(batcher, [order(n) for n in range(100)]) == [None] * 100
+    await batcher.submit(order(100))  # 4 events, but 400 arrived a moment ago: a job, not four requests
+    assert [r.operation for r in simulator.received()] == ["bulk_create_events"] * 2
+
+
 async def test_a_job_when_the_single_event_quota_cannot_take_the_record(
     simulator: KlaviyoSimulator, make_client: MakeClient
 ) -> None:
