@@ -1,15 +1,16 @@
 """End-to-end order benchmark: the service (in this process) against a real broker and the Klaviyo simulator (a
 separate process, Klaviyo's quotas on, 30 ms added latency), with transactions of 3 lines (4 events each).
 
-Usage: ``python bench/e2e_orders.py`` (about 6 minutes; ``--quick`` for a smoke run). Broker:
+Usage: ``python bench/e2e_orders.py`` (about 10 minutes; ``--quick`` for a smoke run). Broker:
 KAFKA_BOOTSTRAP_SERVERS, else a local KRaft broker started for the run. Prints the numbers and writes them to
 bench/results/e2e_orders.json.
 
 * throughput, after: the event batcher (``klaviyo.batch_events = true``, the default): a backlog of guest orders
-  is produced first, then the service drains it; after a warm-up, a window of at least 70 s (so the per-minute
-  quota windows bind) is measured: records/s, CPU seconds of this process (the whole service: consumer, flows,
-  batcher, HTTP client) per 1,000 records (``resource.getrusage``), the share of 429 answers, the requests per
-  minute of each event endpoint, events per job, and what bound the rate;
+  is produced first, then the service drains it; after a warm-up, a window of 120 s is measured (at least 70 s,
+  so the per-minute quota windows bind; whole minutes, so a burst-then-stall pattern averages out): records/s,
+  CPU seconds of this process (the whole service: consumer, flows, batcher, HTTP client) per 1,000 records
+  (``resource.getrusage``), the share of 429 answers, the requests per minute of each event endpoint, events per
+  job, and what bound the rate;
 * throughput, before: the same with ``klaviyo.batch_events = false``, the code path of the service before
   batching (each order's 4 events in a bulk job of their own);
 * a trickle of 1 order per second, both ways: end-to-end latency (the record's Kafka timestamp to the handler's
@@ -221,16 +222,17 @@ class Throughput:
 
 
 def binding_resource(result: Throughput) -> str:
+    """What held the rate: a quota the service spent (nearly) all of, else the CPU."""
     jobs_share = result.bulk_jobs_per_min / BULK_QUOTA.steady
-    if jobs_share >= 0.9 and result.events_per_job >= 900:
-        return "Klaviyo's bulk_create_events quota (150 jobs/min), jobs full"
-    if jobs_share >= 0.9 and result.events_per_job <= LINES + 1.5:
+    if jobs_share >= 0.85 and result.events_per_job >= 800:
+        return "Klaviyo's bulk_create_events quota (150 jobs/min), jobs (nearly) full"
+    if jobs_share >= 0.85 and result.events_per_job <= LINES + 1.5:
         return "Klaviyo's bulk_create_events quota (150 jobs/min), one order per job"
     if result.service_cpu_share >= 0.85:
         return "CPU: the service's one core (Python runs it on one thread)"
     if result.machine_busy_share >= 0.9:
         return "CPU: the machine's two cores (shared with the broker, the simulator and other jobs)"
-    if jobs_share >= 0.9:
+    if jobs_share >= 0.85:
         return "Klaviyo's bulk_create_events quota (150 jobs/min), jobs not full"
     return "none clearly (see notes)"
 
@@ -378,6 +380,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "trickle": {"after": asdict(trickle_after), "before": asdict(trickle_before), "linger_ms": linger_ms,
                     "round_trip_ms": rtt, "added_p50_ms": added_p50, "added_p99_ms": added_p99,
                     "bound_ms": round(linger_ms + rtt, 1)},
+        "quota_ceiling_records_per_s": round(
+            (BULK_QUOTA.steady * 1000 + SINGLE_QUOTA.steady) / 60 / (LINES + 1), 1),
         "targets": {"records_per_s": ">= 250, or CPU-bound", "trickle_added_ms": "<= linger + one round trip"},
     }
 
@@ -385,10 +389,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a short smoke run (the quota windows don't bind)")
-    parser.add_argument("--backlog", type=int, default=60_000, help="orders queued for the batched run")
+    parser.add_argument("--backlog", type=int, default=90_000, help="orders queued for the batched run")
     parser.add_argument("--before-backlog", type=int, default=2_000, help="orders queued for the unbatched run")
     parser.add_argument("--warmup", type=float, default=15.0)
-    parser.add_argument("--window", type=float, default=75.0, help="measured seconds (>= 70: the minute binds)")
+    parser.add_argument("--window", type=float, default=120.0,
+                        help="measured seconds (>= 70 so the minute binds; whole minutes average its pattern)")
     parser.add_argument("--trickle-s", type=int, default=40, help="seconds (= orders) of the 1 order/s trickle")
     parser.add_argument("--output", type=Path, default=RESULTS)
     arguments = parser.parse_args()
