@@ -24,10 +24,11 @@ Steps (1 and 2 send nothing, so bad input costs no call):
      records' events (single ``POST /api/events`` or bulk jobs of up to 1,000 events of many orders, whichever
      the quota favours; see ``consumer.klaviyo.batching``); the events name the profile by its id. The handler
      returns once Klaviyo accepted all of them. A 404 for a profile id the link cache gave (deleted or merged in
-     Klaviyo) forgets the link, runs step 3 again and resends once. If Klaviyo refuses an event, nothing of the
-     transaction counts as sent: a refused event name, unique_id or profile reference is "Order Event Could Not
-     Be Created" (the Placed Order) or "Product Event Could Not Be Created" (a line), with Klaviyo's detail; any
-     other refused field (a time before 1990, say) is "Error calling Klaviyo (...)".
+     Klaviyo) forgets the link, runs step 3 again and resends once. If Klaviyo refuses an event, the transaction
+     fails: a refused event name, unique_id or profile reference is "Order Event Could Not Be Created" (the Placed
+     Order) or "Product Event Could Not Be Created" (a line), with Klaviyo's detail; any other refused field (a
+     time before 1990, say) is "Error calling Klaviyo (...)". In a bulk job none of its events was taken; sent as
+     single events (a trickle), the others may have been, and the resend after the fix is a no-op for them.
 
 Idempotent: Klaviyo keeps one event per (profile, metric, unique_id), so a redelivered or updated transaction
 creates nothing new. With ``ctx.generate_events`` off (the "Generate Events" setting) nothing is sent.

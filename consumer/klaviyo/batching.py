@@ -20,10 +20,11 @@ A rejected job never fails innocent records. The events Klaviyo's error pointers
 (``/data/attributes/events-bulk-create/data/<entry>/attributes/events/data/<event>/...``, or a whole entry for an
 error about its profile) fail their records with an ``EventRejected``; the rest go back to the head of the queue.
 A rejection that names no event is bisected (the job's records in two halves, each sent on its own) until it is
-down to the one record it belongs to. A destination outage (``outage`` set) reaches every waiting record
-unchanged (each gets its own copy), and the runtime parks them; any other failure of a request (throttled past
-the retries, a bug) reaches the records that request carried. Sending an event twice is a no-op in Klaviyo:
-the events the flows send carry a ``unique_id``.
+down to the one record it belongs to. (Single events are independent requests: when one of a record's is
+refused, its others may have been accepted; the record fails all the same.) A destination outage (``outage``
+set) reaches every waiting record unchanged (each gets its own copy), and the runtime parks them; any other
+failure of a request (throttled past the retries, a bug) reaches the records that request carried. Sending an
+event twice is a no-op in Klaviyo: the events the flows send carry a ``unique_id``.
 
 ``aclose()`` abandons whatever is still queued or in flight: those records never complete, so nothing is
 committed for them and they are read again after a restart (not sent half and committed).
@@ -87,7 +88,7 @@ class EventsApi(Protocol):
 
 class _Pace:
     """A token bucket at an endpoint's steady rate, as deep as its burst: how fast the batcher spends a quota.
-    Unpaced (client-side limits off) it always holds the burst, so the endpoint choice still weighs the quotas."""
+    Unpaced (client-side limits off) it always holds the burst."""
 
     def __init__(self, limit: EndpointLimit, *, paced: bool, now: float) -> None:
         self.capacity = float(limit.burst)

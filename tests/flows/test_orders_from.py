@@ -451,6 +451,50 @@ async def test_klaviyo_rejecting_the_events_is_error_calling_klaviyo(
     assert events(simulator) == []
 
 
+# Guests named by phone number too, which only Klaviyo checks (E.164).
+BY_PHONE = "  profile.email: {path: email_address}\n  profile.phone_number: {path: billing_address.phone_number}\n"
+
+
+@pytest.mark.parametrize("lines", [0, 200])  # a single event; a bulk job of 201
+async def test_a_profile_reference_klaviyo_refuses_is_order_event_could_not_be_created(
+    simulator: KlaviyoSimulator, make_ctx: MakeContext, lines: int
+) -> None:
+    mappings = dict(load_collections())
+    mappings["placed_order_from_ipaas"] = parse_collection(
+        f"flow: placed_order_from_ipaas\nfields:\n  metric: {{value: Placed Order}}\n  unique_id: id\n{BY_PHONE}")
+    billing = {**transaction()["addresses"][0], "phone_number": "555-0100"}
+    with pytest.raises(CatalogError) as caught:
+        await send_order_events(order(customer_id=None, addresses=[billing], lines=[line(n) for n in range(lines)]),
+                                make_ctx(mappings=mappings))
+    error = caught.value
+    assert error.message == ORDER_EVENT_COULD_NOT_BE_CREATED and error.flow is Flow.PLACED_ORDER_FROM_IPAAS
+    assert error.detail == ("field 'profile.phone_number': Klaviyo refused it (400 invalid: Invalid phone number "
+                            "format (Example of a valid format: +12345678901))")
+    assert isinstance(error.cause, KlaviyoRejected) and error.cause.http_status == 400
+    assert events(simulator) == []
+    assert {r.operation for r in simulator.received()} == {"bulk_create_events" if lines else "create_event"}
+
+
+@pytest.mark.parametrize("lines", [1, 200])  # single events (independent requests); one bulk job
+async def test_a_line_klaviyo_refuses_is_product_event_could_not_be_created(
+    simulator: KlaviyoSimulator, make_ctx: MakeContext, lines: int
+) -> None:
+    mappings = dict(load_collections())
+    mappings["ordered_product_from_ipaas"] = parse_collection(
+        "flow: ordered_product_from_ipaas\nfields:\n  metric: {value: Ordered Product}\n"
+        "  unique_id: {paths: [transaction.id, sequence_number], transforms: [text, {join: ':'}]}\n"
+        "  profile.email: {path: transaction.email_address}\n  profile.phone_number: {value: '555-0100'}\n")
+    with pytest.raises(CatalogError) as caught:
+        await send_order_events(order(customer_id=None, lines=[line(n + 1) for n in range(lines)]),
+                                make_ctx(mappings=mappings))
+    error = caught.value
+    assert error.message == PRODUCT_EVENT_COULD_NOT_BE_CREATED and error.flow is Flow.ORDERED_PRODUCT_FROM_IPAAS
+    assert (error.detail or "").startswith("line 1 (sequence 1): field 'profile.phone_number': Klaviyo refused it")
+    assert events(simulator, "Ordered Product") == []
+    # a job is all or nothing; single events are not: the Placed Order went on its own (a resend is a no-op)
+    assert len(events(simulator, "Placed Order")) == (0 if lines > 1 else 1)
+
+
 async def test_throttling_and_server_errors_on_the_events_are_retried(
     simulator: KlaviyoSimulator, ctx: FlowContext
 ) -> None:
