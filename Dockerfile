@@ -15,7 +15,8 @@ COPY pyproject.toml README.md* ./
 COPY consumer ./consumer
 COPY simulators ./simulators
 COPY topics ./topics
-RUN pip install . \
+# the oauth-encryption extra (cryptography): an encrypted token store (oauth.token_key) works in the image too
+RUN pip install ".[oauth-encryption]" \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin ipaas \
     && mkdir -p /app/.run \
     && chown ipaas /app/.run

@@ -1,8 +1,10 @@
 """The service: settings in, every part wired together, run until SIGTERM/SIGINT (then drain, commit, exit 0).
 
 Kafka topics → ``StreamRuntime`` → ``Dispatcher`` (decode, route) → flow handlers → Klaviyo / iPaaS.com.
-A record that fails for good is written to the error log, then dead-lettered; ``/metrics``, ``/healthz`` and
-``/readyz`` are served on ``settings.http``.
+A record that fails for good is written to the error log, then dead-lettered (a later change of its key that
+succeeds is applied, with a warning in the error log: ``consumer.failures.waiting``); ``/metrics``, ``/healthz``,
+``/readyz`` and ``/status`` are served on ``settings.http``, with the lag and the dead-letter backlog read from Kafka
+(``consumer.kafka_view``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, NamedTuple
 
@@ -22,10 +24,12 @@ from consumer.destinations import Destinations
 from consumer.failures.deadletters import DeadLetterPublisher
 from consumer.failures.errorlog import ErrorLog
 from consumer.failures.outages import report_outages
+from consumer.failures.waiting import WaitingLetters, warn_of_waiting_letters
 from consumer.flows.context import FlowContext
 from consumer.flows.ports import EventSink
 from consumer.ipaas.errors import DESTINATION as IPAAS
 from consumer.kafka import reliable_producer
+from consumer.kafka_view import KafkaView
 from consumer.klaviyo import ApiKeyAuth, Auth, KlaviyoClient
 from consumer.klaviyo.batching import DirectEvents, EventBatcher
 from consumer.klaviyo.errors import DESTINATION as KLAVIYO
@@ -148,6 +152,7 @@ class Service:
         self._stop = asyncio.Event()
         self.runtime: StreamRuntime | None = None
         self.ops: OpsServer | None = None
+        self.view: KafkaView | None = None
         self.started = asyncio.Event()
 
     def stop(self) -> None:
@@ -171,6 +176,18 @@ class Service:
 
         stack.push_async_callback(stopped)
 
+    def _status_of(self, view: KafkaView, table: RoutingTable, destinations: Destinations) -> Callable[[], Any]:
+        """``/status``: the Kafka view's last reading with what only the running service knows."""
+        from consumer.status import ServiceState, build_status
+
+        assert self.runtime is not None
+        state = ServiceState(
+            health=self.runtime.health, needs=table.needs_of, destinations=[d.name for d in destinations],
+            authorization=metrics.authorization_state, poller_in_service=self.settings.poller.in_service,
+            poller_last_poll=metrics.poller_last_poll,
+        )
+        return lambda: build_status(view.snapshot, self.catalog, source="service", service=state)
+
     async def run(self, *, install_signal_handlers: bool = False) -> None:
         settings = self.settings
         metrics.initialize()
@@ -187,30 +204,48 @@ class Service:
             error_log = ErrorLog(producer, self.catalog.name("error-log"))
             for destination in destinations:
                 metrics.initialize_destination(destination.name)
-            await stack.enter_async_context(
-                report_outages(destinations, error_log, api_key=isinstance(auth, ApiKeyAuth)))
+            await stack.enter_async_context(report_outages(destinations, error_log))
+            # a later change of a key whose earlier change was dead-lettered is applied, and the error log says so
+            letters = WaitingLetters()
+
+            async def dead_lettered(message: InboundMessage, failure: Failure) -> None:
+                await failed_for_good(message, failure)
+                letters.dead_lettered(message, failure)
 
             runtime = StreamRuntime(
                 kafka=settings.kafka,
                 limits=settings.runtime,
                 topics=table.topics,
-                processor=dispatcher,
-                failure_sink=failed_for_good,
+                processor=warn_of_waiting_letters(dispatcher, letters, error_log.report),
+                failure_sink=dead_lettered,
                 policy_for=lambda topic: table.policy_for(topic, default_policy),
                 needs_for=table.needs_of,
                 destinations=destinations,
             )
             self.runtime = runtime
+            runtime.on_share(klaviyo.set_quota_share)
+            # the lag and the dead-letter backlog as Kafka sees them, read in the background (/metrics, /status)
+            view = KafkaView.for_settings(settings, self.catalog, topics=table.topics, held=runtime.oldest_unfinished)
+            self.view = await stack.enter_async_context(view.running())
             # OAuth: a lost authorization pauses consumption ("authorization"), is logged, and shows in the gauge
             await stack.enter_async_context(bind_runtime(auth, destinations, error_log))
             if settings.poller.in_service:
                 await self._start_poller(stack, klaviyo, producer)
             health = runtime.health
+
+            def ready() -> tuple[bool, dict[str, Any]]:
+                """Ready: consuming, every destination up, and Kafka answering the background view (a broker
+                outage shows here within one refresh, ~5 s)."""
+                kafka = dict(view.snapshot.errors)
+                return health.ready() and not kafka, {
+                    "partitions": health.partitions, "paused": sorted(health.paused),
+                    "destinations": health.destinations or {}, "kafka": kafka}
+
             self.ops = OpsServer(
                 settings.http.host, settings.http.port,
                 live=lambda: (health.live(), {"paused": sorted(health.paused)}),
-                ready=lambda: (health.ready(), {"partitions": health.partitions, "paused": sorted(health.paused),
-                                                "destinations": health.destinations or {}}),
+                ready=ready,
+                status=self._status_of(view, table, destinations),
             ).start()
             stack.callback(self.ops.close)
             if install_signal_handlers:

@@ -67,7 +67,11 @@ class Severity(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class CatalogEntry:
-    """One entry of the error catalog."""
+    """One entry of the error catalog.
+
+    ``operator_hint`` is for whoever runs the service themselves, where ``action`` sends a subscriber to iPaaS.com
+    Support: the setting or command that fixes it.
+    """
 
     code: str
     title: str
@@ -76,6 +80,7 @@ class CatalogEntry:
     message: str
     meaning: str
     action: str
+    operator_hint: str | None = None
 
 
 _SUPPORT = "contact iPaaS.com Support at support@ipaas.com"
@@ -92,6 +97,9 @@ AUTHORIZATION_DATA_MISSING = CatalogEntry(
     action="Start the Authorize step again from the integration's connection settings. If the authorization "
     "repeatedly fails to return data, confirm the Klaviyo account is active and reachable, then "
     f"{_SUPPORT}.",
+    operator_hint="Run `ipaas-klaviyo authorize` again (with --paste when the browser cannot reach "
+    "oauth.redirect_url); check that oauth.redirect_url (IPAAS_KLAVIYO_OAUTH__REDIRECT_URL) is the redirect URL "
+    "registered for the Klaviyo app and that klaviyo.base_url is Klaviyo's.",
 )
 AUTHORIZATION_CODE_MISSING = CatalogEntry(
     code="AUTHORIZATION_CODE_MISSING",
@@ -103,6 +111,8 @@ AUTHORIZATION_CODE_MISSING = CatalogEntry(
     "exchanges for a permanent token, or it did not contain the matching security value the exchange requires.",
     action="Retry the Authorize step. Avoid reusing an old authorization link or a stale browser tab, because "
     f"the temporary code is single-use and short-lived. If the problem continues, {_SUPPORT}.",
+    operator_hint="Run `ipaas-klaviyo authorize` again and approve in the browser tab it opens; "
+    "oauth.redirect_url (IPAAS_KLAVIYO_OAUTH__REDIRECT_URL) must be the redirect URL registered for the Klaviyo app.",
 )
 CLIENT_ID_NOT_CONFIGURED = CatalogEntry(
     code="CLIENT_ID_NOT_CONFIGURED",
@@ -115,6 +125,8 @@ CLIENT_ID_NOT_CONFIGURED = CatalogEntry(
     "during authorization.",
     action="This value is configured at the integration-version level and is not editable by subscribers. "
     f"{_SUPPORT[0].upper()}{_SUPPORT[1:]} so the missing configuration can be applied.",
+    operator_hint="Set oauth.client_id (IPAAS_KLAVIYO_OAUTH__CLIENT_ID) to the Client ID of your "
+    "Klaviyo OAuth app, then run `ipaas-klaviyo authorize`; `ipaas-klaviyo config check` confirms it.",
 )
 CLIENT_SECRET_NOT_CONFIGURED = CatalogEntry(
     code="CLIENT_SECRET_NOT_CONFIGURED",
@@ -127,6 +139,8 @@ CLIENT_SECRET_NOT_CONFIGURED = CatalogEntry(
     "Klaviyo during the token exchange.",
     action="This value is configured at the integration-version level and is not editable by subscribers. "
     f"{_SUPPORT[0].upper()}{_SUPPORT[1:]}.",
+    operator_hint="Set oauth.client_secret (IPAAS_KLAVIYO_OAUTH__CLIENT_SECRET) to the Client "
+    "Secret of your Klaviyo OAuth app, then run `ipaas-klaviyo authorize`.",
 )
 REDIRECT_URL_NOT_CONFIGURED = CatalogEntry(
     code="REDIRECT_URL_NOT_CONFIGURED",
@@ -139,6 +153,9 @@ REDIRECT_URL_NOT_CONFIGURED = CatalogEntry(
     "they approve access. Without it, the authorization cannot complete.",
     action="This value is configured at the integration-version level and is not editable by subscribers. "
     f"{_SUPPORT[0].upper()}{_SUPPORT[1:]}.",
+    operator_hint="Set oauth.redirect_url (IPAAS_KLAVIYO_OAUTH__REDIRECT_URL) to a redirect URL "
+    "registered for your Klaviyo OAuth app (a loopback URL such as http://127.0.0.1:8765/callback works on this "
+    "machine), then run `ipaas-klaviyo authorize`.",
 )
 TOKEN_EXCHANGE_FAILED = CatalogEntry(
     code="TOKEN_EXCHANGE_FAILED",
@@ -152,6 +169,9 @@ TOKEN_EXCHANGE_FAILED = CatalogEntry(
     "values or an expired or already-used code.",
     action="Retry the Authorize step from the beginning so a fresh code is issued. If the exchange continues to "
     f"fail, {_SUPPORT} so the integration's authorization configuration can be reviewed.",
+    operator_hint="The settings oauth.client_id, oauth.client_secret and oauth.redirect_url "
+    "(IPAAS_KLAVIYO_OAUTH__CLIENT_ID, __CLIENT_SECRET, __REDIRECT_URL) must be those of the Klaviyo app; fix them, "
+    "then run `ipaas-klaviyo authorize` again.",
 )
 PROFILE_COULD_NOT_BE_CREATED = CatalogEntry(
     code="PROFILE_COULD_NOT_BE_CREATED",
@@ -165,6 +185,9 @@ PROFILE_COULD_NOT_BE_CREATED = CatalogEntry(
     "populated on the source record. At least one identifier, normally Email, is required for Klaviyo to "
     "create and match a profile. Correct the mapping or the source data, then resend the record. If the "
     f"mapping is complete and the error persists, {_SUPPORT}.",
+    operator_hint="The Customer mapping is add_profile_from_ipaas.yaml in mapping_dir "
+    "(IPAAS_KLAVIYO_MAPPING_DIR; the shipped defaults otherwise); after fixing it or the source record, "
+    "`ipaas-klaviyo dlq replay --code PROFILE_COULD_NOT_BE_CREATED`.",
 )
 COULD_NOT_LINK_TO_EXISTING_PROFILE = CatalogEntry(
     code="COULD_NOT_LINK_TO_EXISTING_PROFILE",
@@ -191,6 +214,9 @@ PROFILE_COULD_NOT_BE_UPDATED = CatalogEntry(
     action="Confirm the profile mapping is complete and that the source Customer carries the values needed to "
     "identify the profile. Correct the mapping or source data and resend the record. If the error persists "
     f"with a complete mapping, {_SUPPORT}.",
+    operator_hint="The mapping is update_profile_from_ipaas.yaml in mapping_dir "
+    "(IPAAS_KLAVIYO_MAPPING_DIR); after fixing it or the source record, "
+    "`ipaas-klaviyo dlq replay --code PROFILE_COULD_NOT_BE_UPDATED`.",
 )
 COULD_NOT_LINK_TO_EXISTING_CUSTOMER = CatalogEntry(
     code="COULD_NOT_LINK_TO_EXISTING_CUSTOMER",
@@ -232,6 +258,9 @@ ORDER_EVENT_COULD_NOT_BE_CREATED = CatalogEntry(
     action="Open the mapping for this flow and confirm the event name, profile reference, and unique order "
     "identifier are mapped and populated on the source Transaction. Correct the mapping or source data and "
     f"resend the record. If the mapping is complete and the error persists, {_SUPPORT}.",
+    operator_hint="The mapping is placed_order_from_ipaas.yaml in mapping_dir "
+    "(IPAAS_KLAVIYO_MAPPING_DIR); after fixing it or the source record, "
+    "`ipaas-klaviyo dlq replay --code ORDER_EVENT_COULD_NOT_BE_CREATED`.",
 )
 CUSTOMER_REQUIRED_FOR_ORDER = CatalogEntry(
     code="CUSTOMER_REQUIRED_FOR_ORDER_COULD_NOT_BE_CREATED",
@@ -258,6 +287,9 @@ PRODUCT_EVENT_COULD_NOT_BE_CREATED = CatalogEntry(
     "belongs to, and a unique identifier.",
     action="Confirm the event name, profile reference, and unique identifier are mapped and populated on the "
     f"source line item, then resend the record. If the mapping is complete and the error persists, {_SUPPORT}.",
+    operator_hint="The mapping is ordered_product_from_ipaas.yaml in mapping_dir "
+    "(IPAAS_KLAVIYO_MAPPING_DIR); after fixing it or the source record, "
+    "`ipaas-klaviyo dlq replay --code PRODUCT_EVENT_COULD_NOT_BE_CREATED`.",
 )
 KLAVIYO_REJECTED_REQUEST = CatalogEntry(
     code="KLAVIYO_REJECTED_REQUEST",
@@ -273,6 +305,9 @@ KLAVIYO_REJECTED_REQUEST = CatalogEntry(
     "For a permissions or scope message, confirm the connected Klaviyo account has the access the operation "
     "requires and re-authorize if needed. For a rate-limit message, allow the transfer to retry after a short "
     f"interval. If the cause is unclear from Klaviyo's detail, {_SUPPORT}.",
+    operator_hint="A permission or scope problem is the credential: klaviyo.api_key "
+    "(IPAAS_KLAVIYO_KLAVIYO__API_KEY) and its scopes, or oauth.scopes and `ipaas-klaviyo authorize`; a revision "
+    "problem is klaviyo.revision. Then `ipaas-klaviyo dlq replay --code KLAVIYO_REJECTED_REQUEST`.",
 )
 KLAVIYO_CONNECTION_ERROR = CatalogEntry(
     code="KLAVIYO_CONNECTION_ERROR",
@@ -285,6 +320,8 @@ KLAVIYO_CONNECTION_ERROR = CatalogEntry(
     action="This is often transient. Allow the transfer to retry. If connection errors persist across multiple "
     "attempts, confirm the API Url in the integration's settings is correct and that Klaviyo is reachable, "
     f"then {_SUPPORT}.",
+    operator_hint="The API Url is klaviyo.base_url (IPAAS_KLAVIYO_KLAVIYO__BASE_URL); check it, "
+    "and the network or proxy between this host and Klaviyo, with `ipaas-klaviyo config check`.",
 )
 
 # --- the service's own entries (not in the seed error catalog) -------------------------------------------------
@@ -309,6 +346,8 @@ IPAAS_REJECTED_REQUEST = CatalogEntry(
     "a permission, or the record no longer exists.",
     action="Read the detail iPaaS.com returned in the Error Logs entry; correct the mapped value or the source data "
     f"and resend, or confirm the integration's API token and its permissions. If the cause is unclear, {_SUPPORT}.",
+    operator_hint="The token is ipaas.api_token (IPAAS_KLAVIYO_IPAAS__API_TOKEN) and the system "
+    "id ipaas.system_id; after fixing, `ipaas-klaviyo dlq replay --code IPAAS_REJECTED_REQUEST`.",
 )
 IPAAS_CONNECTION_ERROR = CatalogEntry(
     code="IPAAS_CONNECTION_ERROR",
@@ -320,6 +359,23 @@ IPAAS_CONNECTION_ERROR = CatalogEntry(
     "problem rather than a data validation issue.",
     action="This is often transient. Allow the transfer to retry. If connection errors persist, confirm the "
     f"iPaaS.com API URL in the integration's settings and that iPaaS.com is reachable, then {_SUPPORT}.",
+    operator_hint="The API URL is ipaas.base_url (IPAAS_KLAVIYO_IPAAS__BASE_URL); check it, and "
+    "the network or proxy between this host and iPaaS.com, with `ipaas-klaviyo config check`.",
+)
+COULD_NOT_LINK_PROFILE_BY_PHONE = CatalogEntry(
+    code="COULD_NOT_LINK_PROFILE_BY_PHONE",
+    title="Could Not Link to Existing Profile by Phone Number",
+    severity=Severity.WARNING,
+    flow=Flow.SERVICE,
+    message="The integration could not automatically link this record to an existing Klaviyo profile by phone "
+    "number. This may result in duplicate profile records",
+    meaning="The Customer's phone number already belongs to another Klaviyo profile (Klaviyo keeps a phone number "
+    "on one profile only), and that profile is not the Customer's. The Customer's profile was created or updated "
+    "without the phone number. (The specification names only the email case; this is the service's own entry for "
+    "a phone number.)",
+    action="Review both profiles in Klaviyo for a possible duplicate (the detail names the other profile). If they "
+    "are the same person, merge them in Klaviyo; otherwise correct the phone number on the source Customer and "
+    "resend the record.",
 )
 DESTINATION_RECOVERED = CatalogEntry(
     code="DESTINATION_RECOVERED",
@@ -332,6 +388,22 @@ DESTINATION_RECOVERED = CatalogEntry(
     "for the outage. The detail says how long it lasted and how many records waited.",
     action="No action is needed. If outages recur, look at the error log entry that began the outage.",
 )
+EARLIER_CHANGE_DEAD_LETTERED = CatalogEntry(
+    code="EARLIER_CHANGE_DEAD_LETTERED",
+    title="Earlier Change Waiting on the Dead-Letter Topic",
+    severity=Severity.WARNING,
+    flow=Flow.SERVICE,
+    message="A later change of this record was sent while an earlier change of it waits on the dead-letter topic",
+    meaning="An earlier change of the same record failed and was set aside on the dead-letter topic. This later "
+    "change succeeded, so the destination holds its values; whatever only the earlier change carried is missing "
+    "until that dead letter is dealt with, and replaying it as it is would send the older values again. The "
+    "warning is best effort: the service remembers the dead letters it wrote since it started (a bounded number "
+    "per topic), so after a restart a later change of an older dead letter is not reported.",
+    action="Find the record's dead letters with `ipaas-klaviyo dlq list --key <key>` (the detail names the one "
+    "that waits). If the later change carries everything the earlier one did, nothing is missing: `ipaas-klaviyo "
+    "dlq replay --skip-superseded` leaves such dead letters out. Otherwise fix the cause the dead letter names, "
+    "replay it, then resend the record's latest change so the destination ends with its newest values.",
+)
 UNEXPECTED_ERROR = CatalogEntry(
     code="UNEXPECTED_ERROR",
     title="Unexpected Error",
@@ -341,6 +413,8 @@ UNEXPECTED_ERROR = CatalogEntry(
     meaning="An error the integration does not describe in its catalog stopped the transfer.",
     action="The record was retried and then set aside on the dead-letter topic. Report the error log entry to "
     "the integration's maintainers; once fixed, replay the dead letter with `ipaas-klaviyo dlq replay`.",
+    operator_hint="`ipaas-klaviyo errors --code UNEXPECTED_ERROR --full` shows the exception; the "
+    "service's JSON log on stderr has its traceback.",
 )
 
 ENTRIES: tuple[CatalogEntry, ...] = (
@@ -352,6 +426,7 @@ ENTRIES: tuple[CatalogEntry, ...] = (
     TOKEN_EXCHANGE_FAILED,
     PROFILE_COULD_NOT_BE_CREATED,
     COULD_NOT_LINK_TO_EXISTING_PROFILE,
+    COULD_NOT_LINK_PROFILE_BY_PHONE,
     PROFILE_COULD_NOT_BE_UPDATED,
     COULD_NOT_LINK_TO_EXISTING_CUSTOMER,
     ADDRESS_VALUE_COULD_NOT_BE_READ,
@@ -364,6 +439,7 @@ ENTRIES: tuple[CatalogEntry, ...] = (
     IPAAS_REJECTED_REQUEST,
     IPAAS_CONNECTION_ERROR,
     DESTINATION_RECOVERED,
+    EARLIER_CHANGE_DEAD_LETTERED,
     UNEXPECTED_ERROR,
 )
 BY_CODE: dict[str, CatalogEntry] = {entry.code: entry for entry in ENTRIES}

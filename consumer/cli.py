@@ -2,6 +2,8 @@
 
 The development commands (``simulate``, ``kafka``, ``demo``) come from the ``simulators`` package (the
 development tooling), imported only inside those commands: the service's own commands never import it.
+An error ends a command with one clear line on stderr and an exit code of ``consumer.exitcodes`` (a traceback
+only with ``--debug``); the commands that read or write Kafka check first that the broker answers.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -46,10 +49,36 @@ def _dev_tooling(command: str) -> Iterator[None]:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
+
+    from consumer import preflight
     from consumer.app import Service
 
+    checks = await preflight.run_checks(settings, for_run=True)
+    for check in checks:
+        if check.status == "warn":
+            logging.getLogger("consumer.preflight").warning(check.text, extra={"check": check.name})
+        elif check.status == "fail":
+            print(f"ipaas-klaviyo: {check.text}", file=sys.stderr)
+    if preflight.exit_code(checks):
+        return preflight.exit_code(checks)
     await Service(settings).run(install_signal_handlers=True)
     return 0
+
+
+async def _config(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer import preflight
+    from consumer.settings import setting_sources
+
+    if args.action == "show":
+        rows = list(setting_sources(settings))
+        width = max(len(name) for name, _, _ in rows)
+        for name, value, source in rows:
+            print(f"{name:<{width}}  {value}  ({source})")
+        return 0
+    checks = await preflight.run_checks(settings)
+    print(preflight.format_report(checks))
+    return preflight.exit_code(checks)
 
 
 async def _demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -111,7 +140,7 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     from consumer.failures import output
     from consumer.failures.deadletters import fetch_dead_letters, read_dead_letters
     from consumer.failures.filters import LetterFilter, dead_letter_topics, parse_ref
-    from consumer.failures.replay import Mode, default_run_id, replay
+    from consumer.failures.replay import Mode, default_run_id, replay, superseded_spec
     from consumer.topics import TopicCatalog
 
     catalog = TopicCatalog.load(settings.topics_file, settings.topic_prefix)
@@ -130,8 +159,15 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "show":
         if args.refs:
             refs = [ref for text in args.refs for ref in parse_ref(text, names)]
-            letters = [letter for letter in await fetch_dead_letters(settings.kafka, refs)
-                       if selection.matches(letter)]
+            fetched = await fetch_dead_letters(settings.kafka, refs)
+            letters = [letter for letter in fetched if selection.matches(letter)]
+            there = {(letter.topic, letter.partition, letter.offset) for letter in fetched}
+            absent = [text for text in args.refs
+                      if not any((tp.topic, tp.partition, offset) in there for tp, offset in parse_ref(text, names))]
+            for text in absent:
+                where = "" if text.count(":") == 2 else f" in {', '.join(names)}"
+                print(f"ipaas-klaviyo: no dead letter at {text}{where} (`ipaas-klaviyo dlq list` shows the "
+                      "references)", file=sys.stderr)
         else:
             letters = await read_dead_letters(settings.kafka, names, selection, limit=args.limit)
         if args.json:
@@ -139,13 +175,13 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
                 print(output.to_json_line(letter.to_dict(full=True)))
         else:
             print("\n\n".join(output.format_letter(letter) for letter in letters))
-        if not letters:
+        if not letters and not args.refs:
             print("no dead letter found", file=sys.stderr)
         return 0 if letters else 1
     mode: Mode = "direct" if args.direct else "republish"
     # the default run id comes from the command line as typed (a relative --since stays the same run)
     run_id = args.run_id or default_run_id(mode, names, {**selection.spec(), "since": args.since,
-                                                        "until": args.until})
+                                                        "until": args.until, **superseded_spec(args.skip_superseded)})
     progress = output.TextProgress()
     try:
         async with AsyncExitStack() as stack:
@@ -155,6 +191,7 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
             result = await replay(
                 settings, catalog=catalog, topics=names, selection=selection, mode=mode, dry_run=args.dry_run,
                 rate=args.rate, run_id=run_id, batch_size=args.batch_size, on_progress=progress, dispatch=dispatch,
+                skip_superseded=args.skip_superseded,
             )
     finally:
         progress.close()
@@ -162,11 +199,14 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
         print(output.to_json_line(result.to_dict()))
     elif result.dry_run:
         print(output.format_table(result.letters))
+        superseded = f", {result.superseded} superseded by a newer change" if args.skip_superseded else ""
         print(f"dry run of {result.run_id}: would replay {result.replayed} dead letters ({mode}), "
-              f"{result.skipped} without an original topic; nothing was written")
+              f"{result.skipped} without an original topic{superseded}; nothing was written")
     else:
+        superseded = f", superseded {result.superseded}" if args.skip_superseded else ""
         print(f"{result.run_id} ({mode}{', resumed' if result.resumed else ''}): replayed {result.replayed}, "
-              f"failed again {result.failed}, skipped {result.skipped}; {result.total_replayed} over the whole run")
+              f"failed again {result.failed}, skipped {result.skipped}{superseded}; "
+              f"{result.total_replayed} over the whole run")
     return 1 if result.failed else 0
 
 
@@ -205,10 +245,22 @@ async def _poll_profiles(args: argparse.Namespace, settings: Settings) -> int:
         settings, klaviyo=klaviyo, name=options.name, interval_s=options.interval_s, page_size=options.page_size,
     ) as poller:
         if args.profile:
+            from consumer.catalog import CatalogError
+
+            missing = []
             for profile_id in args.profile:
-                profile = await poller.sync_profile(profile_id)
+                try:
+                    profile = await poller.sync_profile(profile_id)
+                except CatalogError as error:
+                    if error.http_status != 404:
+                        raise
+                    missing.append(profile_id)
+                    continue
                 print(f"published profile {profile.id}")
-            return 0
+            if missing:
+                print(f"ipaas-klaviyo: Klaviyo has no profile {', '.join(map(repr, missing))} (404); nothing "
+                      f"published for {'it' if len(missing) == 1 else 'them'}", file=sys.stderr)
+            return 1 if missing else 0
         if args.since or args.once:
             result = await (poller.backfill(parse_time(args.since)) if args.since else poller.run_once())
             print(f"published {result.published} changed profiles ({result.skipped} unchanged, {result.pages} pages)")
@@ -232,7 +284,17 @@ async def _kafka(args: argparse.Namespace, settings: Settings) -> int:
         from simulators import localkafka
 
     if args.action == "start":
-        broker = localkafka.start(port=args.port)
+        running = localkafka.recorded()
+        if running is not None:
+            print(f"a local broker already runs (pid {running.pid}); `ipaas-klaviyo kafka stop` stops it",
+                  file=sys.stderr)
+            print(running.bootstrap_servers)
+            return 0
+        try:
+            broker = localkafka.start(port=args.port)
+        except localkafka.BrokerError as exc:
+            print(f"ipaas-klaviyo: {exc}", file=sys.stderr)
+            return 1
         print(broker.bootstrap_servers)
     elif args.action == "stop":
         print("stopped" if localkafka.stop() else "no local broker running")
@@ -250,14 +312,18 @@ async def _simulate(args: argparse.Namespace, settings: Settings) -> int:
 
     print(f"{args.system} simulator on http://{args.host}:{args.port}", flush=True)
     if args.system == "klaviyo":
-        await klaviyo_simulator.serve_forever(args.host, args.port)
+        config = klaviyo_simulator.SimulatorConfig()
+        for key in args.api_key:
+            config.api_keys[key] = klaviyo_simulator.ApiKeyGrant()
+        await klaviyo_simulator.serve_forever(args.host, args.port, config)
     else:
-        await ipaas_simulator.serve_forever(args.host, args.port)
+        await ipaas_simulator.serve_forever(args.host, args.port, ipaas_simulator.SimulatorConfig(
+            tokens={ipaas_simulator.DEFAULT_TOKEN, *args.token}))
     return 0
 
 
 async def _authorize(args: argparse.Namespace, settings: Settings) -> int:
-    from consumer import oauth
+    from consumer import exitcodes, oauth
     from consumer.catalog import CatalogError
 
     redirect = settings.oauth.redirect_url
@@ -279,25 +345,24 @@ async def _authorize(args: argparse.Namespace, settings: Settings) -> int:
             report=None if args.no_error_log else oauth.kafka_reporter(settings),
         )
     except CatalogError as error:
-        print(f"ipaas-klaviyo: {error.entry.title}: {error.message}", file=sys.stderr)
-        if error.detail:
-            print(f"  detail: {error.detail}", file=sys.stderr)
-        print(f"  what to do: {error.entry.action}", file=sys.stderr)
-        return 1
+        lines, code = exitcodes.explain(error)
+        _error_lines(lines)
+        return code
     print(f"Authorized with Klaviyo (scopes: {' '.join(tokens.scope) or 'as granted'}); "
           f"tokens stored in {settings.oauth.token_file}")
     return 0
 
 
 async def _revoke(args: argparse.Namespace, settings: Settings) -> int:
-    from consumer import oauth
+    from consumer import exitcodes, oauth
     from consumer.catalog import CatalogError
 
     try:
         result = await oauth.revoke(settings, force=args.force)
     except CatalogError as error:
-        print(f"ipaas-klaviyo: {error.entry.title}: {error.message}", file=sys.stderr)
-        return 1
+        lines, code = exitcodes.explain(error)
+        _error_lines(lines)
+        return code
     if result.revoked:
         print(f"Klaviyo tokens revoked; {settings.oauth.token_file} deleted")
         return 0
@@ -309,11 +374,86 @@ async def _revoke(args: argparse.Namespace, settings: Settings) -> int:
     return 1
 
 
+async def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from aiokafka.errors import KafkaError
+
+    from consumer import status
+    from consumer.topics import TopicCatalog
+
+    catalog = TopicCatalog.load(settings.topics_file, settings.topic_prefix)
+    try:
+        document, where = await status.read_status(settings, catalog, url=args.url, kafka_only=args.kafka)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        print(f"ipaas-klaviyo: no service answered and Kafka could not be read ({exc or type(exc).__name__}); "
+              f"check kafka.bootstrap_servers ({settings.kafka.bootstrap_servers})", file=sys.stderr)
+        return 1
+    if args.json:
+        import orjson
+
+        print(orjson.dumps(document).decode())
+    else:
+        print(status.format_status(document, where=where))
+    return 0
+
+
+async def _exporter(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+
+    from consumer import status
+    from consumer.kafka_view import KafkaView
+    from consumer.observability import metrics
+    from consumer.observability.http import OpsServer
+    from consumer.topics import TopicCatalog
+
+    if args.interval <= 0:
+        raise ValueError("--interval must be > 0 seconds")
+    catalog = TopicCatalog.load(settings.topics_file, settings.topic_prefix)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    metrics.initialize()
+    async with KafkaView.for_settings(settings, catalog, interval_s=args.interval).running() as view:
+        ops = OpsServer(settings.http.host, settings.http.port, live=lambda: (True, {}),
+                        ready=lambda: (view.snapshot.lag_at is not None, {"errors": dict(view.snapshot.errors)}),
+                        status=lambda: status.build_status(view.snapshot, catalog, source="exporter")).start()
+        print(f"exporting the lag of group {settings.kafka.group_id} and the dead-letter backlog on "
+              f"http://{settings.http.host}:{ops.port}/metrics", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            ops.close()
+    return 0
+
+
+def _ops_commands(commands: Any) -> None:
+    """``status`` and ``exporter``: what operators read about a running (or stopped) integration."""
+    status = commands.add_parser(
+        "status", help="lag, pauses, authorization, dead letters and poller watermark on one screen")
+    status.add_argument("--url", default=None, help="the service's (or exporter's) address "
+                        "(default: http://<http.host>:<http.port>); when nothing answers, from Kafka alone")
+    status.add_argument("--kafka", action="store_true", help="read Kafka alone, not the service")
+    status.add_argument("--json", action="store_true", help="machine output (one JSON document)")
+    status.set_defaults(handler=_status)
+
+    exporter = commands.add_parser(
+        "exporter", help="serve the lag and the dead-letter backlog from Kafka alone (/metrics, /status)")
+    exporter.add_argument("--interval", type=float, default=5.0, help="seconds between readings of Kafka")
+    exporter.set_defaults(handler=_exporter)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ipaas-klaviyo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ipaas-klaviyo", description=__doc__,
+                                     epilog="exit codes: 0 done, 1 failed, 2 usage or configuration, 130 interrupted")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("run", help="run the service").set_defaults(handler=_run)
+    commands.add_parser("run", help="check the configuration, the broker and the topics, then run the service"
+                        ).set_defaults(handler=_run)
+
+    config = commands.add_parser("config", help="check the configuration (settings, broker, topics) or show it")
+    config.add_argument("action", choices=["check", "show"])
+    config.set_defaults(handler=_config)
 
     demo = commands.add_parser("demo", help="local broker, simulators and sample events: see it work (development)")
     demo.add_argument("--keep-running", action="store_true", help="keep the service running after the demo")
@@ -321,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     topics = commands.add_parser("topics", help="create/update the catalog's topics, or report drift")
     topics.add_argument("action", choices=["apply", "check"])
-    topics.set_defaults(handler=_topics)
+    topics.set_defaults(handler=_topics, uses_kafka=True)
 
     letters = argparse.ArgumentParser(add_help=False)
     letters.add_argument("--topic", action="append", default=[], help="a dead-letter topic or its source topic "
@@ -346,7 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_replay.add_argument("--rate", type=float, default=None, help="at most this many records per second")
     dlq_replay.add_argument("--run-id", default=None, help="the run to resume (default: derived from the filter)")
     dlq_replay.add_argument("--batch-size", type=int, default=100, help="records per committed batch")
-    dlq_parser.set_defaults(handler=_dlq)
+    dlq_replay.add_argument("--skip-superseded", action="store_true",
+                            help="leave out dead letters whose key has a newer change the service finished without "
+                                 "dead-lettering it (read from the source topic and the group's committed offset)")
+    dlq_parser.set_defaults(handler=_dlq, uses_kafka=True)
 
     errors = commands.add_parser("errors", help="read the error log (the Error Logs of the affected transfers)")
     errors.add_argument("--flow", action="append", default=[], help="flow (slug or catalog name); repeatable")
@@ -358,13 +501,13 @@ def build_parser() -> argparse.ArgumentParser:
     errors.add_argument("--limit", type=int, default=None)
     errors.add_argument("--full", action="store_true", help="every field, with what to do")
     errors.add_argument("--json", action="store_true", help="machine output (one JSON record per line)")
-    errors.set_defaults(handler=_errors)
+    errors.set_defaults(handler=_errors, uses_kafka=True)
 
     poll = commands.add_parser("poll-profiles", help="publish changed Klaviyo profiles (the TO-iPaaS.com source)")
     poll.add_argument("--once", action="store_true", help="one poll from the watermark, then exit")
     poll.add_argument("--profile", action="append", metavar="ID", help="publish this profile now (repeatable)")
     poll.add_argument("--since", metavar="TIME", help="backfill profiles updated since TIME (ISO, or 2h / 7d)")
-    poll.set_defaults(handler=_poll_profiles)
+    poll.set_defaults(handler=_poll_profiles, uses_kafka=True)
 
     kafka = commands.add_parser("kafka", help="a local single-node Kafka broker (no Docker) for development")
     kafka.add_argument("action", choices=["start", "stop", "status"])
@@ -375,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("system", choices=["klaviyo", "ipaas"])
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=8080)
+    simulate.add_argument("--api-key", action="append", default=[], help="a Klaviyo private key to accept too")
+    simulate.add_argument("--token", action="append", default=[], help="an iPaaS.com API token to accept too")
     simulate.set_defaults(handler=_simulate)
 
     authorize = commands.add_parser("authorize", help="connect to Klaviyo with OAuth and store the tokens")
@@ -389,30 +534,46 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = commands.add_parser("revoke", help="revoke the Klaviyo OAuth tokens and delete the token file")
     revoke.add_argument("--force", action="store_true", help="delete the token file even if Klaviyo cannot confirm")
     revoke.set_defaults(handler=_revoke)
+    _ops_commands(commands)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    settings = load_settings()
-    from consumer.observability import logs
+def _error_lines(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(line if line.startswith(" ") else f"ipaas-klaviyo: {line}", file=sys.stderr)
 
-    logs.configure(settings.log_level)
+
+async def _command(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "uses_kafka", False):
+        from consumer.preflight import require_kafka
+
+        await require_kafka(settings)
     handler: Command = args.handler
+    return await handler(args, settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit code (see ``consumer.exitcodes``)."""
+    from consumer import exitcodes
+
+    args = build_parser().parse_args(argv)
     try:
-        return asyncio.run(handler(args, settings))
+        settings = load_settings()
+        from consumer.observability import logs
+
+        logs.configure(settings.log_level)
+        return asyncio.run(_command(args, settings))
     except KeyboardInterrupt:
-        return 130
+        return exitcodes.INTERRUPTED
     except DevToolingMissing as exc:
         print(f"ipaas-klaviyo: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # a clear one-line error for the operator; details are in the JSON log
-        from consumer.app import ConfigurationError
-
-        if isinstance(exc, ConfigurationError | ValueError):
-            print(f"ipaas-klaviyo: {exc}", file=sys.stderr)
-            return 2
-        raise
+        return exitcodes.USAGE
+    except (Exception, asyncio.CancelledError) as exc:  # one clear line for the operator; --debug: the traceback
+        if args.debug:
+            traceback.print_exc()
+        lines, code = exitcodes.explain(exc)
+        _error_lines(lines)
+        return code
 
 
 if __name__ == "__main__":

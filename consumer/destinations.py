@@ -7,6 +7,11 @@ read-only call) runs every ``probe_min_s`` growing to ``probe_max_s``; the first
 destination back and wakes every record waiting for it. Listeners hear each change once (metrics, logs, the
 error log's outage and recovery records); while an episode lasts, one summary line is logged a minute.
 
+A probe only reads: when the records' own calls keep failing although it succeeds (a proxy that answers the
+writes only, a WAF), the destination fails again right after it came back. Within ``settle_s`` of a recovery
+that is a *relapse*: the same episode goes on (its start, its count of waiting records, the probe's growing
+interval), and listeners are told (``Change.relapse``), so an episode is reported once however often it flaps.
+
 Without a probe (a destination nobody registered one for) the destination is tried again after the same
 delays ("half-open"): the records waiting for it go, and the next failure starts a new wait.
 """
@@ -31,6 +36,8 @@ Probe = Callable[[], Awaitable[None]]
 
 UNNAMED = "unnamed"
 SUMMARY_EVERY_S = 60.0
+SETTLE_S = 10.0
+"""A failure within this long of a recovery is a relapse of the same episode."""
 
 
 class DestinationState(StrEnum):
@@ -63,6 +70,10 @@ class Change:
     """For a recovery: how many records waited for the destination during the outage."""
     error: IntegrationError | None = None
     """For an outage: the failure that began it."""
+    relapse: bool = False
+    """For an outage: it failed again within ``settle_s`` of a recovery, the episode of ``since`` goes on."""
+    relapses: int = 0
+    """For a recovery: how often the episode relapsed so far."""
 
 
 Listener = Callable[[Change], None]
@@ -73,13 +84,17 @@ class Destination:
 
     def __init__(
         self, name: str, probe: Probe | None, notify: Callable[[Change], None], *,
-        probe_min_s: float, probe_max_s: float,
+        probe_min_s: float, probe_max_s: float, settle_s: float = SETTLE_S,
     ) -> None:
         self.name = name
         self.probe = probe
         self._notify = notify
         self._probe_min_s = probe_min_s
         self._probe_max_s = probe_max_s
+        self._settle_s = settle_s
+        self._interval = probe_min_s
+        self._recovered_at: float | None = None
+        self._relapses = 0
         self.state = DestinationState.UP
         self.detail = ""
         self.since = datetime.now(UTC)
@@ -110,12 +125,20 @@ class Destination:
             return
         self.state = state
         self.detail = detail
+        relapse = False
         if previous is DestinationState.UP:
-            self.since = datetime.now(UTC)
-            self._started = time.monotonic()
-            self._waited = 0
+            relapse = self._recovered_at is not None and time.monotonic() - self._recovered_at < self._settle_s
+            if relapse:  # the probe's success did not hold: the same episode, probed less often
+                self._relapses += 1
+                self._interval = min(self._probe_max_s, self._interval * 2)
+            else:
+                self.since = datetime.now(UTC)
+                self._started = time.monotonic()
+                self._waited = 0
+                self._relapses = 0
+                self._interval = self._probe_min_s
             self._up.clear()
-        self._notify(Change(self.name, previous, state, detail, self.since, error=error))
+        self._notify(Change(self.name, previous, state, detail, self.since, error=error, relapse=relapse))
         self._ensure_prober()
 
     def recovered(self) -> None:
@@ -123,10 +146,11 @@ class Destination:
             return
         previous = self.state
         self.state = DestinationState.UP
-        duration = time.monotonic() - self._started
+        self._recovered_at = time.monotonic()
+        duration = self._recovered_at - self._started
         self._up.set()
         self._notify(Change(self.name, previous, DestinationState.UP, self.detail, self.since,
-                            duration_s=duration, waited=self._waited))
+                            duration_s=duration, waited=self._waited, relapses=self._relapses))
         self.detail = ""
 
     def probe_soon(self) -> None:
@@ -149,12 +173,11 @@ class Destination:
             self._prober = asyncio.get_running_loop().create_task(self._probe_until_up())
 
     async def _probe_until_up(self) -> None:
-        interval = self._probe_min_s
         next_summary = time.monotonic() + SUMMARY_EVERY_S
         while self.state is not DestinationState.UP:
             self._probe_now.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._probe_now.wait(), interval)
+                await asyncio.wait_for(self._probe_now.wait(), self._interval)
             if self.state is DestinationState.UP:
                 return
             if self.probe is None:
@@ -175,7 +198,7 @@ class Destination:
             else:
                 self.recovered()
                 return
-            interval = min(self._probe_max_s, interval * 2)
+            self._interval = min(self._probe_max_s, self._interval * 2)
             if time.monotonic() >= next_summary:
                 next_summary = time.monotonic() + SUMMARY_EVERY_S
                 log.warning("destination still unavailable", extra={
@@ -196,10 +219,12 @@ class Destinations:
 
     def __init__(
         self, probes: Mapping[str, Probe] | None = None, *, probe_min_s: float = 0.5, probe_max_s: float = 2.0,
+        settle_s: float = SETTLE_S,
     ) -> None:
         self._probes = dict(probes or {})
         self._probe_min_s = probe_min_s
         self._probe_max_s = probe_max_s
+        self.settle_s = settle_s
         self._destinations: dict[str, Destination] = {}
         self._listeners: list[Listener] = []
         for name in self._probes:
@@ -210,7 +235,7 @@ class Destinations:
         if destination is None:
             destination = self._destinations[name] = Destination(
                 name, self._probes.get(name), self._announce,
-                probe_min_s=self._probe_min_s, probe_max_s=self._probe_max_s)
+                probe_min_s=self._probe_min_s, probe_max_s=self._probe_max_s, settle_s=self.settle_s)
         return destination
 
     def __iter__(self) -> Iterator[Destination]:
@@ -238,9 +263,12 @@ class Destinations:
 
     def _announce(self, change: Change) -> None:
         if change.current is DestinationState.UP:
-            log.warning("destination available again", extra={
+            log.log(logging.INFO if change.relapses else logging.WARNING, "destination available again", extra={
                 "destination": change.destination, "after_s": round(change.duration_s, 1),
                 "records_waited": change.waited})
+        elif change.relapse:
+            log.info("destination failed again right after it came back; the outage goes on", extra={
+                "destination": change.destination, "state": change.current.value, "detail": change.detail})
         else:
             log.warning("destination unavailable; sources that need it are paused", extra={
                 "destination": change.destination, "state": change.current.value, "detail": change.detail})

@@ -53,7 +53,7 @@ from consumer.catalog import CatalogError
 from consumer.http.backoff import Backoff
 from consumer.kafka import connection_options, reliable_producer
 from consumer.klaviyo.models import Profile
-from consumer.observability.metrics import POLLER_PROFILES, POLLER_WATERMARK
+from consumer.observability.metrics import POLLER_INTERVAL, POLLER_LAST_POLL, POLLER_PROFILES, POLLER_WATERMARK
 from consumer.settings import KafkaSettings, Settings
 from consumer.timefmt import format_time, to_utc
 from consumer.topics import TopicCatalog
@@ -340,10 +340,13 @@ class ProfilePoller:
         only ever moves past published profiles, so nothing is skipped.
         """
         failures = 0
+        POLLER_INTERVAL.set(self.interval_s)
+        POLLER_LAST_POLL.set(self._clock().timestamp())  # a poller that never succeeds grows stale from its start
         while not stop.is_set():
             delay = self.interval_s
             try:
                 await self.run_once()
+                POLLER_LAST_POLL.set(self._clock().timestamp())
                 failures = 0
                 self.last_error = None
             except (CatalogError, KafkaError, OSError, RuntimeError, ValueError) as exc:
@@ -450,15 +453,6 @@ async def open_poller(
             await client.aclose()
 
 
-async def run_poller(settings: Settings, stop: asyncio.Event, **options: Any) -> None:
-    """Run the profile poller until ``stop`` is set (``ipaas-klaviyo poll-profiles``, or a task of the service).
-
-    ``options`` are those of ``open_poller`` (``klaviyo``, ``catalog``, ``producer``) and of ``ProfilePoller``.
-    """
-    async with open_poller(settings, **options) as poller:
-        await poller.run(stop)
-
-
 __all__ = [
     "CHANGES_TOPIC",
     "POLLER_NAME",
@@ -470,5 +464,4 @@ __all__ = [
     "change_record",
     "open_poller",
     "profile_digest",
-    "run_poller",
 ]

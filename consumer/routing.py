@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumer.catalog import Flow
-from consumer.envelopes import ChangeEvent, PoisonPill, RecordKind, decode
+from consumer.envelopes import ChangeEvent, NotAChange, PoisonPill, RecordKind, decode
 from consumer.errors import IntegrationError, UnexpectedError
 from consumer.flows.context import Change, FlowContext, transfer_of
 from consumer.flows.orders_from import send_order_events
@@ -22,6 +22,7 @@ from consumer.flows.profiles_from import sync_profile
 from consumer.flows.profiles_to import sync_customer
 from consumer.ipaas.errors import DESTINATION as IPAAS
 from consumer.klaviyo.errors import DESTINATION as KLAVIYO
+from consumer.observability import metrics
 from consumer.records import Customer, KlaviyoProfile, Transaction
 from consumer.runtime import Handled, InboundMessage, RetryPolicy
 from consumer.topics import TopicCatalog
@@ -203,7 +204,10 @@ class Dispatcher:
         except PoisonPill as exc:
             exc.flow = Flow.SERVICE
             raise
-        flow, outcome = Flow.SERVICE.slug, "skipped"
+        except NotAChange as skipped:  # a truncate, a heartbeat, ...: acknowledged, counted, never dead-lettered
+            metrics.RECORDS_SKIPPED.labels(message.topic, skipped.reason).inc()
+            return Handled(flow=Flow.SERVICE.slug, outcome="skipped")
+        flow, outcome, transfer = Flow.SERVICE.slug, "skipped", None
         for event in events:
             route = self._table.route(message.topic, event.event_type)
             if route is None:
@@ -212,7 +216,7 @@ class Dispatcher:
                 raise pill
             if route.handler is None:
                 continue
-            flow, outcome = route.flow.slug if route.flow else flow, "succeeded"
+            flow, outcome, transfer = route.flow.slug if route.flow else flow, "succeeded", transfer_of(event)
             try:
                 await route.handler(self._change_of(await _fetch_if_notified(event, self._context), message.topic),
                                     self._context)
@@ -225,7 +229,7 @@ class Dispatcher:
                 unexpected = UnexpectedError(exc)
                 unexpected.transfer, unexpected.flow = transfer_of(event), route.flow
                 raise unexpected from exc
-        return Handled(flow=flow, outcome=outcome)
+        return Handled(flow=flow, outcome=outcome, transfer=transfer)
 
     def _change_of(self, event: ChangeEvent, topic: str) -> Change[Any]:
         """The typed change a handler takes; a record that is not the source's kind is a poison pill."""

@@ -1,10 +1,11 @@
 """``ipaas-klaviyo demo``: the whole service on embedded defaults, with sample changes flowing through it.
 
-Starts (or reuses) a Kafka broker and the Klaviyo and iPaaS.com simulators, applies the topic catalog under a fresh
-prefix, runs the service, produces a handful of customer and transaction changes in the envelope kinds the service
-reads (plus two bad records), then polls Klaviyo's profiles (one of them signed up in Klaviyo itself) back towards
-iPaaS.com; waits until every change is handled, and prints what reached Klaviyo and iPaaS.com, what was
-dead-lettered and what the error log and ``/metrics`` say.
+Starts (or reuses: ``KAFKA_BOOTSTRAP_SERVERS``, or the broker ``ipaas-klaviyo kafka start`` recorded) a Kafka broker
+and the Klaviyo and iPaaS.com simulators, applies the topic catalog under a fresh prefix, runs the service, produces
+a handful of customer and transaction changes in the envelope kinds the service reads (plus two bad records), then
+polls Klaviyo's profiles (one of them signed up in Klaviyo itself) back towards iPaaS.com; waits until every change
+is handled, and prints what reached Klaviyo and iPaaS.com, what was dead-lettered and what the error log and
+``/metrics`` say. A broker the demo started itself is stopped at the end; a reused one keeps running.
 """
 
 from __future__ import annotations
@@ -143,12 +144,14 @@ def _print_report(sim: KlaviyoSimulator, ipaas: IpaasSimulator, dead: list[Any],
 
 async def run_demo(settings: Settings, *, keep_running: bool = False) -> int:
     """Run the demo; returns 0 when every sample change was handled (succeeded or dead-lettered)."""
-    broker = None
+    broker = None  # the broker the demo started, and stops
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
-        print("starting a local Kafka broker (first run resolves its jars with Maven)...", flush=True)
-        broker = await asyncio.to_thread(localkafka.start)
-        bootstrap = broker.bootstrap_servers
+        # a broker `ipaas-klaviyo kafka start` runs is used and left running; else the demo runs its own, unrecorded
+        print("using the local Kafka broker, or starting one (first run resolves its jars with Maven)...", flush=True)
+        found, started = await asyncio.to_thread(localkafka.reuse_or_start)
+        broker = found if started else None
+        bootstrap = found.bootstrap_servers
     run_id = uuid.uuid4().hex[:6]
     try:
         async with KlaviyoSimulator(SimulatorConfig()) as sim, IpaasSimulator() as ipaas:

@@ -78,9 +78,11 @@ class HttpServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
+        """Listen; a server started again (after ``stop()``) listens on the port it had."""
         self._server = await asyncio.start_server(
             self._serve, self._host, self._port, limit=_HEAD_LIMIT, backlog=1024, reuse_address=True
         )
+        self._port = self.port
 
     async def stop(self) -> None:
         if self._server is None:

@@ -4,12 +4,17 @@ The broker's jars are resolved from Maven Central with Maven (a resolve-only POM
 cache folder, ``.kafka/`` under the working directory unless ``IPAAS_KLAVIYO_KAFKA_HOME`` says otherwise.
 Java 17+ and Maven must be on the PATH. Used by ``ipaas-klaviyo kafka start|stop|status``, the test
 fixtures and ``.ci/run``.
+
+``<home>/broker.pid`` records the broker ``kafka start`` started (the one ``kafka status``/``stop`` and the demo
+find). A broker started with ``record=False`` (the demo's own, the test fixtures') keeps its pid in its own run
+folder and never touches the recorded one; ``stop`` removes ``broker.pid`` only when it records the broker stopped.
 """
 
 from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import os
 import shutil
 import signal
@@ -149,9 +154,17 @@ def _java_opts(home: Path, logs: Path) -> list[str]:
     ]
 
 
-def start(port: int | None = None, home: Path | None = None, timeout_s: float = 90.0) -> LocalBroker:
-    """Install if needed, format fresh storage and start the broker; return once it answers."""
+def start(port: int | None = None, home: Path | None = None, timeout_s: float = 90.0, *,
+          record: bool = True) -> LocalBroker:
+    """Install if needed, format fresh storage and start the broker; return once it answers.
+
+    ``record``: write ``<home>/broker.pid`` (refused while it records a running broker); else the broker is the
+    caller's alone, and only its run folder knows its pid. A start that fails (or is interrupted) stops the JVM.
+    """
     home = home or kafka_home()
+    if record and (running := recorded(home)) is not None:
+        raise BrokerError(f"a local broker already runs on {running.bootstrap_servers} (pid {running.pid}); "
+                          "use it, or stop it first (`ipaas-klaviyo kafka stop`)")
     libs = install(home)
     port = port or _free_port()
     controller_port = _free_port()
@@ -179,16 +192,30 @@ def start(port: int | None = None, home: Path | None = None, timeout_s: float = 
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
     broker = LocalBroker(home=home, port=port, pid=proc.pid)
-    (home / "broker.pid").write_text(f"{proc.pid} {port}\n")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BrokerError(f"the broker exited with {proc.returncode}; see {logs}/server.log")
-        if _port_open(port) and _answers_admin(broker.bootstrap_servers):
-            return broker
-        time.sleep(0.5)
-    stop(broker)
-    raise BrokerError(f"the broker did not answer within {timeout_s:.0f}s; see {logs}/server.log")
+    (run_dir / "broker.pid").write_text(f"{proc.pid} {port}\n")
+    if record:
+        (home / "broker.pid").write_text(f"{proc.pid} {port}\n")
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BrokerError(f"the broker exited with {proc.returncode}; see {logs}/server.log")
+            if _port_open(port) and _answers_admin(broker.bootstrap_servers):
+                return broker
+            time.sleep(0.5)
+        raise BrokerError(f"the broker did not answer within {timeout_s:.0f}s; see {logs}/server.log")
+    except BaseException:
+        stop(broker)
+        raise
+
+
+def reuse_or_start(home: Path | None = None) -> tuple[LocalBroker, bool]:
+    """The recorded broker when it runs (left to its owner), else a new unrecorded one; True: started here,
+    so the caller stops it (``stop(broker)``)."""
+    running = recorded(home)
+    if running is not None:
+        return running, False
+    return start(home=home, record=False), True
 
 
 def _answers_admin(bootstrap: str) -> bool:
@@ -213,18 +240,26 @@ def _answers_admin(bootstrap: str) -> bool:
         return pool.submit(asyncio.run, probe()).result()
 
 
-def recorded(home: Path | None = None) -> LocalBroker | None:
-    """The broker recorded in the pid file, if its process is alive."""
-    home = home or kafka_home()
-    pid_file = home / "broker.pid"
-    if not pid_file.exists():
-        return None
-    pid_text, port_text = pid_file.read_text().split()
+def _read_pid_file(path: Path) -> tuple[int, int] | None:
     try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
+        pid_text, port_text = path.read_text().split()
+        return int(pid_text), int(port_text)
+    except (OSError, ValueError):
         return None
-    return LocalBroker(home=home, port=int(port_text), pid=int(pid_text))
+
+
+def recorded(home: Path | None = None) -> LocalBroker | None:
+    """The broker recorded in the pid file, if its process is alive and its port open."""
+    home = home or kafka_home()
+    found = _read_pid_file(home / "broker.pid")
+    if found is None:
+        return None
+    pid, port = found
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):  # gone, or the pid now belongs to someone else
+        return None
+    return LocalBroker(home=home, port=port, pid=pid) if _port_open(port) else None
 
 
 def stop(broker: LocalBroker | None = None, timeout_s: float = 30.0) -> bool:
@@ -250,7 +285,9 @@ def stop(broker: LocalBroker | None = None, timeout_s: float = 30.0) -> bool:
         time.sleep(0.2)
     else:
         os.kill(broker.pid, signal.SIGKILL)
-    pid_file = broker.home / "broker.pid"
-    if pid_file.exists():
-        pid_file.unlink()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(broker.pid, 0)
+    for pid_file in (broker.home / "broker.pid", broker.home / "run" / str(broker.port) / "broker.pid"):
+        if _read_pid_file(pid_file) == (broker.pid, broker.port):  # another broker's record stays
+            pid_file.unlink()
     return True

@@ -1,8 +1,9 @@
 """Scaffolding the API simulators share (the Klaviyo and iPaaS.com look-alikes): what each system answers lives
 with that system's simulator; this module holds what is the same for both.
 
-``Latency`` (added response latency), the fault draws every simulator makes (``operation_targeted``,
-``connection_fault``, ``injected_status``), the request log (``RequestLog``: sequence numbers, recorded
+``Latency`` (added response latency), the time box every simulator's faults have (``TimedFaults``: for ``for_s``
+seconds, or until cleared), the fault draws every simulator makes (``operation_targeted``, ``connection_fault``,
+``injected_status``), the request log (``RequestLog``: sequence numbers, recorded
 requests, counters), the decoded body a recorded request keeps (``recorded_body``), the request handler's
 outline (``RecordingApp``: admin, record, answer, add latency), the in-process server
 lifecycle (``SimulatorServer``) and the standalone command's options and serve loop (``simulator_parser``,
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Callable
@@ -23,7 +25,7 @@ from types import TracebackType
 from typing import Any, Generic, Literal, Protocol, Self, TypeVar
 
 import orjson
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from simulators.httpserver import Handler, HttpServer, Reply, Request
 
@@ -50,6 +52,26 @@ class Latency(BaseModel):
 
 
 # --- fault injection -------------------------------------------------------------------------------------------
+class TimedFaults(BaseModel):
+    """The time box of a simulator's faults: they apply for ``for_s`` seconds from when they are set (a new
+    ``Faults`` value, in-process or over ``/__admin/faults``), or until cleared when ``for_s`` is None.
+
+    Latency is not a fault: it applies either way."""
+
+    for_s: float | None = Field(None, gt=0)
+    _set_at: float = PrivateAttr(default_factory=time.monotonic)
+
+    @property
+    def ends_at(self) -> float | None:
+        """When the faults stop applying (``time.monotonic()``), or None: until cleared."""
+        return None if self.for_s is None else self._set_at + self.for_s
+
+    def active(self) -> bool:
+        """Whether the faults apply now."""
+        ends_at = self.ends_at
+        return ends_at is None or time.monotonic() < ends_at
+
+
 class SharedFaults(Protocol):
     """The fault-injection settings every simulator's ``Faults`` model has."""
 
@@ -61,10 +83,13 @@ class SharedFaults(Protocol):
     hang_s: float
     operations: list[str] | None
 
+    def active(self) -> bool: ...
+
 
 def operation_targeted(faults: SharedFaults, operation: str) -> bool:
-    """Whether faults (other than latency) apply to ``operation`` (``operations`` unset: to every one)."""
-    return faults.operations is None or operation in faults.operations
+    """Whether faults (other than latency) apply to ``operation`` now: within their time box, and ``operations``
+    unset (every operation) or naming it."""
+    return faults.active() and (faults.operations is None or operation in faults.operations)
 
 
 def connection_fault(
@@ -220,21 +245,68 @@ class RecordingApp(ABC, Generic[A]):
 
 # --- the in-process server -------------------------------------------------------------------------------------
 class SimulatorServer:
-    """A simulator's HTTP server on ``host:port`` (port 0: a free one), as an async context manager."""
+    """A simulator's HTTP server on ``host:port`` (port 0: a free one), as an async context manager.
+
+    ``refuse_connections`` takes it off the network (connecting is refused: nothing listens on its port) for a
+    while or until ``accept_connections``; ``accepting`` is set while it listens, and ``accepting_since`` says
+    since when (``time.monotonic()``).
+    """
 
     def __init__(self, handler: Handler, *, host: str, port: int, max_body: int) -> None:
         self._server = HttpServer(handler, host, port, max_body=max_body)
         self._host = host
         self._running = False
+        self._offline = False
+        self._reopen: asyncio.Task[None] | None = None
+        self.accepting = asyncio.Event()
+        self.accepting_since: float | None = None
 
     async def start(self) -> None:
         await self._server.start()
         self._running = True
+        self.accepting_since = time.monotonic()
+        self.accepting.set()
 
     async def stop(self) -> None:
+        if self._reopen is not None:
+            self._reopen.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reopen
+            self._reopen = None
         if self._running:
-            await self._server.stop()
+            if not self._offline:
+                await self._server.stop()
             self._running = False
+            self._offline = False
+            self.accepting.clear()
+
+    async def refuse_connections(self, for_s: float | None = None) -> None:
+        """Close the listening socket and every open connection, for ``for_s`` seconds (None: until
+        ``accept_connections()``); the port stays the same."""
+        if not self._running or self._offline:
+            raise RuntimeError("the simulator is not accepting connections")
+        self._offline = True
+        self.accepting.clear()
+        await self._server.stop()
+        if for_s is not None:
+            self._reopen = asyncio.get_running_loop().create_task(self._accept_after(for_s))
+
+    async def _accept_after(self, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        self._reopen = None
+        await self.accept_connections()
+
+    async def accept_connections(self) -> None:
+        """Listen again on the same port (after ``refuse_connections``)."""
+        if not self._offline:
+            return
+        if self._reopen is not None and self._reopen is not asyncio.current_task():
+            self._reopen.cancel()
+            self._reopen = None
+        await self._server.start()
+        self._offline = False
+        self.accepting_since = time.monotonic()
+        self.accepting.set()
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -16,6 +16,7 @@ from consumer import catalog
 from consumer.failures import headers as dl
 from simulators.klaviyo import DEFAULT_API_KEY, Faults, KlaviyoSimulator, SimulatorConfig, Spec
 from tests.support.service import RunningService, running_service, service_settings
+from tests.support.topic_space import TopicSpace
 
 
 @pytest.fixture
@@ -26,8 +27,8 @@ async def klaviyo_sim(openapi_spec: Spec) -> AsyncIterator[KlaviyoSimulator]:
         yield sim
 
 
-def _settings(kafka_bootstrap: str, unique: str, sim: KlaviyoSimulator) -> Any:
-    return service_settings(kafka_bootstrap, unique, runtime={"retry_attempts": 2},
+def _settings(topic_space: TopicSpace, unique: str, sim: KlaviyoSimulator) -> Any:
+    return service_settings(topic_space, unique, runtime={"retry_attempts": 2},
                             klaviyo={"base_url": sim.base_url, "api_key": DEFAULT_API_KEY, "max_retries": 1})
 
 
@@ -54,14 +55,14 @@ def _transaction(tid: str, customer_id: str | None, total: Any = 1250, lines: li
 
 
 async def test_customers_and_orders_reach_klaviyo_once_even_when_redelivered(
-    kafka_bootstrap: str, unique: str, klaviyo_sim: KlaviyoSimulator
+    topic_space: TopicSpace, unique: str, klaviyo_sim: KlaviyoSimulator
 ):
     changes = [
         (b"c-1", _debezium("c", _customer("c-1"))),
         (b"c-1", orjson.dumps(_customer("c-1", last_name="King")), [("scope", b"customer/updated")]),
     ]
     orders = [(b"t-1", _debezium("c", _transaction("t-1", "c-1")))]
-    async with running_service(_settings(kafka_bootstrap, unique, klaviyo_sim)) as svc:
+    async with running_service(_settings(topic_space, unique, klaviyo_sim)) as svc:
         await svc.send("customer-changes", changes)
         await svc.send("transaction-changes", orders)
         await svc.wait_finished(3)
@@ -102,11 +103,11 @@ async def _expect_failure(svc: RunningService, letters_topic: str, letters: list
 
 
 async def test_each_from_flow_catalog_entry_is_dead_lettered_and_logged_verbatim(
-    kafka_bootstrap: str, unique: str, klaviyo_sim: KlaviyoSimulator
+    topic_space: TopicSpace, unique: str, klaviyo_sim: KlaviyoSimulator
 ):
     bad_line = {"sequence_number": 1, "sku": "REFUND", "description": "Negative line", "qty": 1,
                 "unit_price": -5, "extended_price": -5}
-    async with running_service(_settings(kafka_bootstrap, unique, klaviyo_sim)) as svc:
+    async with running_service(_settings(topic_space, unique, klaviyo_sim)) as svc:
         await svc.send("customer-changes", [
             (b"c-ok", _debezium("c", _customer("c-ok"))),
             (b"c-none", _debezium("c", {"id": "c-none", "first_name": "No", "last_name": "Contact"})),
@@ -157,10 +158,10 @@ async def test_each_from_flow_catalog_entry_is_dead_lettered_and_logged_verbatim
 
 
 async def test_a_near_duplicate_profile_is_a_warning_and_the_transfer_goes_on(
-    kafka_bootstrap: str, unique: str, klaviyo_sim: KlaviyoSimulator
+    topic_space: TopicSpace, unique: str, klaviyo_sim: KlaviyoSimulator
 ):
     klaviyo_sim.state.store.create_profile({"email": "grace@example.com", "first_name": "Grace"})
-    async with running_service(_settings(kafka_bootstrap, unique, klaviyo_sim)) as svc:
+    async with running_service(_settings(topic_space, unique, klaviyo_sim)) as svc:
         await svc.send("customer-changes", [
             (b"c-g", _debezium("c", _customer("c-g", email_address="Grace@Example.com", first_name="Grace")))])
         finished = await svc.wait_finished(1)
@@ -176,15 +177,41 @@ async def test_a_near_duplicate_profile_is_a_warning_and_the_transfer_goes_on(
 
 
 async def test_klaviyo_unreachable_pauses_then_every_record_goes_through(
-    kafka_bootstrap: str, unique: str, klaviyo_sim: KlaviyoSimulator
+    topic_space: TopicSpace, unique: str, klaviyo_sim: KlaviyoSimulator
 ):
     klaviyo_sim.faults = Faults(drop_next=6)  # more dropped connections than the client retries
-    async with running_service(_settings(kafka_bootstrap, unique, klaviyo_sim)) as svc:
+    async with running_service(_settings(topic_space, unique, klaviyo_sim)) as svc:
         await svc.send("customer-changes", [(f"c-{i}".encode(), _debezium("c", _customer(f"c-{i}"))) for i in range(3)])
         finished = await svc.wait_finished(3)
 
     assert [outcome for _, outcome in finished] == ["succeeded"] * 3
     assert len(klaviyo_sim.state.store.profiles) == 3
+
+
+async def test_readyz_says_not_ready_while_kafka_does_not_answer_the_background_view(
+    topic_space: TopicSpace, unique: str, klaviyo_sim: KlaviyoSimulator
+) -> None:
+    import dataclasses
+    import urllib.error
+    import urllib.request
+
+    def readyz(port: int) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+                return response.status, orjson.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, orjson.loads(error.read())
+
+    async with running_service(_settings(topic_space, unique, klaviyo_sim)) as svc:
+        service = svc.service
+        assert service.ops is not None and service.view is not None and service.runtime is not None
+        await service.runtime.assigned.wait()
+        assert readyz(service.ops.port)[0] == 200
+        # what the view keeps after a refresh that could not reach the broker
+        service.view.snapshot = dataclasses.replace(
+            service.view.snapshot, errors={"lag": "KafkaConnectionError: Unable to bootstrap"})
+        status, body = readyz(service.ops.port)
+        assert status == 503 and body["kafka"] == {"lag": "KafkaConnectionError: Unable to bootstrap"}
 
 
 # --- order events, batched across records ----------------------------------------------------------------------
@@ -205,10 +232,10 @@ KLAVIYO_ONLY_BAD = {97: "1985-06-01T00:00:00Z", 311: "1989-12-31T23:59:59Z", 444
 
 
 async def test_500_orders_in_shared_jobs_dead_letter_exactly_the_3_klaviyo_refuses(
-    kafka_bootstrap: str, unique: str, klaviyo_sim: KlaviyoSimulator
+    topic_space: TopicSpace, unique: str, klaviyo_sim: KlaviyoSimulator
 ):
     orders = _guest_orders(range(500), KLAVIYO_ONLY_BAD)
-    async with running_service(_settings(kafka_bootstrap, unique, klaviyo_sim)) as svc:
+    async with running_service(_settings(topic_space, unique, klaviyo_sim)) as svc:
         await svc.send("transaction-changes", orders)
         finished = await svc.wait_finished(500, timeout_s=120)
         letters = await svc.dead_letters("transaction-changes", expected=3)
@@ -237,11 +264,11 @@ async def test_500_orders_in_shared_jobs_dead_letter_exactly_the_3_klaviyo_refus
 
 
 async def test_a_job_refused_without_a_pointer_is_bisected_to_the_orders_at_fault(
-    kafka_bootstrap: str, unique: str, klaviyo_sim: KlaviyoSimulator
+    topic_space: TopicSpace, unique: str, klaviyo_sim: KlaviyoSimulator
 ):
     klaviyo_sim.faults = Faults(omit_error_sources=True, operations=["bulk_create_events"])
     bad = {13: "1985-06-01T00:00:00Z", 71: "1985-06-01T00:00:00Z"}
-    settings = service_settings(kafka_bootstrap, unique, runtime={"retry_attempts": 2}, klaviyo={
+    settings = service_settings(topic_space, unique, runtime={"retry_attempts": 2}, klaviyo={
         "base_url": klaviyo_sim.base_url, "api_key": DEFAULT_API_KEY, "max_retries": 1, "event_linger_ms": 300})
     async with running_service(settings) as svc:
         await svc.send("transaction-changes", _guest_orders(range(100), bad))

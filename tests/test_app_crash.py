@@ -20,13 +20,12 @@ from typing import Any
 
 import orjson
 
-from consumer import topics
-from consumer.settings import Settings
 from simulators.httpserver import Reply, Request
 from simulators.klaviyo import DEFAULT_API_KEY, Faults, Latency, SimulatorConfig, Spec
 from simulators.klaviyo.app import ReceivedRequest, SimulatorApp, SimulatorState
 from simulators.scaffold import SimulatorServer
 from tests.support.kafka import end_offsets, group_offsets, produce
+from tests.support.topic_space import TopicSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDERS = 600
@@ -61,7 +60,7 @@ def _order(n: int) -> tuple[bytes, bytes]:
                                             "payload": {"before": None, "after": after, "op": "c", "ts_ms": 1}})
 
 
-def _environment(bootstrap: str, unique: str, base_url: str) -> dict[str, str]:
+def _environment(bootstrap: str, unique: str, prefix: str, base_url: str) -> dict[str, str]:
     own = {k: v for k, v in os.environ.items() if not k.startswith("IPAAS_KLAVIYO_")}
     return {
         **own,
@@ -70,7 +69,7 @@ def _environment(bootstrap: str, unique: str, base_url: str) -> dict[str, str]:
         "IPAAS_KLAVIYO_KAFKA__GROUP_ID": f"crash-{unique}",
         "IPAAS_KLAVIYO_KAFKA__SESSION_TIMEOUT_MS": "6000",
         "IPAAS_KLAVIYO_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
-        "IPAAS_KLAVIYO_TOPIC_PREFIX": f"t{unique}.",
+        "IPAAS_KLAVIYO_TOPIC_PREFIX": prefix,
         "IPAAS_KLAVIYO_RUNTIME__COMMIT_INTERVAL_S": "0.2",
         "IPAAS_KLAVIYO_KLAVIYO__BASE_URL": base_url,
         "IPAAS_KLAVIYO_KLAVIYO__API_KEY": DEFAULT_API_KEY,
@@ -98,7 +97,7 @@ def _accepted_events(state: SimulatorState) -> int:
 
 
 async def test_sigkill_in_the_middle_of_a_bulk_job_loses_nothing_and_duplicates_nothing(
-    kafka_bootstrap: str, unique: str, openapi_spec: Spec
+    kafka_bootstrap: str, topic_space: TopicSpace, unique: str, openapi_spec: Spec
 ) -> None:
     state = SimulatorState(SimulatorConfig(seed=11))
     state.spec = openapi_spec
@@ -106,15 +105,12 @@ async def test_sigkill_in_the_middle_of_a_bulk_job_loses_nothing_and_duplicates_
     app = Announcing(state)
     second_job_stored = app.watch(lambda: sum(r.status == 202 for r in state.received("bulk_create_events")) >= 2)
     all_stored = app.watch(lambda: len(state.store.events) >= ORDERS * 3)
-    settings = Settings.model_validate({"kafka": {"bootstrap_servers": kafka_bootstrap},
-                                        "topic_prefix": f"t{unique}."})
-    catalog = topics.TopicCatalog.load(None, settings.topic_prefix)
-    await topics.apply(catalog, settings.kafka)
+    catalog = await topic_space.catalog()  # every topic the service uses, deleted with the module
     topic = catalog.name("transaction-changes")
     await produce(kafka_bootstrap, topic, [_order(n) for n in range(ORDERS)])
 
     async with SimulatorServer(app, host="127.0.0.1", port=0, max_body=state.config.max_body_bytes) as server:
-        environment = _environment(kafka_bootstrap, unique, server.base_url)
+        environment = _environment(kafka_bootstrap, unique, catalog.prefix, server.base_url)
         first = await _start(environment)
         await asyncio.wait_for(second_job_stored.wait(), 120)
         first.send_signal(signal.SIGKILL)  # the second job is stored; its answer has not left the simulator

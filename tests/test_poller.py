@@ -13,12 +13,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from consumer import topics
 from consumer.envelopes import Action, EnvelopeFormat, decode
 from consumer.http.backoff import Backoff
 from consumer.kafka import reliable_producer
 from consumer.klaviyo import ApiKeyAuth, KlaviyoClient, KlaviyoRejected
-from consumer.observability.metrics import POLLER_PROFILES, POLLER_WATERMARK
+from consumer.observability.metrics import POLLER_INTERVAL, POLLER_LAST_POLL, POLLER_PROFILES, POLLER_WATERMARK
 from consumer.poller import (
     CHANGES_TOPIC,
     STATE_TOPIC,
@@ -26,13 +25,16 @@ from consumer.poller import (
     Watermark,
     WatermarkStore,
     change_record,
-    run_poller,
+    open_poller,
 )
 from consumer.records import KlaviyoProfile
 from consumer.settings import KlaviyoSettings, Settings
+from consumer.topics import TopicCatalog
 from simulators.klaviyo import DEFAULT_API_KEY, Faults, KlaviyoSimulator, SimulatorConfig
 from simulators.klaviyo.store import Store
 from tests.support.kafka import end_offsets, kafka_settings, read_all
+from tests.support.sleeps import RecordedSleeps
+from tests.support.topic_space import TopicSpace
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -99,7 +101,7 @@ class Rig:
     clock: Clock
     klaviyo: KlaviyoClient
     producer: AIOKafkaProducer
-    catalog: topics.TopicCatalog
+    catalog: TopicCatalog
     bootstrap: str
     settings: Any
 
@@ -110,6 +112,10 @@ class Rig:
     @property
     def state(self) -> str:
         return self.catalog.name(STATE_TOPIC)
+
+    @property
+    def partitions(self) -> int:
+        return self.catalog.topics[CHANGES_TOPIC].partitions
 
     def poller(self, **options: Any) -> ProfilePoller:
         options.setdefault("clock", self.clock)
@@ -126,7 +132,7 @@ class Rig:
 
     async def published(self) -> list[tuple[str, Any]]:
         """Every record on the changes topic so far, decoded as the dispatcher decodes it: (key, event)."""
-        total = sum((await end_offsets(self.bootstrap, self.changes, 8)).values())
+        total = sum((await end_offsets(self.bootstrap, self.changes, self.partitions)).values())
         records = await read_all(self.bootstrap, self.changes, total) if total else []
         records.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
         out = []
@@ -136,24 +142,24 @@ class Rig:
         return out
 
     async def count(self) -> int:
-        return sum((await end_offsets(self.bootstrap, self.changes, 8)).values())
+        return sum((await end_offsets(self.bootstrap, self.changes, self.partitions)).values())
 
     async def stored_watermark(self) -> Watermark | None:
         return await WatermarkStore(self.settings, self.producer, self.state).load("klaviyo-profiles")
 
 
 @pytest.fixture
-async def rig(kafka_bootstrap: str, unique: str) -> AsyncIterator[Rig]:
+async def rig(kafka_bootstrap: str, topic_space: TopicSpace, sleeps: RecordedSleeps) -> AsyncIterator[Rig]:
     clock = Clock()
     settings = kafka_settings(kafka_bootstrap)
-    catalog = topics.TopicCatalog.load(prefix=f"t{unique}.")
-    await topics.apply(catalog, settings)
+    catalog = await topic_space.catalog(CHANGES_TOPIC, STATE_TOPIC, partitions=2)  # the poller's own topics
     async with KlaviyoSimulator(SimulatorConfig(seed=3, validate_bodies=False)) as sim:
         sim.state.store = Store(clock=clock)
         klaviyo_settings = KlaviyoSettings(base_url=sim.base_url, api_key=DEFAULT_API_KEY, max_retries=2,
                                            connect_timeout_s=2.0, read_timeout_s=5.0, total_timeout_s=10.0)
         async with KlaviyoClient(klaviyo_settings, ApiKeyAuth(DEFAULT_API_KEY),
-                                 backoff=Backoff(base_s=0.01, cap_s=0.02), retry_after_cap_s=0.05) as klaviyo:
+                                 backoff=Backoff(base_s=0.01, cap_s=0.02), retry_after_cap_s=0.05,
+                                 sleep=sleeps) as klaviyo:
             producer = reliable_producer(settings)
             await producer.start()
             try:
@@ -340,35 +346,17 @@ async def test_run_polls_on_wake_survives_klaviyo_failures_and_stops(rig: Rig) -
     assert task.done() and task.exception() is None
 
 
-async def test_run_poller_wires_itself_from_the_settings(rig: Rig, unique: str) -> None:
+async def test_open_poller_wires_itself_from_the_settings(rig: Rig) -> None:
     settings = Settings.model_validate({
         "kafka": rig.settings.model_dump(),
         "klaviyo": {"base_url": rig.sim.base_url, "api_key": DEFAULT_API_KEY},
-        "topic_prefix": f"t{unique}.",
+        "topic_prefix": rig.catalog.prefix,
     })
     rig.clock.tick()
     profile_id = rig.profile("wired@shop.test")
-    stop = asyncio.Event()
-    seen = asyncio.Event()
-
-    class Watching(ProfilePoller):
-        async def run_once(self):  # type: ignore[no-untyped-def]
-            result = await super().run_once()
-            if result.published:
-                seen.set()
-            return result
-
-    import consumer.poller as module
-
-    original = module.ProfilePoller
-    module.ProfilePoller = Watching  # type: ignore[misc]
-    try:
-        task = asyncio.create_task(run_poller(settings, stop, start_at=T0, clock=rig.clock, interval_s=3600))
-        await asyncio.wait_for(seen.wait(), 30)
-        stop.set()
-        await asyncio.wait_for(task, 30)
-    finally:
-        module.ProfilePoller = original  # type: ignore[misc]
+    async with open_poller(settings, start_at=T0, clock=rig.clock, interval_s=3600) as poller:
+        result = await poller.run_once()
+    assert result.published == 1
     assert [key for key, _ in await rig.published()] == [profile_id]
 
 
@@ -383,3 +371,31 @@ def test_change_record_names_created_and_updated_profiles() -> None:
     assert document["event_id"] == "01A@2026-03-01T12:00:00+00:00"
     changed = Profile.model_validate({"id": "01A", "attributes": {"created": T0, "updated": T0 + timedelta(days=1)}})
     assert orjson.loads(change_record(changed)[1])["event_type"] == "klaviyo_profile/updated"
+
+
+async def test_run_exports_its_interval_and_the_time_of_its_last_successful_poll(rig: Rig) -> None:
+    """What alert PollerNotPolling reads: the last poll moves on every successful poll (whether a profile changed
+    or not, unlike the watermark) and stays put while polls fail."""
+    poller = rig.poller(interval_s=3600, error_backoff=Backoff(base_s=0.0, cap_s=0.0))
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller.run(stop))
+    try:
+        await asyncio.wait_for(poller.wait_for_cycle(1), 30)
+        assert POLLER_INTERVAL._value.get() == 3600
+        assert POLLER_LAST_POLL._value.get() == T0.timestamp()
+        watermark = POLLER_WATERMARK._value.get()
+        rig.clock.tick(60)
+        rig.sim.faults = Faults(fail_next=[503, 503, 503], operations=["get_profiles"])
+        poller.wake()
+        await asyncio.wait_for(poller.wait_for_cycle(2), 30)
+        assert poller.last_error is not None
+        assert POLLER_LAST_POLL._value.get() == T0.timestamp()  # failed: not a poll
+        rig.clock.tick(60)
+        poller.wake()
+        await asyncio.wait_for(poller.wait_for_cycle(3), 30)
+        assert poller.last_error is None
+        assert POLLER_LAST_POLL._value.get() == (T0 + timedelta(seconds=120)).timestamp()
+        assert POLLER_WATERMARK._value.get() == watermark  # no profile changed: the watermark stayed
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)

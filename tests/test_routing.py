@@ -7,21 +7,23 @@ from typing import Any
 import orjson
 import pytest
 
-from consumer.catalog import RECORD_NOT_READABLE, Flow
+from consumer.catalog import EARLIER_CHANGE_DEAD_LETTERED, RECORD_NOT_READABLE, Flow
 from consumer.envelopes import PoisonPill
 from consumer.errors import UnexpectedError
 from consumer.failures import headers as dl
 from consumer.flows.context import Change, FlowContext
+from consumer.observability import metrics
 from consumer.records import Customer
 from consumer.routing import Dispatcher, RoutingTable, Source
 from consumer.runtime import Message, classify
 from consumer.topics import TopicCatalog
 from tests.support.changes import customer_source
 from tests.support.service import running_service, service_settings
+from tests.support.topic_space import TopicSpace
 
 
 async def test_each_kind_of_poison_pill_is_dead_lettered_with_its_bytes_and_the_next_event_is_handled(
-    kafka_bootstrap: str, unique: str
+    topic_space: TopicSpace, unique: str
 ):
     handled: list[Change[Any]] = []
 
@@ -29,13 +31,13 @@ async def test_each_kind_of_poison_pill_is_dead_lettered_with_its_bytes_and_the_
         handled.append(event)
 
     routes = [customer_source(record)]
-    settings = service_settings(kafka_bootstrap, unique, runtime={"max_value_bytes": 4096},
+    settings = service_settings(topic_space, unique, runtime={"max_value_bytes": 4096},
                                 klaviyo={"api_key": "pk_test_not_used"})
     pills = {
         "POISON_PILL_NOT_UTF8": b"\xff\xfe\x00garbage",
         "POISON_PILL_INVALID_JSON": b'{"id": "c-1", "first_name": ',
         "POISON_PILL_SCHEMA_VIOLATION": orjson.dumps({"first_name": "no id", "email_address": "x@example.com"}),
-        "POISON_PILL_UNKNOWN_EVENT_TYPE": orjson.dumps({"before": None, "after": None, "op": "t", "ts_ms": 1}),
+        "POISON_PILL_UNKNOWN_EVENT_TYPE": orjson.dumps({"before": None, "after": None, "op": "x", "ts_ms": 1}),
         "POISON_PILL_OVERSIZE": orjson.dumps({"id": "c-1", "comment": "x" * 5000}),
         "POISON_PILL_UNKNOWN_ENVELOPE": orjson.dumps({"hello": "world"}),
     }
@@ -48,7 +50,7 @@ async def test_each_kind_of_poison_pill_is_dead_lettered_with_its_bytes_and_the_
         placed = await svc.send("customer-changes", records)
         await svc.wait_finished(len(records))
         letters = await svc.dead_letters("customer-changes", expected=len(pills))
-        errors = await svc.error_log(expected=len(pills))
+        logged = await svc.error_log(expected=2 * len(pills))
 
     assert [e.record.first_name for e in handled] == [f"Good {i}" for i in range(len(pills))]  # type: ignore[union-attr]
     assert len(letters) == len(pills)
@@ -64,7 +66,11 @@ async def test_each_kind_of_poison_pill_is_dead_lettered_with_its_bytes_and_the_
         assert headers[dl.ORIGINAL_CONSUMER_GROUP] == settings.kafka.group_id
         assert headers[dl.FLOW] == "service"
         assert headers[dl.EXCEPTION_FQCN] == "consumer.envelopes.PoisonPill"
-    assert {e["code"] for e in errors} == {RECORD_NOT_READABLE.code}
+    errors = [e for e in logged if e["dead_lettered"]]
+    assert {e["code"] for e in errors} == {RECORD_NOT_READABLE.code} and len(errors) == len(pills)
+    # each good record followed a dead-lettered one of its key: applied, with the warning that a letter waits
+    warnings = [e for e in logged if not e["dead_lettered"]]
+    assert [e["code"] for e in warnings] == [EARLIER_CHANGE_DEAD_LETTERED.code] * len(pills)
     assert all(e["message"].startswith(RECORD_NOT_READABLE.message + " (") for e in errors)
     assert all(e["dead_lettered"] and e["source"]["topic"] == svc.topic("customer-changes") for e in errors)
 
@@ -120,3 +126,15 @@ def test_a_source_whose_dead_letter_topic_disagrees_with_the_catalog_is_refused_
     wrong = Source("customer-changes", (), frozenset(), "transaction-changes-dlt")
     with pytest.raises(ValueError, match="dead-letters to 'transaction-changes-dlt'"):
         RoutingTable([wrong], TopicCatalog.load())
+
+
+async def test_a_record_that_changes_nothing_is_skipped_and_counted_not_dead_lettered():
+    async def handler(change: Change[Any], ctx: FlowContext) -> None:
+        raise AssertionError("never called")
+
+    message = _message(orjson.dumps({"ts_ms": 1588252618953}))  # a Debezium heartbeat
+    counted = metrics.RECORDS_SKIPPED.labels(message.topic, "heartbeat")
+    before = counted._value.get()
+    handled = await _dispatcher(handler)(message)
+    assert (handled.outcome, handled.flow) == ("skipped", "service")
+    assert counted._value.get() == before + 1

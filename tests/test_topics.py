@@ -10,10 +10,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
 from consumer import topics
 from tests.support.kafka import kafka_settings
+from tests.support.topic_space import TopicSpace
 
 
-async def test_apply_creates_every_topic_once_and_check_then_reports_no_drift(kafka_bootstrap: str, unique: str):
-    catalog = topics.TopicCatalog.load(prefix=f"t{unique}.")
+async def test_apply_creates_every_topic_once_and_check_then_reports_no_drift(
+    kafka_bootstrap: str, topic_space: TopicSpace
+):
+    catalog = topics.TopicCatalog.load(prefix=topic_space.fresh_prefix())
     settings = kafka_settings(kafka_bootstrap)
     assert {d.problem for d in await topics.check(catalog, settings)} == {"missing"}
 
@@ -23,8 +26,10 @@ async def test_apply_creates_every_topic_once_and_check_then_reports_no_drift(ka
     assert await topics.check(catalog, settings) == []
 
 
-async def test_check_reports_partitions_and_configs_that_differ_and_apply_mends_them(kafka_bootstrap: str, unique: str):
-    catalog = topics.TopicCatalog.load(prefix=f"t{unique}.")
+async def test_check_reports_partitions_and_configs_that_differ_and_apply_mends_them(
+    kafka_bootstrap: str, topic_space: TopicSpace
+):
+    catalog = topics.TopicCatalog.load(prefix=topic_space.fresh_prefix())
     settings = kafka_settings(kafka_bootstrap)
     await topics.apply(catalog, settings)
     name = catalog.name("error-log")

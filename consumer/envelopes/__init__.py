@@ -29,9 +29,11 @@ from consumer.envelopes.base import (
     Action,
     ChangeEvent,
     EnvelopeFormat,
+    NotAChange,
     PoisonPill,
     PoisonReason,
     RecordKind,
+    SkipReason,
 )
 from consumer.envelopes.decoder import decode
 from consumer.envelopes.event_types import parse_event_type
@@ -41,9 +43,11 @@ __all__ = [
     "Action",
     "ChangeEvent",
     "EnvelopeFormat",
+    "NotAChange",
     "PoisonPill",
     "PoisonReason",
     "RecordKind",
+    "SkipReason",
     "decode",
     "parse_event_type",
 ]

@@ -72,6 +72,18 @@ class ChangeEvent(BaseModel):
         return self
 
 
+SkipReason = Literal["debezium_truncate", "debezium_message", "heartbeat", "empty_notification_batch"]
+
+
+class NotAChange(Exception):
+    """A readable record that changes no record: a Debezium truncate or logical-decoding message, a connector
+    heartbeat, a hook call that notifies nothing. Acknowledged and counted as skipped; never dead-lettered."""
+
+    def __init__(self, reason: SkipReason) -> None:
+        self.reason: SkipReason = reason
+        super().__init__(reason)
+
+
 class PoisonPill(IntegrationError):
     """A record that can never be decoded: dead-letter it, don't retry.
 
@@ -193,7 +205,7 @@ def read_key_id(key: bytes | None) -> str | None:
     try:
         text = key.decode("utf-8").lstrip("\ufeff").strip()
     except UnicodeDecodeError:
-        raise PoisonPill("not_utf8", "record key is not UTF-8") from None
+        return None  # an odd key: the value's id is used; a record that needs the key fails for want of an id
     if not text:
         return None
     if text[0] in '{["':  # only JSON-looking keys are parsed: a plain "00123" or "1e5" stays as it is

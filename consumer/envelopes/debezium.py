@@ -18,8 +18,10 @@ from consumer.envelopes.base import (
     Action,
     ChangeEvent,
     EnvelopeFormat,
+    NotAChange,
     PoisonPill,
     RecordKind,
+    SkipReason,
     require_id,
     short,
     stringify_id,
@@ -30,6 +32,7 @@ from consumer.envelopes.outbox import from_outbox_row, is_outbox_row
 from consumer.records import Customer, KlaviyoProfile, Transaction
 
 _DEBEZIUM_OPS: dict[str, Action] = {"c": Action.CREATED, "r": Action.CREATED, "u": Action.UPDATED, "d": Action.DELETED}
+_NOT_ROW_CHANGES: dict[str, SkipReason] = {"t": "debezium_truncate", "m": "debezium_message"}
 _POSITION_KEYS = (
     "lsn",
     "change_lsn",
@@ -138,6 +141,8 @@ def from_change_event(kind: RecordKind, doc: Mapping[str, Any], schema: Any, key
     op = doc.get("op")
     if not isinstance(op, str) or not op:
         raise PoisonPill("schema_violation", "Debezium event without an op")
+    if op in _NOT_ROW_CHANGES:
+        raise NotAChange(_NOT_ROW_CHANGES[op])
     if op not in _DEBEZIUM_OPS:
         raise PoisonPill("unknown_event_type", f"Debezium op {short(op, 10)!r} is not a row change")
     action = _DEBEZIUM_OPS[op]
@@ -195,6 +200,8 @@ def from_flattened(kind: RecordKind, doc: Mapping[str, Any], schema: Any, key_id
         action = Action.UPDATED
     elif isinstance(op, str) and op in _DEBEZIUM_OPS:
         action = _DEBEZIUM_OPS[op]
+    elif isinstance(op, str) and op in _NOT_ROW_CHANGES:
+        raise NotAChange(_NOT_ROW_CHANGES[op])
     else:
         raise PoisonPill("unknown_event_type", f"Debezium op {short(str(op), 10)!r} is not a row change")
 

@@ -9,6 +9,7 @@ from consumer.envelopes.base import (
     DEFAULT_MAX_VALUE_BYTES,
     KINDS,
     ChangeEvent,
+    NotAChange,
     PoisonPill,
     RecordKind,
     load_json,
@@ -25,6 +26,12 @@ from consumer.envelopes.plain_json import from_plain
 from consumer.envelopes.tombstone import from_tombstone
 
 
+def _is_heartbeat(doc: dict[str, Any], schema: Any) -> bool:
+    """A Debezium connector heartbeat (``{"ts_ms": ...}``, schema ``io.debezium.connector.common.Heartbeat``)."""
+    named = isinstance(schema, dict) and str(schema.get("name", "")).endswith(".Heartbeat")
+    return named or set(doc) == {"ts_ms"}
+
+
 def decode(
     kind: RecordKind,
     key: bytes | None,
@@ -36,7 +43,9 @@ def decode(
     """Decode one Kafka record of a topic carrying ``kind`` records into its change events.
 
     Returns one event, except for an iPaaS.com hook with several notifications (one each) and an un-routed
-    outbox row's delete (none). Raises :class:`PoisonPill` for anything that cannot be decoded.
+    outbox row's delete (none). Raises :class:`NotAChange` for a readable record that changes nothing (a truncate,
+    a logical-decoding message, a heartbeat, an empty hook call) and :class:`PoisonPill` for anything that cannot
+    be decoded.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown record kind {kind!r}")
@@ -64,6 +73,8 @@ def decode(
             return from_tombstone(kind, read_key_id(key), header_map)
     if not isinstance(doc, dict) or not doc:
         raise PoisonPill("unknown_envelope", f"value is a JSON {type_name(doc)}, not a known envelope")
+    if _is_heartbeat(doc, schema):
+        raise NotAChange("heartbeat")
 
     if is_structured(doc):
         return from_structured(kind, doc, read_key_id(key))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from consumer.envelopes.base import ChangeEvent, EnvelopeFormat, PoisonPill, RecordKind, stringify_id
+from consumer.envelopes.base import ChangeEvent, EnvelopeFormat, NotAChange, PoisonPill, RecordKind, stringify_id
 from consumer.envelopes.event_types import parse_event_type
 from consumer.envelopes.plain_json import WRAPPER_DATA_KEYS
 
@@ -25,7 +25,9 @@ def is_single_notification(doc: Mapping[str, Any]) -> bool:
 
 def from_hook(kind: RecordKind, doc: Mapping[str, Any]) -> list[ChangeEvent]:
     notifications = doc.get("notifications")
-    if not isinstance(notifications, list) or not notifications:
+    if isinstance(notifications, list) and not notifications:
+        raise NotAChange("empty_notification_batch")
+    if not isinstance(notifications, list):
         raise PoisonPill("schema_violation", "hook notification without notifications")
     hook_id = stringify_id(doc.get("id"))
     events = []

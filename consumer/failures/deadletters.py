@@ -3,7 +3,7 @@
 A dead letter is the original record byte for byte (key, value, headers) plus its failure context in headers
 (``headers``). It goes to the partition its source record came from, so a replay keeps per-key order.
 ``DeadLetter`` decodes one: where it came from, its flow, error code, message, attempts, first and last failure,
-the failure history of earlier replays, and what to do (the catalog entry's action).
+the failure history of earlier replays, and what it means and what to do (the catalog entry's texts).
 """
 
 from __future__ import annotations
@@ -158,9 +158,19 @@ class DeadLetter:
         return loaded if isinstance(loaded, list) else []
 
     @property
+    def meaning(self) -> str:
+        """What the error code means (the catalog's text)."""
+        return entry_for_code(self.code).meaning
+
+    @property
     def what_to_do(self) -> str:
         """The catalog's action for the error code."""
         return entry_for_code(self.code).action
+
+    @property
+    def operator_hint(self) -> str | None:
+        """The setting or command that fixes it for a self-hosted operator, where the catalog has one."""
+        return entry_for_code(self.code).operator_hint
 
     @property
     def ref(self) -> str:
@@ -190,7 +200,8 @@ class DeadLetter:
                 "error_class": self._get(h.ERROR_CLASS), "exception": self._get(h.EXCEPTION_FQCN),
                 "http_status": h.header_int(self._get(h.HTTP_STATUS)),
                 "consumer_group": self._get(h.ORIGINAL_CONSUMER_GROUP),
-                "what_to_do": self.what_to_do, "history": self.history,
+                "meaning": self.meaning, "what_to_do": self.what_to_do, "operator_hint": self.operator_hint,
+                "history": self.history,
                 "headers": self.context, "value": text, "value_encoding": encoding,
             })
         return document

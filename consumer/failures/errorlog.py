@@ -44,7 +44,8 @@ def build_record(
     attempts: int | None = None,
     cause: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One error-log record (a plain dict, JSON-ready)."""
+    """One error-log record (a plain dict, JSON-ready), with the catalog entry's meaning, what to do, and the
+    self-hosted operator's fix where the entry has one."""
     record: dict[str, Any] = {
         "time": format_time(datetime.now(UTC)),
         "transfer": None if transfer is None else {
@@ -54,7 +55,9 @@ def build_record(
         "title": entry.title,
         "severity": entry.severity.value,
         "message": redact(message),
+        "meaning": entry.meaning,
         "what_to_do": entry.action,
+        "operator_hint": entry.operator_hint,
         "detail": redact(detail) if detail else None,
         "http_status": http_status,
         "klaviyo_error_code": error_code,

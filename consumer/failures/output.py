@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
+from consumer.catalog import entry_for_code
 from consumer.failures.deadletters import DeadLetter, key_text
 from consumer.failures.errorlog import LoggedError
 from consumer.timefmt import format_time
@@ -50,7 +51,8 @@ def format_table(letters: Sequence[DeadLetter]) -> str:
 
 
 def format_letter(letter: DeadLetter) -> str:
-    """One dead letter in full: where it came from, the failure, what to do, the history, headers and value."""
+    """One dead letter in full: where it came from, the failure, what it means and what to do, the history,
+    headers and value."""
     d = letter.to_dict(full=True)
     original = d["original"]
     lines = [
@@ -66,8 +68,11 @@ def format_letter(letter: DeadLetter) -> str:
         f"last failure   {d['last_failure']}",
         f"exception      {d['exception']}",
         f"consumer group {d['consumer_group']}",
+        f"what it means  {d['meaning']}",
         f"what to do     {d['what_to_do']}",
     ]
+    if d["operator_hint"]:
+        lines.append(f"self-hosted    {d['operator_hint']}")
     if d["history"]:
         lines.append("failure history (earlier replays, oldest first):")
         for item in d["history"]:
@@ -99,7 +104,7 @@ def format_error_table(entries: Sequence[LoggedError]) -> str:
 
 
 def format_error(entry: LoggedError) -> str:
-    """One error-log record in full (what to do, detail, cause)."""
+    """One error-log record in full (detail, cause, what it means, what to do, the self-hosted operator's fix)."""
     record = entry.record
     lines = [f"{record.get('time')}  {str(record.get('severity', '')).upper()}  {record.get('code')} "
              f"({record.get('title')})",
@@ -117,7 +122,13 @@ def format_error(entry: LoggedError) -> str:
     cause = record.get("cause")
     if isinstance(cause, dict):
         lines.append(f"  caused by    {cause.get('code')}: {cause.get('message')}")
-    lines.append(f"  what to do   {record.get('what_to_do')}")
+    # records written before the error log carried the meaning (or a hint) take it from the catalog
+    catalog = entry_for_code(str(record.get("code", "")))
+    lines.append(f"  meaning      {record.get('meaning') or catalog.meaning}")
+    lines.append(f"  what to do   {record.get('what_to_do') or catalog.action}")
+    hint = record.get("operator_hint") or catalog.operator_hint
+    if hint:
+        lines.append(f"  self-hosted  {hint}")
     return "\n".join(lines)
 
 

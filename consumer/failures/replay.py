@@ -13,7 +13,9 @@ source's per-key order: a dead letter sits in the partition of its source record
   ``consumer.app.build_dispatcher``): nothing here knows how the service is put together.
 
 ``dry_run`` reads and selects only: it writes nothing (no record, no progress). ``rate`` caps the records
-replayed per second (the HTTP layer's sliding-window limiter).
+replayed per second (the HTTP layer's sliding-window limiter). ``skip_superseded`` leaves out the letters a newer
+successful change of the same key superseded (``consumer.failures.superseded``; decided once, when the run
+starts): they count as ``superseded`` and the run moves past them.
 
 Resumable progress
     A replay run has an id (default: derived from the mode, the topics and the filter, so re-running the same
@@ -51,9 +53,10 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from consumer.failures.deadletters import DeadLetter
+from consumer.failures.deadletters import DeadLetter, read_dead_letters
 from consumer.failures.filters import LetterFilter, dead_letter_topics
 from consumer.failures.scan import TopicScan
+from consumer.failures.superseded import superseded_letters
 from consumer.http.ratelimit import SlidingWindowLimiter, Window
 from consumer.kafka import connection_options
 from consumer.observability import metrics
@@ -159,6 +162,8 @@ class ReplayResult:
     """Direct mode: failed again, dead-lettered again."""
     skipped: int = 0
     """No original topic to send to (republish), or no route for it (direct)."""
+    superseded: int = 0
+    """Left out: a newer successful change of the same key superseded them (``skip_superseded``)."""
     resumed: bool = False
     total_replayed: int = 0
     """Over every invocation of the run."""
@@ -168,7 +173,7 @@ class ReplayResult:
     def to_dict(self) -> dict[str, Any]:
         document: dict[str, Any] = {
             "run_id": self.run_id, "mode": self.mode, "dry_run": self.dry_run, "replayed": self.replayed,
-            "failed": self.failed, "skipped": self.skipped, "resumed": self.resumed,
+            "failed": self.failed, "skipped": self.skipped, "superseded": self.superseded, "resumed": self.resumed,
             "total_replayed": self.total_replayed,
         }
         if self.dry_run:
@@ -191,6 +196,7 @@ async def replay(
     max_batch_s: float = 5.0,
     on_progress: Callable[[ReplayProgress], None] | None = None,
     dispatch: Dispatch | None = None,
+    skip_superseded: bool = False,
 ) -> ReplayResult:
     """Replay the selected dead letters of ``topics`` (selectors as ``dead_letter_topics`` takes them; default:
     every dead-letter topic), resuming run ``run_id``. See the module doc for the modes and the guarantees.
@@ -205,11 +211,14 @@ async def replay(
     catalog = catalog or TopicCatalog.load(settings.topics_file, settings.topic_prefix)
     selection = selection or LetterFilter()
     names = dead_letter_topics(catalog, topics)
-    run_id = run_id or default_run_id(mode, names, selection.spec())
+    run_id = run_id or default_run_id(mode, names, {**selection.spec(), **superseded_spec(skip_superseded)})
     state_topic = catalog.name("replay-state")
     limiter = _limiter(rate)
     kafka = settings.kafka
-    run = _Run(settings, catalog, names, selection, mode, run_id, state_topic, limiter, on_progress)
+    superseded: set[str] = set()
+    if skip_superseded:
+        superseded = await superseded_letters(kafka, await read_dead_letters(kafka, names, selection), names)
+    run = _Run(settings, catalog, names, selection, mode, run_id, state_topic, limiter, on_progress, superseded)
 
     if dry_run:
         state = await load_replay_state(kafka, state_topic, run_id)
@@ -238,6 +247,11 @@ async def replay(
 
 
 OUTAGE_WAIT_CAP_S = 30.0
+
+
+def superseded_spec(skip_superseded: bool) -> dict[str, Any]:
+    """What ``skip_superseded`` adds to the spec a run id is derived from (nothing when off: ids stay as they were)."""
+    return {"skip_superseded": True} if skip_superseded else {}
 
 
 def replay_retry_delay(policy: RetryPolicy, failure: Failure) -> float | None:
@@ -320,7 +334,7 @@ class _Run:
 
     def __init__(self, settings: Settings, catalog: TopicCatalog, topics: list[str], selection: LetterFilter,
                  mode: Mode, run_id: str, state_topic: str, limiter: SlidingWindowLimiter | None,
-                 on_progress: Callable[[ReplayProgress], None] | None) -> None:
+                 on_progress: Callable[[ReplayProgress], None] | None, superseded: set[str]) -> None:
         self.kafka = settings.kafka
         self.topics = topics
         self.selection = selection
@@ -329,6 +343,7 @@ class _Run:
         self.state_topic = state_topic
         self.limiter = limiter
         self.on_progress = on_progress
+        self.superseded = superseded
         self.sources = _sources_of(catalog)
         self.result = ReplayResult(run_id=run_id, mode=mode, dry_run=False)
         self.scanned = 0
@@ -355,6 +370,14 @@ class _Run:
         topic = letter.original_topic or self.sources.get(letter.topic)
         return None if topic is None else (topic, letter.original_partition)
 
+    def _superseded(self, letter: DeadLetter) -> bool:
+        """A letter to leave out (counted): a newer successful change of its key superseded it."""
+        if letter.ref not in self.superseded:
+            return False
+        log.info("dead letter superseded by a newer change of its key; left out", extra={"ref": letter.ref})
+        self.result.superseded += 1
+        return True
+
     async def _acquire(self) -> None:
         if self.limiter is not None:
             await self.limiter.acquire()
@@ -369,7 +392,7 @@ class _Run:
             async for record in scan.records():
                 self.scanned += 1
                 letter = DeadLetter.from_record(record)
-                if not self.selection.matches(letter):
+                if not self.selection.matches(letter) or self._superseded(letter):
                     self._progress()
                     continue
                 if self._target(letter) is None:
@@ -413,7 +436,7 @@ class _Run:
                     self.scanned += 1
                     tp = TopicPartition(record.topic, record.partition)
                     letter = DeadLetter.from_record(record)
-                    if self.selection.matches(letter):
+                    if self.selection.matches(letter) and not self._superseded(letter):
                         target = self._target(letter)
                         if target is None:
                             log.warning("dead letter without an original topic; skipped", extra={"ref": letter.ref})
@@ -477,7 +500,9 @@ class _Run:
                     self._progress()
                     continue
                 target = self._target(letter)
-                if target is None or target[0] not in dispatch.topics:
+                if self._superseded(letter):
+                    pass  # counted; the progress below moves past it
+                elif target is None or target[0] not in dispatch.topics:
                     log.warning("dead letter with no route for its original topic; skipped",
                                 extra={"ref": letter.ref, "topic": target[0] if target else None})
                     result.skipped += 1

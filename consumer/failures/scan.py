@@ -54,6 +54,7 @@ class TopicScan:
         self._only = None if only is None else set(only)
         self._idle_timeout_s = idle_timeout_s
         self._consumer: AIOKafkaConsumer | None = None
+        self._entered = False
         self.bounds: dict[TopicPartition, tuple[int, int]] = {}
         """Per partition: (first offset to read, end offset captured on entry)."""
 
@@ -66,15 +67,17 @@ class TopicScan:
         tps = await partitions(self._kafka, self._topics)
         if self._only is not None:
             tps = [tp for tp in tps if tp in self._only]
+        if not tps:  # nothing to read (e.g. a partition the topic does not have): no consumer to start and stop
+            self._entered = True
+            return self
         consumer = AIOKafkaConsumer(
             **connection_options(self._kafka), group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_committed",
         )
         await consumer.start()
         self._consumer = consumer
+        self._entered = True
         try:
-            if not tps:
-                return self
             consumer.assign(tps)
             beginning = await consumer.beginning_offsets(tps)
             end = await consumer.end_offsets(tps)
@@ -100,9 +103,11 @@ class TopicScan:
 
     async def records(self) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
         """Every record in range, in offset order per partition."""
-        consumer = self._consumer
-        assert consumer is not None, "use TopicScan as an async context manager"
+        assert self._entered, "use TopicScan as an async context manager"
         pending = {tp for tp, (first, last) in self.bounds.items() if first < last}
+        consumer = self._consumer
+        if consumer is None:
+            return
         loop = asyncio.get_running_loop()
         idle_since = loop.time()
         while pending:
@@ -148,3 +153,97 @@ async def partitions(kafka: KafkaSettings, topics: Sequence[str], wait_s: float 
 
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
+
+
+class TopicTail:
+    """Reads partitions incrementally: each ``read()`` returns the records from where the last one stopped to the
+    end offsets of now, group-less and ``read_committed``, on one long-lived consumer.
+
+    For views kept up to date from a topic (the dead-letter backlog, the replay progress): a refresh reads only what
+    arrived since the last one. Records below a partition's log start (deleted by retention) are skipped.
+    """
+
+    def __init__(self, kafka: KafkaSettings, tps: Iterable[TopicPartition], *, idle_timeout_s: float = 30.0) -> None:
+        self._kafka = kafka
+        self._tps = sorted(set(tps))
+        self._idle_timeout_s = idle_timeout_s
+        self._consumer: AIOKafkaConsumer | None = None
+        self.next: dict[TopicPartition, int] = dict.fromkeys(self._tps, 0)
+        """Per partition: the next offset to read."""
+        self.log_start: dict[TopicPartition, int] = dict.fromkeys(self._tps, 0)
+        """Per partition: the first offset still in the log, as of the last ``read()``."""
+
+    @property
+    def partitions(self) -> list[TopicPartition]:
+        return list(self._tps)
+
+    def track(self, tps: Iterable[TopicPartition]) -> None:
+        """Also read these partitions from now on (partitions added to a topic), from their beginning."""
+        added = set(tps) - set(self._tps)
+        if not added:
+            return
+        self._tps = sorted({*self._tps, *added})
+        for tp in added:
+            self.next[tp] = 0
+            self.log_start[tp] = 0
+        if self._consumer is not None:
+            self._consumer.assign(self._tps)
+            self._consumer.pause(*self._tps)
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **connection_options(self._kafka), group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest", isolation_level="read_committed",
+        )
+        await consumer.start()
+        self._consumer = consumer
+        if self._tps:
+            consumer.assign(self._tps)
+            consumer.pause(*self._tps)
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
+
+    async def read(self) -> list[ConsumerRecord[bytes, bytes]]:
+        """The records from the last position to the end offsets captured now, in offset order per partition."""
+        consumer = self._consumer
+        assert consumer is not None, "start() the tail first"
+        if not self._tps:
+            return []
+        beginning = await consumer.beginning_offsets(self._tps)
+        end = await consumer.end_offsets(self._tps)
+        reached = dict(self.next)  # becomes ``next`` only once the read completed: a failed read is read again
+        pending: set[TopicPartition] = set()
+        for tp in self._tps:
+            first = max(self.next[tp], beginning[tp])
+            reached[tp] = first
+            if first < end[tp]:
+                consumer.seek(tp, first)
+                pending.add(tp)
+        found: list[ConsumerRecord[bytes, bytes]] = []
+        loop = asyncio.get_running_loop()
+        idle_since = loop.time()
+        if pending:
+            consumer.resume(*pending)
+        try:
+            while pending:
+                batch = await consumer.getmany(*pending, timeout_ms=500)
+                if any(batch.values()):
+                    idle_since = loop.time()
+                for tp, records in batch.items():
+                    found.extend(record for record in records if record.offset < end[tp])
+                for tp in list(pending):
+                    if await consumer.position(tp) >= end[tp]:
+                        pending.discard(tp)
+                        consumer.pause(tp)
+                        reached[tp] = end[tp]
+                if pending and not any(batch.values()) and loop.time() - idle_since > self._idle_timeout_s:
+                    raise TimeoutError(f"reading {sorted({tp.topic for tp in pending})} stalled: no record for "
+                                       f"{self._idle_timeout_s:.0f}s before the end offsets")
+        finally:
+            consumer.pause(*self._tps)
+        self.next = reached
+        self.log_start = dict(beginning)
+        return found

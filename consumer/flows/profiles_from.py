@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumer.catalog import (
+    COULD_NOT_LINK_PROFILE_BY_PHONE,
     COULD_NOT_LINK_TO_EXISTING_PROFILE,
     PROFILE_COULD_NOT_BE_CREATED,
     PROFILE_COULD_NOT_BE_UPDATED,
@@ -254,7 +255,8 @@ class ProfileSync:
         held = [name for name in IDENTIFIERS if _same(name, attrs.get(name), getattr(holder.attributes, name))]
         if not held:
             raise exc
-        await self._warn(f"{' and '.join(held)} already on Klaviyo profile {holder.id}, which {why}")
+        entry = COULD_NOT_LINK_TO_EXISTING_PROFILE if "email" in held else COULD_NOT_LINK_PROFILE_BY_PHONE
+        await self._warn(f"{' and '.join(held)} already on Klaviyo profile {holder.id}, which {why}", entry)
         return {name: value for name, value in attrs.items() if name not in held}
 
     async def _check_near_duplicate(self, created: Profile, attrs: dict[str, Any]) -> None:
@@ -266,13 +268,14 @@ class ProfileSync:
             await self._warn(f"Klaviyo profile {other.id} has this email in another letter case or format; "
                              f"created profile {created.id}")
 
-    async def _warn(self, detail: str) -> None:
+    async def _warn(self, detail: str, entry: CatalogEntry = COULD_NOT_LINK_TO_EXISTING_PROFILE) -> None:
+        """The link warning: the seed's email entry for an email conflict; the service's own for a phone number."""
         if self.warned:
             return
         self.warned = True
         log.info("Could not link to an existing Klaviyo profile",
-                 extra={"flow": self.flow.slug, "transfer_kind": self.transfer.kind})
-        await self.ctx.warn(CatalogError(COULD_NOT_LINK_TO_EXISTING_PROFILE, detail, flow=self.flow), self.transfer)
+                 extra={"flow": self.flow.slug, "transfer_kind": self.transfer.kind, "code": entry.code})
+        await self.ctx.warn(CatalogError(entry, detail, flow=self.flow), self.transfer)
 
 
 def _fields_of(exc: ValueError) -> str:

@@ -62,8 +62,14 @@ class LaneTransport(httpx.AsyncBaseTransport):
         lanes = math.ceil(max_connections / lane_size)
         per_lane = math.ceil(max_connections / lanes)
         limits = build_limits(per_lane, keepalive_expiry_s=keepalive_expiry_s)
-        factory = transport_factory or (lambda lim: httpx.AsyncHTTPTransport(limits=lim))
-        self._lanes = [_Lane(factory(limits)) for _ in range(lanes)]
+        if transport_factory is None:
+            # one TLS context for every lane: building one loads the CA bundle (~50 ms), once per lane otherwise
+            ssl_context = httpx.create_ssl_context()
+
+            def transport_factory(lane_limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+                return httpx.AsyncHTTPTransport(limits=lane_limits, verify=ssl_context)
+
+        self._lanes = [_Lane(transport_factory(limits)) for _ in range(lanes)]
         self._slots = asyncio.Semaphore(max_connections)
         self.max_connections = max_connections
 

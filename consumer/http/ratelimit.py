@@ -64,6 +64,7 @@ class SlidingWindowLimiter:
         self._recovery = recovery
         self._min_scale = min_scale
         self._scale = 1.0
+        self._share = 1.0
         self._configured: dict[float, int] = {}
         for window in windows:
             self._configured[window.seconds] = min(window.limit, self._configured.get(window.seconds, window.limit))
@@ -89,11 +90,25 @@ class SlidingWindowLimiter:
         """The share of the quota in use after unpredicted 429s (1.0 = all of it)."""
         return self._scale
 
+    @property
+    def share(self) -> float:
+        """The fraction of the account's quota this process may spend (its instances share the account)."""
+        return self._share
+
+    def set_share(self, fraction: float) -> None:
+        """Spend ``fraction`` (0 < fraction <= 1) of every window: this process's part of a shared quota."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"a quota share is in (0, 1], got {fraction}")
+        if fraction != self._share:
+            self._share = fraction
+            self._rebuild()
+
     def _rebuild(self) -> None:
         seconds = sorted(set(self._configured) | set(self._advertised))
         windows = []
         for s in seconds:
             limit = min(v for v in (self._configured.get(s), self._advertised.get(s)) if v is not None)
+            limit = max(1, int(limit * self._share))
             if s == seconds[0]:
                 limit = max(1, int(limit * self._scale))
             windows.append(Window(limit, s))
@@ -180,14 +195,22 @@ class LimiterRegistry:
         self._clock = clock
         self._sleep = sleep
         self._limiters: dict[Hashable, SlidingWindowLimiter] = {}
+        self._share = 1.0
 
     def get(self, key: Hashable, windows: Iterable[Window] = ()) -> SlidingWindowLimiter:
         """The limiter for ``key``; ``windows`` configure it when it is created and are ignored afterwards."""
         limiter = self._limiters.get(key)
         if limiter is None:
             limiter = SlidingWindowLimiter(windows, margin_s=self._margin, clock=self._clock, sleep=self._sleep)
+            limiter.set_share(self._share)
             self._limiters[key] = limiter
         return limiter
+
+    def set_share(self, fraction: float) -> None:
+        """Every limiter, now and later, spends ``fraction`` of its windows (see ``SlidingWindowLimiter``)."""
+        self._share = fraction
+        for limiter in self._limiters.values():
+            limiter.set_share(fraction)
 
     def __len__(self) -> int:
         return len(self._limiters)

@@ -14,6 +14,9 @@ What comes back is decided here, the same way for both APIs, and told apart from
   410 and 415: ``Outage.MISCONFIGURED``, never a record's fault;
 - 401, and 403 that Klaviyo does not attribute to a field of the request: ``Outage.UNAUTHORIZED``;
 - anything else (400, 409, 404 of a resource, a 403 naming a field): the record's failure, not retried.
+
+A failure that blames the destination is logged here at DEBUG only: ``consumer.destinations`` logs each change
+of the destination's state once (and a summary a minute while it lasts), so an outage is not a line per record.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from consumer.errors import IntegrationError, Outage
 from consumer.http.backoff import Backoff
 from consumer.http.content import summarize_non_json
 from consumer.http.headers import parse_ratelimit_headers, parse_retry_after
-from consumer.http.ratelimit import SlidingWindowLimiter
+from consumer.http.ratelimit import Sleep, SlidingWindowLimiter
 from consumer.http.transport import describe_transport_error
 
 SAFE_TO_RESEND = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -132,7 +135,9 @@ class RetryRules:
 
 
 class Sender:
-    """Sends ``Call``s through one ``httpx.AsyncClient`` with quota, retries, classification and metrics."""
+    """Sends ``Call``s through one ``httpx.AsyncClient`` with quota, retries, classification and metrics.
+
+    ``sleep`` waits out the backoff between attempts (tests pass one that records the delays instead)."""
 
     def __init__(
         self,
@@ -144,6 +149,7 @@ class Sender:
         scrub: Callable[[str], str],
         logger: logging.Logger,
         rng: random.Random | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._http = http
         self._dialect = dialect
@@ -152,6 +158,7 @@ class Sender:
         self._scrub = scrub
         self._log = logger
         self._rng = rng or random.Random()
+        self._sleep = sleep
 
     async def send(self, call: Call, *, retries: int | None = None) -> httpx.Response:
         """The response of a documented success; raises the dialect's ``IntegrationError`` otherwise.
@@ -175,8 +182,8 @@ class Sender:
                     attempt += 1
                     continue
                 detail = f"{detail}, after {attempt + 1} attempt{'s' if attempt else ''}"
-                self._log.warning("%s unreachable", self._dialect.destination,
-                                  extra={"endpoint": call.operation, "method": call.method, "detail": detail})
+                self._log.debug("%s unreachable", self._dialect.destination,
+                                extra={"endpoint": call.operation, "method": call.method, "detail": detail})
                 raise self._dialect.unreachable(detail, call) from None
 
             status = response.status_code
@@ -213,7 +220,7 @@ class Sender:
                 if attempt < max_retries:
                     self._log_retry(call, status, attempt, wait, "throttled")
                     if not call.limiters:
-                        await asyncio.sleep(wait)
+                        await self._sleep(wait)
                     attempt += 1
                     continue
                 raise self._rejected(response, call, retryable=True, retry_after=wait)
@@ -268,8 +275,8 @@ class Sender:
     def _unexpected(self, response: httpx.Response, call: Call, what: str) -> IntegrationError:
         summary = summarize_non_json(response.content, response.headers.get("content-type"))
         detail = self._scrub(f"{response.status_code} {what} on {call.method} {call.route}: {summary}")
-        self._log.warning("%s answered unexpectedly", self._dialect.destination,
-                          extra={"endpoint": call.operation, "status": response.status_code, "detail": detail})
+        self._log.debug("%s answered unexpectedly", self._dialect.destination,
+                        extra={"endpoint": call.operation, "status": response.status_code, "detail": detail})
         return self._dialect.unexpected(response, call, detail)
 
     def _rejected(
@@ -279,7 +286,7 @@ class Sender:
         error = self._dialect.rejected(response, call, retryable=retryable, outage=outage, retry_after=retry_after)
         status = response.status_code
         self._log.log(
-            logging.WARNING if outage is not None or status == 429 else logging.INFO,
+            logging.DEBUG if outage is not None else logging.WARNING if status == 429 else logging.INFO,
             "%s rejected the request", self._dialect.destination,
             extra={"endpoint": call.operation, "method": call.method, "status": status,
                    "outage": outage.value if outage else None, "retryable": retryable},
@@ -288,7 +295,7 @@ class Sender:
 
     async def _retry_later(self, call: Call, status: int | None, attempt: int, delay: float, reason: str) -> None:
         self._log_retry(call, status, attempt, delay, reason)
-        await asyncio.sleep(delay)
+        await self._sleep(delay)
 
     def _log_retry(self, call: Call, status: int | None, attempt: int, delay: float, reason: str) -> None:
         self._log.info("retrying %s request", self._dialect.destination,

@@ -24,6 +24,7 @@ Customer Address paths are in neither and follow the Customer ones)::
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import random
@@ -40,7 +41,7 @@ from pydantic import SecretStr
 from consumer.errors import Outage
 from consumer.http.backoff import Backoff
 from consumer.http.content import is_json_content_type
-from consumer.http.ratelimit import LimiterRegistry, SlidingWindowLimiter, Window
+from consumer.http.ratelimit import LimiterRegistry, Sleep, SlidingWindowLimiter, Window
 from consumer.http.redact import Redactor
 from consumer.http.sender import Call, RequestMetrics, RetryRules, Sender
 from consumer.http.transport import build_limits, build_timeout
@@ -119,6 +120,7 @@ class IpaasClient:
     ``token`` overrides ``settings.api_token``; ``system_id`` is the Klaviyo subscription's system id that external
     ids are stored under. ``rate_limit`` sets client-side windows (iPaaS.com publishes none: by default the client
     only follows ``RateLimit-*`` headers and ``Retry-After``); ``limiters`` lets several clients share them.
+    ``sleep`` waits out the backoff between retries (tests record the delays instead).
     """
 
     def __init__(
@@ -134,6 +136,7 @@ class IpaasClient:
         retry_after_cap_s: float = RETRY_AFTER_CAP_S,
         rng: random.Random | None = None,
         tracking_guid: str | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         secret = token if token is not None else settings.api_token
         value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
@@ -166,6 +169,7 @@ class IpaasClient:
             scrub=self._redactor.scrub,
             logger=logger,
             rng=rng,
+            sleep=sleep,
         )
 
     async def __aenter__(self) -> Self:

@@ -91,11 +91,21 @@ class _Pace:
     Unpaced (client-side limits off) it always holds the burst."""
 
     def __init__(self, limit: EndpointLimit, *, paced: bool, now: float) -> None:
-        self.capacity = float(limit.burst)
-        self.rate = limit.steady / (limit.steady_window_s + LIMITER_MARGIN_S)
+        self.capacity, self.rate = self._of(limit)
         self.paced = paced
         self._tokens = self.capacity
         self._at = now
+
+    @staticmethod
+    def _of(limit: EndpointLimit) -> tuple[float, float]:
+        return float(limit.burst), limit.steady / (limit.steady_window_s + LIMITER_MARGIN_S)
+
+    def retune(self, limit: EndpointLimit, now: float) -> None:
+        """Follow the quota this instance may spend (its share of the account's changes with rebalances)."""
+        capacity, rate = self._of(limit)
+        if (capacity, rate) != (self.capacity, self.rate):
+            self._tokens = min(self.tokens(now), capacity)
+            self.capacity, self.rate = capacity, rate
 
     def tokens(self, now: float) -> float:
         if self.paced:
@@ -347,6 +357,8 @@ class EventBatcher:
         if not live:
             return 0.0
         count = len(live)
+        for name, pace in self._pace.items():
+            pace.retune(self._api.endpoint_limit(name), now)
         single, bulk = self._pace[SINGLE], self._pace[BULK]
         single_free = count <= single.tokens(now) and self._api.admission_delay(SINGLE) <= 0
         bulk_free = bulk.tokens(now) >= 1 and self._api.admission_delay(BULK) <= 0

@@ -9,6 +9,7 @@ availability, the credential, the configuration) failed rather than the record.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -23,7 +24,7 @@ import orjson
 from consumer.errors import Outage
 from consumer.http.backoff import Backoff
 from consumer.http.lanes import LaneTransport
-from consumer.http.ratelimit import LimiterRegistry, SlidingWindowLimiter
+from consumer.http.ratelimit import LimiterRegistry, Sleep, SlidingWindowLimiter
 from consumer.http.redact import Redactor
 from consumer.http.sender import (
     Call,
@@ -106,7 +107,8 @@ class KlaviyoClient:
     several clients of one account share their limiters; ``limiter_margin_s`` widens every window a little so
     timing jitter between us and Klaviyo's counters doesn't cause 429s (0.1 s: ~10 % of the burst quota).
     Without an explicit ``transport`` it sends through a ``LaneTransport`` of ``settings.max_connections``
-    connections. Secrets never appear in its errors, logs or repr.
+    connections. ``sleep`` waits out the backoff between retries (tests record the delays instead). Secrets never
+    appear in its errors, logs or repr.
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class KlaviyoClient:
         retry_after_cap_s: float = RETRY_AFTER_CAP_S,
         limiter_margin_s: float = LIMITER_MARGIN_S,
         rng: random.Random | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._settings = settings
         self._auth = auth
@@ -159,6 +162,7 @@ class KlaviyoClient:
             scrub=self._redactor.scrub,
             logger=logger,
             rng=rng,
+            sleep=sleep,
         )
 
     async def __aenter__(self) -> Self:
@@ -178,6 +182,10 @@ class KlaviyoClient:
             f"KlaviyoClient(base_url={self._settings.base_url!r}, revision={self._settings.revision!r}, "
             f"auth={self._auth!r})"
         )
+
+    def set_quota_share(self, fraction: float) -> None:
+        """Spend ``fraction`` of the account's quota: this instance's part, by the partitions it was assigned."""
+        self._limiters.set_share(fraction)
 
     async def probe(self) -> None:
         """One cheap read (a page of one profile), asked once: returns when Klaviyo answers as documented."""
@@ -327,8 +335,11 @@ class KlaviyoClient:
         return self._settings.rate_limit
 
     def endpoint_limit(self, endpoint_class: str) -> EndpointLimit:
-        """The burst and steady quota of an endpoint class (Klaviyo's, or the override this client was given)."""
-        return self._limits[endpoint_class]
+        """The burst and steady quota of an endpoint class this instance may spend: Klaviyo's (or the override this
+        client was given), times its share of the account's quota (``set_quota_share``)."""
+        limit = self._limits[endpoint_class]
+        share = self._limiter(endpoint_class).share if self._settings.rate_limit else 1.0
+        return limit if share >= 1.0 else limit.scaled(share)
 
     def admission_delay(self, endpoint_class: str) -> float:
         """Seconds until the client-side limiter would admit a request of this class (0: at once)."""

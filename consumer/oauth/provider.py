@@ -2,7 +2,10 @@
 
 - ``get_token()`` refreshes ``refresh_margin_s`` before the access token expires; ``refresh_token(stale)`` after
   Klaviyo answered 401. Either way one refresh runs at a time, and a caller whose stale token was already
-  replaced gets the new one: 100 concurrent calls with an expired token make exactly one refresh request.
+  replaced gets the new one: 100 concurrent calls with an expired token make exactly one refresh request. When
+  that request fails (the token endpoint is down or answers a proxy's page), the callers that waited for it, and
+  those that ask within ``FAILED_REFRESH_HOLD_S`` of it, get its failure rather than asking again one after the
+  other: a burst of 401s is one refresh request, whatever its outcome.
 - A refused refresh token (``invalid_grant``: expired, revoked, app removed) moves the state to
   ``needs_reauthorization``: listeners hear it with the catalog error (the service pauses consumption and writes
   the error log), and every call fails fast with ``ReauthorizationRequired``, an outage of Klaviyo
@@ -31,6 +34,8 @@ log = logging.getLogger("consumer.oauth.provider")
 
 DEFAULT_REFRESH_MARGIN_S = 300.0
 DEFAULT_WATCH_INTERVAL_S = 5.0
+FAILED_REFRESH_HOLD_S = 1.0
+"""A refresh request that failed less than this long ago is not sent again: its callers share the failure."""
 
 
 class AuthorizationState(StrEnum):
@@ -80,6 +85,8 @@ class OAuthTokenProvider:
         self._dead: TokenSet | None = None
         self._listeners: list[StateListener] = []
         self._watcher: asyncio.Task[None] | None = None
+        self._failure: tuple[CatalogError, float] | None = None
+        """The last refresh request's failure and when (None once one succeeded)."""
         self.refreshes = 0
         """Refresh requests sent to Klaviyo (for tests and the curious)."""
 
@@ -221,6 +228,7 @@ class OAuthTokenProvider:
         return await self._refresh(stale)
 
     async def _refresh(self, stale: str) -> str:
+        requested = self.refreshes
         async with self._lock:
             if self._state is AuthorizationState.NEEDS_REAUTHORIZATION:
                 await self._reload()  # re-authorized meanwhile?
@@ -233,6 +241,10 @@ class OAuthTokenProvider:
                 raise self._needs_reauthorization(None, "no token file")
             if current.access_token != stale and not current.expires_within(self._margin, self._clock()):
                 return current.access_token  # someone else refreshed while this caller waited
+            failure = self._failure
+            if failure is not None and (self.refreshes != requested
+                                        or self._clock() - failure[1] < FAILED_REFRESH_HOLD_S):
+                raise _again(failure[0])  # the refresh this caller waited for (or just missed) failed: so does its
             if not current.refresh_token:
                 error = CatalogError(TOKEN_EXCHANGE_FAILED, "no refresh token is stored")
                 raise self._needs_reauthorization(error, "no refresh token")
@@ -244,6 +256,10 @@ class OAuthTokenProvider:
                 if self._tokens is not None and self._tokens.refresh_token != current.refresh_token:
                     return self._tokens.access_token
                 raise self._needs_reauthorization(refused, "refresh token refused") from None
+            except CatalogError as failed:
+                self._failure = (failed, self._clock())
+                raise
+            self._failure = None
             self._tokens = fresh
             try:
                 await asyncio.to_thread(self._store.save, fresh)
@@ -263,3 +279,10 @@ class OAuthTokenProvider:
 
     def __repr__(self) -> str:
         return f"OAuthTokenProvider(store={self._store!r}, state={self._state.value!r})"
+
+
+def _again(error: CatalogError) -> CatalogError:
+    """Another instance of ``error`` (same type and facts), for a caller that shares its outcome."""
+    again = type(error).__new__(type(error), *error.args)
+    again.__dict__.update(error.__dict__)
+    return again

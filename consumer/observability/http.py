@@ -1,4 +1,5 @@
-"""Operational HTTP endpoints: ``/metrics`` (Prometheus), ``/healthz`` (liveness), ``/readyz`` (readiness).
+"""Operational HTTP endpoints: ``/metrics`` (Prometheus), ``/healthz`` (liveness), ``/readyz`` (readiness), and
+``/status`` (the JSON document of ``ipaas-klaviyo status``) when a status function is given.
 
 Served from a small threaded stdlib server, so a busy or blocked event loop still answers scrapes.
 """
@@ -16,10 +17,11 @@ Probe = Callable[[], tuple[bool, dict[str, object]]]
 
 
 class OpsServer:
-    """Serves the three endpoints on ``host:port`` until ``close()``; port 0 picks a free port."""
+    """Serves the endpoints on ``host:port`` until ``close()``; port 0 picks a free port."""
 
     def __init__(self, host: str, port: int, *, live: Probe, ready: Probe,
-                 registry: CollectorRegistry = REGISTRY) -> None:
+                 registry: CollectorRegistry = REGISTRY,
+                 status: Callable[[], dict[str, object]] | None = None) -> None:
         probes = {"/healthz": live, "/readyz": ready}
 
         class Handler(BaseHTTPRequestHandler):
@@ -27,6 +29,8 @@ class OpsServer:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                elif path == "/status" and status is not None:
+                    self._send(200, orjson.dumps(status()), "application/json")
                 elif path in probes:
                     ok, details = probes[path]()
                     body = orjson.dumps({"status": "ok" if ok else "unavailable", **details})

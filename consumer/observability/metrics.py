@@ -81,7 +81,15 @@ DEAD_LETTERS = Counter(
     "dead_letters", "Records written to a dead-letter topic", ["topic", "flow", "code"], namespace=NAMESPACE
 )
 CONSUMER_LAG = Gauge(
-    "consumer_lag", "High watermark minus committed offset", ["topic", "partition"], namespace=NAMESPACE
+    "consumer_lag",
+    "Records of the partition the consumer group has not committed (end offset minus committed offset, read from "
+    "Kafka; a partition never committed counts from its log start)",
+    ["topic", "partition"], namespace=NAMESPACE,
+)
+CONSUMER_LAG_SECONDS = Gauge(
+    "consumer_lag_seconds",
+    "Age of the partition's oldest unfinished record (now minus its timestamp; 0 when nothing waits)",
+    ["topic", "partition"], namespace=NAMESPACE,
 )
 COMMITS = Counter("commits", "Offset commits, by outcome (ok, failed)", ["outcome"], namespace=NAMESPACE)
 REBALANCES = Counter(
@@ -103,6 +111,17 @@ CATALOG_ERRORS = Counter(
 )
 DEAD_LETTERS_REPLAYED = Counter(
     "dead_letters_replayed", "Dead letters replayed, by flow", ["flow", "mode"], namespace=NAMESPACE
+)
+DEAD_LETTER_RECORDS = Gauge(
+    "dead_letter_records",
+    "Dead letters in the dead-letter topics, read from Kafka, by source topic, flow, code and status: waiting "
+    "(not replayed yet) or replayed (by `ipaas-klaviyo dlq replay`, from its progress in the replay-state topic)",
+    ["topic", "flow", "code", "status"], namespace=NAMESPACE,
+)
+KAFKA_VIEW_UPDATED = Gauge(
+    "kafka_view_updated_timestamp_seconds",
+    "When the view read from Kafka was last refreshed, by view (lag, dead_letters)",
+    ["view"], namespace=NAMESPACE,
 )
 
 # --- outbound HTTP: Klaviyo and iPaaS.com -----------------------------------------------------------------
@@ -139,8 +158,16 @@ IPAAS_REQUEST_SECONDS = Histogram(
 # --- authorization and the profile poller ------------------------------------------------------------------
 AUTHORIZATION_STATE = Gauge(
     "authorization_state",
-    "1 for the current Klaviyo authorization state (connected, needs_reauthorization, not_configured)",
+    "1 for the current Klaviyo authorization state (connected, unauthorized, needs_reauthorization, not_configured)",
     ["state"],
+    namespace=NAMESPACE,
+)
+RECORDS_SKIPPED = Counter(
+    "records_skipped", "Readable records that change nothing (Debezium truncates and messages, heartbeats, empty "
+    "hook calls), acknowledged without a flow", ["topic", "reason"], namespace=NAMESPACE,
+)
+QUOTA_SHARE = Gauge(
+    "quota_share", "This instance's share of the destinations' quotas: its partitions / all of its group's",
     namespace=NAMESPACE,
 )
 DESTINATION_STATE = Gauge(
@@ -160,6 +187,15 @@ POLLER_WATERMARK = Gauge(
     "poller_watermark_timestamp_seconds", "The poller's durable watermark (profile 'updated' time)",
     namespace=NAMESPACE,
 )
+POLLER_LAST_POLL = Gauge(
+    "poller_last_poll_timestamp_seconds",
+    "When the poller last finished a poll successfully (its start, until the first one); 0: no poller here",
+    namespace=NAMESPACE,
+)
+POLLER_INTERVAL = Gauge(
+    "poller_interval_seconds", "The poller's configured interval between polls; 0: no poller here",
+    namespace=NAMESPACE,
+)
 
 
 PAUSE_REASONS = ("backpressure", "infrastructure", "authorization", "dead_letter_unavailable")
@@ -177,6 +213,7 @@ def initialize() -> None:
         AUTHORIZATION_STATE.labels(state)
     for entry in ENTRIES:
         CATALOG_ERRORS.labels(entry.flow.slug, entry.code, entry.severity.value)
+    QUOTA_SHARE.set(1.0)
     for outcome in ("ok", "failed"):
         COMMITS.labels(outcome)
     for kind in ("assigned", "revoked"):
@@ -200,3 +237,20 @@ def set_authorization_state(state: str) -> None:
     """Exactly one authorization state is 1."""
     for known in AUTHORIZATION_STATES:
         AUTHORIZATION_STATE.labels(known).set(1 if known == state else 0)
+
+
+def authorization_state() -> str | None:
+    """The authorization state that is 1 (None: none set, e.g. before the service started)."""
+    for family in AUTHORIZATION_STATE.collect():
+        for sample in family.samples:
+            if sample.value == 1:
+                return sample.labels["state"]
+    return None
+
+
+def poller_last_poll() -> float | None:
+    """When this process's poller last polled successfully (None: no poller here)."""
+    for family in POLLER_LAST_POLL.collect():
+        for sample in family.samples:
+            return sample.value or None
+    return None

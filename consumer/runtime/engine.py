@@ -9,7 +9,8 @@
   policy's attempts the record goes to the failure sink (the dead-letter topic) and counts as finished only
   once the broker acknowledged the dead letter. A failure that blames a destination (``outage``) spends no
   attempt: the destination is marked out (``consumer.destinations``), the partitions of the topics that need it
-  pause, and the record waits, holding no worker, until a probe finds the destination back.
+  pause, and the record waits, holding no worker, until a probe finds the destination back. While it is out,
+  the records of those topics already fetched wait the same way without being tried: only probes reach it.
 - On revoke (aiokafka awaits the listener before re-joining; its #929) lanes of the lost partitions stop
   taking records, in-flight records get ``drain_timeout_s`` to finish, and what finished is committed. Stop
   does the same for every partition.
@@ -45,7 +46,9 @@ PAUSE_INFRASTRUCTURE = "infrastructure"
 PAUSE_DEAD_LETTER = "dead_letter_unavailable"
 PAUSE_AUTHORIZATION = "authorization"
 _GLOBAL_REASONS = frozenset({PAUSE_DEAD_LETTER})
-"""Reasons that pause every partition (backpressure is handled by the fetch loop itself)."""
+"""Reasons that pause every partition. Backpressure pauses none: the loop just stops taking records, and aiokafka
+fetches no more for a partition whose fetched records wait unread (pausing would drop them, to be downloaded
+again on resume)."""
 
 
 class _Received:
@@ -172,6 +175,7 @@ class StreamRuntime:
         self._pause_reasons: set[str] = set()
         self._buffered = 0
         self._drained = asyncio.Event()
+        self._backpressured = asyncio.Event()
         self._room_wanted = False
         self._revoking = asyncio.Lock()
         self._received = _Received()
@@ -181,6 +185,9 @@ class StreamRuntime:
         self.assigned = asyncio.Event()
         """Set once the group gave this instance at least one partition."""
         self._finished_listeners: list[Callable[[InboundMessage, str], None]] = []
+        self._share_listeners: list[Callable[[float], None]] = []
+        self.share = 1.0
+        """This instance's share of the group's partitions (assigned / all partitions of its topics)."""
 
     # --- control -------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -200,8 +207,8 @@ class StreamRuntime:
         metrics.CONSUMPTION_PAUSED.labels(reason).set(0)
 
     def _destination_changed(self, change: Change) -> None:
-        """A destination went out or came back: the pause reasons it stands for follow (partitions follow in
-        the fetch loop, by the topics that need it)."""
+        """A destination went out or came back: the pause reasons it stands for follow, and at once the partitions
+        of the topics that need it (a fetch in flight then returns none of their records)."""
         metrics.set_destination_state(change.destination, change.current.value)
         unavailable = self.destinations.unavailable()
         self.health.destinations = {name: state.value for name, state in unavailable.items()} or None
@@ -214,10 +221,37 @@ class StreamRuntime:
                 self.pause(reason)
             else:
                 self.resume(reason)
+        if self._consumer is not None and self.health.started and not self.health.stopped:
+            self._apply_pauses(self._consumer)
 
     def on_finished(self, listener: Callable[[InboundMessage, str], None]) -> None:
         """Call ``listener(message, outcome)`` whenever a record is finished (succeeded, skipped, dead_lettered)."""
         self._finished_listeners.append(listener)
+
+    def on_share(self, listener: Callable[[float], None]) -> None:
+        """Call ``listener(share)`` after every rebalance with this instance's share of the group's partitions.
+
+        Instances of one group share what the destinations allow (Klaviyo's quota is per account): each spends
+        the share of the partitions it was assigned. No coordinator is needed; skewed partitions (a busy partition
+        next to idle ones) leave some of the quota unspent.
+        """
+        self._share_listeners.append(listener)
+
+    def _share_changed(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        total = sum(len(consumer.partitions_for_topic(topic) or ()) for topic in self._topics)
+        if total <= 0:
+            return
+        share = max(1, len(self._partitions)) / total
+        if share != self.share:
+            self.share = share
+            metrics.QUOTA_SHARE.set(share)
+            log.info("quota share", extra={"share": round(share, 4), "partitions": len(self._partitions),
+                                           "of": total})
+            for listener in self._share_listeners:
+                listener(share)
 
     def _finished(self, message: InboundMessage, outcome: str) -> None:
         for listener in self._finished_listeners:
@@ -227,6 +261,11 @@ class StreamRuntime:
     def buffered(self) -> int:
         """Records fetched and not finished."""
         return self._buffered
+
+    async def wait_until_backpressured(self) -> None:
+        """Return once the buffer has stayed full for a whole wait for room (tests, benchmarks)."""
+        self._backpressured.clear()
+        await self._backpressured.wait()
 
     # --- main loop -----------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -239,6 +278,9 @@ class StreamRuntime:
             heartbeat_interval_ms=self._kafka.heartbeat_interval_ms,
             max_poll_interval_ms=self._kafka.max_poll_interval_ms,
             isolation_level="read_committed",
+            # small prefetch: while the buffer is full the partitions are paused, which drops what was prefetched
+            fetch_max_bytes=self._limits.fetch_max_bytes,
+            max_partition_fetch_bytes=self._limits.partition_fetch_max_bytes,
         )
         consumer.subscribe(self._topics, listener=_Listener(self))
         self._consumer = consumer
@@ -248,24 +290,23 @@ class StreamRuntime:
         metrics.BUFFERED.set_function(lambda: self._buffered)
         log.info("consumer started", extra={"topics": self._topics, "group_id": self._group_id})
         next_commit = time.monotonic() + self._limits.commit_interval_s
+        poll_every_s, last_fetch = self._kafka.max_poll_interval_ms / 1000 / 4, time.monotonic()
         try:
             while not self._stopping.is_set() and self._fatal is None:
                 if time.monotonic() >= next_commit:
                     await self._commit()
                     self._prune_idle_lanes()
-                    self._report_lag(consumer)
                     next_commit = time.monotonic() + self._limits.commit_interval_s
                 self._apply_pauses(consumer)
                 room = self._limits.max_buffered - self._buffered
                 if room <= 0:
-                    if not await self._wait_for_room():
-                        # still full: poll the paused partitions anyway, or the group would count this member as
-                        # gone after max_poll_interval_ms (a poll, not a fetch: nothing comes back)
-                        consumer.pause(*consumer.assignment())
-                        await consumer.getmany(timeout_ms=0)
-                    continue
+                    if await self._wait_for_room() or time.monotonic() - last_fetch < poll_every_s:
+                        continue
+                    # still full for long: take one record, or the group would count this member as gone after
+                    # max_poll_interval_ms (the buffer goes over by one; nothing fetched is dropped)
+                    room = 1
                 batch = await consumer.getmany(timeout_ms=200, max_records=min(self._limits.fetch_max_records, room))
-                self.health.last_poll = time.monotonic()
+                self.health.last_poll = last_fetch = time.monotonic()
                 for tp, records in batch.items():
                     self._received(tp.topic).inc(len(records))
                     self._enqueue(tp, records)
@@ -295,15 +336,16 @@ class StreamRuntime:
         self._room_wanted = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drained.wait(), 1.0)
-        self.health.last_poll = time.monotonic()
+        self.health.last_poll = time.monotonic()  # the loop is alive (liveness), though it takes nothing
         if self._buffered <= self._limits.max_buffered * 3 // 4:
             self.resume(PAUSE_BACKPRESSURE)
             return True
+        self._backpressured.set()
         return False
 
     def _apply_pauses(self, consumer: AIOKafkaConsumer) -> None:
-        """Pause every assigned partition while a global reason holds (the dead-letter topic is unavailable), and
-        the partitions of topics that need a destination that is out; resume the rest."""
+        """Pause every assigned partition while a global reason holds (the buffer is full, the dead-letter topic is
+        unavailable), and the partitions of topics that need a destination that is out; resume the rest."""
         paused = consumer.paused()
         unavailable = self.destinations.unavailable() if self.health.destinations else {}
         if not paused and not unavailable and not self._pause_reasons & _GLOBAL_REASONS:
@@ -404,6 +446,11 @@ class StreamRuntime:
         try:
             while queue and not state.revoked:
                 message = queue[0]
+                if self.health.destinations is not None:  # something is out: don't send it more work
+                    blocked = self._blocked(message.topic)
+                    if blocked is not None:
+                        lane.waiter = asyncio.get_running_loop().create_task(self._wait_for(lane, blocked))
+                        return
                 attempts = lane.attempts
                 started = clock() if attempts is None else attempts.started
                 try:
@@ -450,6 +497,13 @@ class StreamRuntime:
             idle = [key for key, lane in state.lanes.items() if not lane.scheduled and not lane.queue]
             for key in idle:
                 del state.lanes[key]
+
+    def _blocked(self, topic: str) -> Destination | None:
+        """A destination the topic's source needs that is out (its records wait for it, untried), else None."""
+        for name in self._needs_for(topic):
+            if not self.destinations.available(name):
+                return self.destinations[name]
+        return None
 
     async def _wait_for(self, lane: _Lane, destination: Destination) -> None:
         """Park a lane, holding no worker, until ``destination`` is back; then its head record goes again."""
@@ -515,6 +569,7 @@ class StreamRuntime:
         self.health.partitions = len(self._partitions)
         if self._partitions:
             self.assigned.set()
+        self._share_changed()
         log.info("partitions assigned", extra={"partitions": sorted(f"{t.topic}/{t.partition}" for t in assigned)})
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -556,8 +611,6 @@ class StreamRuntime:
             self._release(len(state.offsets))  # fetched, never finished: the next owner reads them again
             state.offsets = PartitionOffsets()
             del self._partitions[tp]
-            with contextlib.suppress(KeyError):
-                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
         metrics.REBALANCES.labels("revoked").inc()
         self.health.partitions = len(self._partitions)
 
@@ -585,10 +638,16 @@ class StreamRuntime:
                 state.offsets.committed = position
         metrics.COMMITS.labels("ok").inc()
 
-    def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
+    def oldest_unfinished(self) -> dict[TopicPartition, tuple[int, int]]:
+        """Per assigned partition holding unfinished records: (offset, timestamp ms) of the first of them.
+
+        Every unfinished record is in its lane's queue, in offset order, so the first is the lowest lane head:
+        O(lanes), for the lag view (``consumer.observability.lag``) every few seconds, never the hot path.
+        """
+        oldest: dict[TopicPartition, tuple[int, int]] = {}
         for tp, state in self._partitions.items():
-            highwater = consumer.highwater(tp)
-            position = state.offsets.committed
-            if highwater is None or position is None:
-                continue
-            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+            heads = [lane.queue[0] for lane in state.lanes.values() if lane.queue]
+            if heads:
+                head = min(heads, key=lambda message: message.offset)
+                oldest[tp] = (head.offset, head.timestamp)
+        return oldest

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from consumer.errors import IntegrationError, Outage, as_integration_error, fqcn
 
@@ -59,6 +59,8 @@ class Handled:
 
     flow: str = UNKNOWN_FLOW
     outcome: str = "succeeded"  # or "skipped"
+    transfer: Any = None
+    """What the record was about (the error log's transfer), when the processor knows."""
 
 
 class Processor(Protocol):

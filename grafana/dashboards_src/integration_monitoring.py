@@ -29,16 +29,23 @@ FLOW = 'flow=~"$flow"'
 TOPIC = 'topic=~"$topic"'
 HANDLED = f"ipaas_klaviyo_events_handled_total{{{FLOW},{TOPIC}}}"
 FAILED = f'ipaas_klaviyo_events_handled_total{{{FLOW},{TOPIC},outcome="dead_lettered"}}'
-DEAD_LETTERS = f"ipaas_klaviyo_dead_letters_total{{{FLOW}}}"
-REPLAYED = f"ipaas_klaviyo_dead_letters_replayed_total{{{FLOW}}}"
 KLAVIYO_REQUESTS = "ipaas_klaviyo_klaviyo_requests_total"
 
+
+def letters(status: str) -> str:
+    """Dead letters in the topics by status, one copy per (topic, flow, code) however many processes export it."""
+    return (f'max by (topic, flow, code) (ipaas_klaviyo_dead_letter_records{{status="{status}",{FLOW},{TOPIC}}})')
+
+
+LAG = f"max by (topic, partition) (ipaas_klaviyo_consumer_lag{{{TOPIC}}})"
+"""The lag per partition, one copy however many processes export it (service replicas, the exporter)."""
+
 DEAD_LETTERS_WAITING_NOTE = (
-    "Dead letters waiting = dead letters written minus dead letters replayed, from the service's counters "
-    "(ipaas_klaviyo_dead_letters_total - ipaas_klaviyo_dead_letters_replayed_total). There is no gauge of the "
-    "dead-letter topics' size: the counters count since each process started (a restart resets them) and a "
-    "replay run by a process Prometheus does not scrape is not subtracted. `ipaas-klaviyo dlq list` reads the "
-    "dead-letter topics and is authoritative."
+    "Dead letters waiting: the letters in the dead-letter topics that no `ipaas-klaviyo dlq replay` run has "
+    "replayed yet (ipaas_klaviyo_dead_letter_records{status=\"waiting\"}). Read from Kafka by the service (and the "
+    "exporter): the dead-letter topics and the replay progress in the replay-state topic, so the figure is the same "
+    "after a restart and whichever process replayed. Letters deleted by retention leave it. `ipaas-klaviyo status` "
+    "shows it per topic and code, `ipaas-klaviyo dlq list` lists the letters."
 )
 
 AUTHORIZATION_CODES = {"connected": 1, "not_configured": 2, "unauthorized": 3, "needs_reauthorization": 4}
@@ -79,19 +86,16 @@ def _overview() -> list[Json]:
         ),
         stat(
             "Dead letters waiting",
-            target(
-                f"clamp_min((sum({DEAD_LETTERS}) or vector(0)) - (sum({REPLAYED}) or vector(0)), 0)",
-                "waiting",
-                instant=True,
-            ),
+            target(f"sum({letters('waiting')})", "waiting", instant=True),
             description=DEAD_LETTERS_WAITING_NOTE,
             steps=((None, "green"), (1, "orange")),
         ),
         stat(
             "Consumer lag",
-            target(f"sum(ipaas_klaviyo_consumer_lag{{{TOPIC}}})", "lag"),
-            description="Records on the source topics not yet committed by the service (high watermark minus "
-            "committed offset), summed over partitions.",
+            target(f"sum({LAG})", "lag"),
+            description="Records on the source topics the consumer group has not committed, summed over "
+            "partitions: end offset minus committed offset, read from Kafka, so right while the service is "
+            "paused, stuck or down (the exporter reports it then). `ipaas-klaviyo status` shows it per topic.",
             steps=((None, "green"), (100, "orange"), (1000, "red")),
             graph=True,
         ),
@@ -261,24 +265,21 @@ def _dead_letters() -> list[Json]:
             stack=True,
         ),
         timeseries(
-            "Dead letters replayed by flow",
-            targets((f"sum by (flow, mode) (rate({REPLAYED}[$__rate_interval])) * 60", "{{flow}} {{mode}}")),
-            description="Dead letters replayed per minute (ipaas_klaviyo_dead_letters_replayed_total).",
-            unit="cpm",
-            bars=True,
-            stack=True,
+            "Dead letters waiting by topic and code",
+            targets((f"sum by (topic, code) ({letters('waiting')})", "{{topic}} {{code}}")),
+            description=DEAD_LETTERS_WAITING_NOTE,
         ),
         timeseries(
             "Dead letters waiting by flow",
-            targets(
-                (
-                    f"clamp_min(sum by (flow) ({DEAD_LETTERS}) - (sum by (flow) ({REPLAYED}) "
-                    f"or sum by (flow) ({DEAD_LETTERS}) * 0), 0)",
-                    "{{flow}}",
-                )
-            ),
+            targets((f"sum by (flow) ({letters('waiting')})", "{{flow}}")),
             description=DEAD_LETTERS_WAITING_NOTE,
-            width=24,
+        ),
+        timeseries(
+            "Dead letters replayed by flow",
+            targets((f"sum by (flow) ({letters('replayed')})", "{{flow}}")),
+            description="Dead letters in the dead-letter topics that an `ipaas-klaviyo dlq replay` run has replayed "
+            "(ipaas_klaviyo_dead_letter_records{status=\"replayed\"}), read from the replay progress in the "
+            "replay-state topic: a step up is a replay. A replayed record that fails again is a new letter, waiting.",
         ),
     ]
 
@@ -288,11 +289,21 @@ def _consumption() -> list[Json]:
         row("Kafka consumption"),
         timeseries(
             "Consumer lag by topic and partition",
-            targets(
-                (f"sum by (topic, partition) (ipaas_klaviyo_consumer_lag{{{TOPIC}}})", "{{topic}} [{{partition}}]")
-            ),
-            description="High watermark minus committed offset per assigned partition (ipaas_klaviyo_consumer_lag). "
-            "Lag that keeps growing means the service consumes slower than records arrive, or has paused.",
+            targets((LAG, "{{topic}} [{{partition}}]")),
+            description="End offset minus the group's committed offset per partition of the source topics "
+            "(ipaas_klaviyo_consumer_lag), read from Kafka: every partition, committed or not, whether the service "
+            "runs or not. Lag that keeps growing means the service consumes slower than records arrive, or has "
+            "paused (alert ConsumerLagGrowing).",
+            width=8,
+        ),
+        timeseries(
+            "Oldest waiting record by topic",
+            targets((f"max by (topic) (ipaas_klaviyo_consumer_lag_seconds{{{TOPIC}}})", "{{topic}}")),
+            description="Age of the oldest record the service has not finished, per topic "
+            "(ipaas_klaviyo_consumer_lag_seconds): the time lag. It grows while a topic is paused or a record is "
+            "stuck, even when few records wait (alert RecordsWaitingTooLong above 15 minutes).",
+            unit="s",
+            width=8,
         ),
         timeseries(
             "Records received by topic",
@@ -300,6 +311,7 @@ def _consumption() -> list[Json]:
                      "{{topic}}")),
             description="Records fetched from Kafka per second (ipaas_klaviyo_events_received_total).",
             unit="cps",
+            width=8,
         ),
     ]
 
@@ -461,17 +473,31 @@ def _ipaas_and_poller() -> list[Json]:
             description="Changed Klaviyo profiles the poller published to Kafka per minute "
             "(ipaas_klaviyo_poller_profiles_total).",
             unit="cpm",
-            width=4,
+            width=8,
         ),
         stat(
             "Poller watermark age",
-            target("time() - max(ipaas_klaviyo_poller_watermark_timestamp_seconds)", "age"),
+            target("time() - max(ipaas_klaviyo_poller_watermark_timestamp_seconds > 0)", "age"),
             description="How far behind the poller's durable watermark is (now minus the 'updated' time of the "
-            "last profile it published). It grows while no profile changes, so read it with the published rate.",
+            "last profile it published). It grows while no profile changes, so read it with the published rate "
+            "and the time since the last poll. No data: no poller is scraped (processes without one export 0).",
             unit="s",
-            width=4,
-            height=8,
+            width=8,
             decimals=None,
+        ),
+        timeseries(
+            "Time since the poller's last poll",
+            targets(
+                ("time() - max by (instance) (ipaas_klaviyo_poller_last_poll_timestamp_seconds > 0)", "{{instance}}"),
+                ("3 * max by (instance) (ipaas_klaviyo_poller_interval_seconds > 0) + 300",
+                 "{{instance}} alert threshold"),
+            ),
+            description="Seconds since the poller last finished a poll successfully "
+            "(ipaas_klaviyo_poller_last_poll_timestamp_seconds), against the threshold of alert PollerNotPolling "
+            "(three intervals, ipaas_klaviyo_poller_interval_seconds, plus 5 minutes). It saws between 0 and the "
+            "interval while the poller works, whether profiles change or not.",
+            unit="s",
+            width=16,
         ),
     ]
 

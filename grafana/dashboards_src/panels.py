@@ -1,8 +1,9 @@
 """Panel, query, threshold and dashboard builders: plain dicts in the shape of Grafana's dashboard JSON.
 
-Every panel queries the provisioned Prometheus datasource by its fixed uid (``prometheus``, see
-``grafana/provisioning/datasources/prometheus.yaml``). A panel carries its ``(width, height)`` in ``_size`` until
-:func:`layout` turns it into a ``gridPos``.
+Every panel queries the Prometheus datasource the dashboard's ``datasource`` variable names: by default the
+provisioned one (uid ``prometheus``, see ``grafana/provisioning/datasources/prometheus.yaml``), and any other
+Prometheus datasource of the Grafana it runs in can be picked. A panel carries its ``(width, height)`` in ``_size``
+until :func:`layout` turns it into a ``gridPos``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-DATASOURCE: dict[str, str] = {"type": "prometheus", "uid": "prometheus"}
+PROVISIONED_DATASOURCE = {"uid": "prometheus", "name": "Prometheus"}
+DATASOURCE: dict[str, str] = {"type": "prometheus", "uid": "${datasource}"}
 SCHEMA_VERSION = 39
 TAGS = ["ipaas-klaviyo"]
 GRID_WIDTH = 24
@@ -235,6 +237,23 @@ def layout(panels: Iterable[Json]) -> list[Json]:
     return placed
 
 
+def datasource_variable() -> Json:
+    """The ``datasource`` variable every query goes through: a Prometheus datasource, the provisioned one first."""
+    return {
+        "name": "datasource",
+        "label": "Data source",
+        "type": "datasource",
+        "query": "prometheus",
+        "current": {"selected": False, "text": PROVISIONED_DATASOURCE["name"], "value": PROVISIONED_DATASOURCE["uid"]},
+        "regex": "",
+        "refresh": 1,
+        "multi": False,
+        "includeAll": False,
+        "options": [],
+        "hide": 0,
+    }
+
+
 def query_variable(name: str, label: str, query: str) -> Json:
     """A multi-value template variable over label values, "All" matching everything."""
     return {
@@ -300,7 +319,7 @@ def dashboard(uid: str, title: str, description: str, panels: Iterable[Json], va
                 "url": "",
             }
         ],
-        "templating": {"list": list(variables)},
+        "templating": {"list": [datasource_variable(), *variables]},
         "panels": layout(panels),
     }
 

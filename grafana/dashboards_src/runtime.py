@@ -113,6 +113,49 @@ def runtime() -> Json:
             width=16,
             height=8,
         ),
+        timeseries(
+            "Records skipped",
+            targets((f"sum by (topic, reason) (increase(ipaas_klaviyo_records_skipped_total{{{INSTANCE}}}[5m]))",
+                     "{{topic}} {{reason}} (last 5m)")),
+            description="Readable records that change no record, acknowledged without a flow "
+            "(ipaas_klaviyo_records_skipped_total): Debezium truncates and logical-decoding messages, connector "
+            "heartbeats, hook calls that notify nothing. They are never dead-lettered.",
+            width=8,
+        ),
+        timeseries(
+            "Quota share",
+            targets((f"max by (instance) (ipaas_klaviyo_quota_share{{{INSTANCE}}})", "{{instance}}")),
+            description="Each instance's share of Klaviyo's quota (ipaas_klaviyo_quota_share): its assigned "
+            "partitions over all partitions of its consumer group, recomputed on every rebalance. The shares of one "
+            "group add up to 1, so the instances together never spend more than the account's quota.",
+            unit="percentunit",
+            width=8,
+        ),
+        row("Kafka view and replay processes"),
+        timeseries(
+            "Kafka view age",
+            targets((
+                f"time() - max by (instance, view) (ipaas_klaviyo_kafka_view_updated_timestamp_seconds{{{INSTANCE}}})",
+                "{{instance}} {{view}}",
+            )),
+            description="Seconds since each process last read its view of Kafka (the lag, the dead-letter backlog) "
+            "successfully (ipaas_klaviyo_kafka_view_updated_timestamp_seconds): a few seconds normally; alert "
+            "KafkaViewStale above 5 minutes, when the lag and dead-letter figures stop moving.",
+            unit="s",
+        ),
+        timeseries(
+            "Dead letters replayed, counted by the replaying process",
+            targets((
+                f"sum by (instance, flow, mode) (rate(ipaas_klaviyo_dead_letters_replayed_total{{{INSTANCE}}}"
+                "[$__rate_interval])) * 60",
+                "{{instance}} {{flow}} {{mode}}",
+            )),
+            description="Replays per minute as counted by the process that ran them "
+            "(ipaas_klaviyo_dead_letters_replayed_total): only a replay run inside a scraped process shows here "
+            "(`ipaas-klaviyo dlq replay` is usually a short command nothing scrapes). The dead letters replayed "
+            "and waiting on the Integration Monitoring dashboard are read from Kafka and count every replay.",
+            unit="cpm",
+        ),
     ]
     return dashboard(
         "ipaas-klaviyo-runtime",

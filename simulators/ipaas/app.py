@@ -233,6 +233,9 @@ class SimulatorApp(RecordingApp[ReceivedRequest]):
         if dropped is not None:
             received.fault, reply = dropped
             return reply
+        if faults.unauthorized:
+            received.fault = "unauthorized"
+            return error_reply(ApiError(401, "Unauthorized", detail="A valid Bearer token is required."))
         if faults.non_json_next > 0 or (faults.non_json_rate and rng.random() < faults.non_json_rate):
             faults.non_json_next = max(faults.non_json_next - 1, 0)
             received.fault = "non_json"

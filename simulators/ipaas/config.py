@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from simulators.scaffold import Latency
+from simulators.scaffold import Latency, TimedFaults
 
 DEFAULT_TOKEN = "ipaas-sim-token-00000000000000000000"
 """The company API token the simulator accepts unless configured otherwise (not a secret: a test fixture)."""
@@ -29,15 +29,16 @@ class SimulatorConfig:
     seed: int | None = None
 
 
-class Faults(BaseModel):
-    """Fault injection, applied to API requests (never to ``/__admin``).
+class Faults(TimedFaults):
+    """Fault injection, applied to API requests (never to ``/__admin``), for ``for_s`` seconds from when they are
+    set or until cleared (``TimedFaults``).
 
     ``*_next`` counters are consumed request by request; rates are probabilities per request. ``fail_next``
     answers with those HTTP statuses (a ProblemDetails body; an HTML page for 502/504 or with ``html_errors``);
     ``non_json_next`` answers ``200`` with an HTML page instead of running the operation (a proxy that swallowed
     the request); ``garble_next`` runs the operation and then answers that HTML page (the write happened, the
-    caller can't tell). ``operations``
-    restricts faults (except latency) to those operation names.
+    caller can't tell); ``unauthorized`` answers every request ``401`` whatever its token (the company's API token
+    revoked or rotated). ``operations`` restricts faults (except latency) to those operation names.
     """
 
     latency: Latency = Field(default_factory=Latency)
@@ -51,5 +52,6 @@ class Faults(BaseModel):
     hang_next: int = Field(0, ge=0)
     hang_s: float = Field(30.0, ge=0)
     html_errors: bool = False
+    unauthorized: bool = False
     retry_after_s: int = Field(1, ge=0)
     operations: list[str] | None = None

@@ -157,6 +157,14 @@ def _html_page(status: int, title: str) -> bytes:
     ).encode()
 
 
+def _portal_page() -> bytes:
+    return (
+        b"<!DOCTYPE html><html><head><title>Sign in to the network</title></head><body><h1>Welcome</h1>"
+        b"<p>Please accept the terms of use to continue.</p><form method=\"post\" action=\"/login\">"
+        b"<button>Accept</button></form></body></html>"
+    )
+
+
 class SimulatorApp(RecordingApp[ReceivedRequest]):
     """The request handler the HTTP server calls."""
 
@@ -364,6 +372,21 @@ class SimulatorApp(RecordingApp[ReceivedRequest]):
             received.fault = "challenge"
             return Reply(403, _html_page(403, "Forbidden"), "text/html; charset=UTF-8",
                          [("cf-mitigated", "challenge")])
+        if faults.captive_portal:
+            received.fault = "captive_portal"
+            return Reply(200, _portal_page(), "text/html; charset=UTF-8", [("cache-control", "no-store")])
+        if faults.redirect_to:
+            received.fault = "redirect"
+            location = faults.redirect_to.rstrip("/") + received.path
+            if received.query:
+                location += "?" + urlencode(received.query)
+            body = (f"<html><head><title>301 Moved Permanently</title></head><body><h1>Moved Permanently</h1>"
+                    f"<p>The document has moved <a href=\"{location}\">here</a>.</p></body></html>").encode()
+            return Reply(301, body, "text/html; charset=iso-8859-1", [("location", location)])
+        if faults.unauthorized and not operation.startswith("oauth_"):
+            received.fault = "unauthorized"
+            return error_reply(ApiError(401, "authentication_failed", "Incorrect authentication credentials.",
+                                        title="Incorrect authentication credentials."))
         status = injected_status(faults, rng)
         if status is None:
             return None

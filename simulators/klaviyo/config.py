@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from consumer.klaviyo.ratelimits import EndpointLimit, resolve_limits
-from simulators.scaffold import Latency
+from simulators.scaffold import Latency, TimedFaults
 
 DEFAULT_ACCOUNT = "sim-account"
 # "pk_" + 34 alphanumerics, like a real private key.
@@ -67,13 +67,24 @@ class SimulatorConfig:
         return self
 
 
-class Faults(BaseModel):
-    """Fault injection, applied to API and OAuth requests (never to ``/__admin``).
+class Faults(TimedFaults):
+    """Fault injection, applied to API and OAuth requests (never to ``/__admin``), for ``for_s`` seconds from
+    when they are set or until cleared (``TimedFaults``).
 
     ``*_next`` counters are consumed request by request; rates are probabilities per request. ``error_rates``
     maps an HTTP status to its probability. 502, 504 and 524 are always answered with an HTML page (like the
     CDN in front of Klaviyo), and every injected error is when ``html_errors`` is set. ``operations``
-    restricts faults (except latency) to those operation ids.
+    restricts faults (except latency) to those operation ids (the OAuth ones are ``oauth_authorize``,
+    ``oauth_token`` and ``oauth_revoke``).
+
+    What stands between the caller and Klaviyo, while they apply:
+
+    - ``captive_portal``: every request is answered ``200`` with an HTML page (a captive portal, a proxy's
+      login page); the request never reaches Klaviyo, so nothing it asked for happens;
+    - ``redirect_to``: every request is answered ``301 Moved Permanently`` to ``<redirect_to><path>`` (e.g. a
+      proxy sending ``https`` to an ``http://`` URL), with a small HTML body, as web servers do;
+    - ``unauthorized``: every API request is answered ``401 authentication_failed`` whatever its credential
+      (the account's keys or the app's tokens all refused: a 401 storm); the OAuth endpoints are not affected.
     """
 
     latency: Latency = Field(default_factory=Latency)
@@ -86,6 +97,9 @@ class Faults(BaseModel):
     hang_s: float = Field(30.0, ge=0)
     html_errors: bool = False
     challenge_next: int = Field(0, ge=0)
+    captive_portal: bool = False
+    redirect_to: str | None = None
+    unauthorized: bool = False
     omit_error_sources: bool = False
     """Answer the operation's own errors (validation, conflicts) without ``source``: no pointer into the request."""
     operations: list[str] | None = None

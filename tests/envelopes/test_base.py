@@ -72,3 +72,10 @@ def test_transaction_with_non_numeric_total() -> None:
 def test_header_values_are_decoded_leniently() -> None:
     [event] = decode("customer", None, as_json(CUSTOMER), [("x-junk", b"\xff\xfe"), ("scope", b"customer/updated")])
     assert event.action is Action.UPDATED
+
+
+def test_an_odd_key_does_not_fail_a_record_whose_value_has_its_id() -> None:
+    [event] = decode("customer", b"\xff\xfe\x00odd", b'{"id": "1001", "first_name": "Zoe"}', [])
+    assert event.record_id == "1001"
+    # a tombstone has nothing but its key: an unreadable one leaves no record to name
+    assert pill_of("customer", b"\xff\xfe", None, []).reason == "schema_violation"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from consumer.envelopes import Action, EnvelopeFormat, PoisonPill, decode
+from consumer.envelopes import Action, EnvelopeFormat, NotAChange, PoisonPill, decode
 from consumer.records import Customer, Transaction
 from tests.envelopes.helpers import (
     CUSTOMER,
@@ -42,12 +42,32 @@ def test_debezium_delete_uses_before_else_key() -> None:
     assert info.value.reason == "schema_violation"
 
 
-@pytest.mark.parametrize("op", ["t", "m", "x"])
-def test_debezium_non_row_ops_are_unknown_event_types(op: str) -> None:
+@pytest.mark.parametrize("op", ["x", "q"])
+def test_debezium_unknown_ops_are_unknown_event_types(op: str) -> None:
     with pytest.raises(PoisonPill) as info:
         decode("customer", None, as_json(debezium_event(op, None)), [])
     assert info.value.reason == "unknown_event_type"
     assert info.value.code == "POISON_PILL_UNKNOWN_EVENT_TYPE"
+
+
+@pytest.mark.parametrize(("op", "reason"), [("t", "debezium_truncate"), ("m", "debezium_message")])
+def test_debezium_truncates_and_messages_change_no_record(op: str, reason: str) -> None:
+    with pytest.raises(NotAChange) as info:
+        decode("customer", None, as_json(debezium_event(op, None)), [])
+    assert info.value.reason == reason
+    with pytest.raises(NotAChange):
+        decode("customer", None, as_json({"__op": op, "id": "C1"}), [])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"ts_ms": 1588252618953},
+     {"schema": {"type": "struct", "name": "io.debezium.connector.common.Heartbeat"}, "payload": {"ts_ms": 1}}],
+)
+def test_connector_heartbeats_change_no_record(value: dict[str, Any]) -> None:
+    with pytest.raises(NotAChange) as info:
+        decode("customer", b'{"serverName": "shop"}', as_json(value), [])
+    assert info.value.reason == "heartbeat"
 
 
 @pytest.mark.parametrize(
@@ -58,9 +78,8 @@ def test_debezium_non_row_ops_are_unknown_event_types(op: str) -> None:
     ],
 )
 def test_debezium_truncate_and_message_events_without_images(value: dict[str, Any]) -> None:
-    with pytest.raises(PoisonPill) as info:
+    with pytest.raises(NotAChange):
         decode("customer", None, as_json({"schema": {}, "payload": value}), [])
-    assert info.value.reason == "unknown_event_type"
 
 
 def test_debezium_create_without_after_is_a_schema_violation() -> None:

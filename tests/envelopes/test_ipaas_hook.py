@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from consumer.envelopes import Action, EnvelopeFormat, PoisonPill, decode
+from consumer.envelopes import Action, EnvelopeFormat, NotAChange, PoisonPill, decode
 from tests.envelopes.helpers import (
     DATA,
     as_json,
@@ -35,7 +35,6 @@ def test_single_hook_notification_and_initialize_scope() -> None:
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        ({"id": "h", "notifications": []}, "schema_violation"),
         ({"notifications": [{"scope": "customer/created"}]}, "schema_violation"),
         ({"notifications": [{"id": "1"}]}, "schema_violation"),
         ({"notifications": ["x"]}, "schema_violation"),
@@ -48,3 +47,9 @@ def test_bad_hooks(body: dict[str, Any], reason: str) -> None:
     with pytest.raises(PoisonPill) as info:
         decode("customer", None, as_json(body), [])
     assert info.value.reason == reason
+
+
+def test_a_hook_call_that_notifies_nothing_changes_no_record() -> None:
+    with pytest.raises(NotAChange) as info:
+        decode("customer", None, as_json({"id": "h", "notifications": []}), [])
+    assert info.value.reason == "empty_notification_batch"

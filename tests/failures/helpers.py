@@ -1,4 +1,4 @@
-"""What the failure-path tests share: settings with the catalog's topics applied, dead letters written the
+"""What the failure-path tests share: settings with the catalog's topics created, dead letters written the
 service's way, and a dead letter built in memory."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from collections.abc import Sequence
 import orjson
 from aiokafka.structs import TopicPartition
 
-from consumer import topics
 from consumer.catalog import KLAVIYO_REJECTED_REQUEST, Flow
 from consumer.failures import headers as dl
 from consumer.failures.deadletters import DeadLetter, DeadLetterPublisher
@@ -17,8 +16,9 @@ from consumer.kafka import reliable_producer
 from consumer.runtime import Failure, Message
 from consumer.settings import Settings
 from consumer.topics import TopicCatalog
-from tests.support.kafka import end_offsets
+from tests.support.kafka import create_catalog_topics, end_offsets
 from tests.support.service import service_settings
+from tests.support.topic_space import TopicSpace
 
 FULL_CONTEXT = {
     "trace": "t-1", dl.ORIGINAL_TOPIC: "src", dl.ORIGINAL_PARTITION: "3", dl.ORIGINAL_OFFSET: "17",
@@ -36,10 +36,11 @@ def letter(headers: dict[str, str], key: bytes | None = b"c-1", value: bytes | N
                       tuple((name, text.encode()) for name, text in headers.items()))
 
 
-async def prepared(kafka_bootstrap: str, unique: str) -> tuple[Settings, TopicCatalog]:
-    settings = service_settings(kafka_bootstrap, unique, klaviyo={"api_key": "pk_test_not_used"})
+async def prepared(topic_space: TopicSpace, unique: str) -> tuple[Settings, TopicCatalog]:
+    """Service settings of the test's own, with every topic of the catalog created under their prefix."""
+    settings = service_settings(topic_space, unique, klaviyo={"api_key": "pk_test_not_used"})
     catalog = TopicCatalog.load(prefix=settings.topic_prefix)
-    await topics.apply(catalog, settings.kafka)
+    await create_catalog_topics(settings.kafka.bootstrap_servers, catalog)
     return settings, catalog
 
 

@@ -8,15 +8,16 @@ import json
 from consumer.catalog import KLAVIYO_CONNECTION_ERROR, KLAVIYO_REJECTED_REQUEST
 from consumer.cli import main as cli_main
 from tests.failures.helpers import all_offsets, dead_letter, prepared
+from tests.support.topic_space import TopicSpace
 
 SELECTED, OTHER = KLAVIYO_REJECTED_REQUEST.code, KLAVIYO_CONNECTION_ERROR.code
 
 
-async def test_the_cli_lists_shows_and_dry_runs(kafka_bootstrap: str, unique: str, monkeypatch, capsys):
-    settings, catalog = await prepared(kafka_bootstrap, unique)
+async def test_the_cli_lists_shows_and_dry_runs(topic_space: TopicSpace, unique: str, monkeypatch, capsys):
+    settings, catalog = await prepared(topic_space, unique)
     await dead_letter(settings, catalog, range(5), SELECTED)
     await dead_letter(settings, catalog, range(5, 8), OTHER)
-    monkeypatch.setenv("IPAAS_KLAVIYO_KAFKA__BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("IPAAS_KLAVIYO_KAFKA__BOOTSTRAP_SERVERS", topic_space.bootstrap)
     monkeypatch.setenv("IPAAS_KLAVIYO_TOPIC_PREFIX", settings.topic_prefix)
 
     async def cli(*argv: str, expect: int = 0) -> str:
@@ -36,6 +37,7 @@ async def test_the_cli_lists_shows_and_dry_runs(kafka_bootstrap: str, unique: st
     assert document["original"] == {"topic": catalog.name("customer-changes"), "partition": 6, "offset": 10_006}
 
     out = await cli("dlq", "show", document["ref"])
+    assert f"what it means  {KLAVIYO_CONNECTION_ERROR.meaning}" in out
     assert f"what to do     {KLAVIYO_CONNECTION_ERROR.action}" in out
     assert '{"id":"c-6","first_name":"Name 6"}' in out and "trace: t-6" in out
     out = await cli("dlq", "show", f"{document['partition']}:{document['offset']}", "--json")

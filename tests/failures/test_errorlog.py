@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-from consumer import topics
 from consumer.catalog import (
     COULD_NOT_LINK_TO_EXISTING_PROFILE,
     KLAVIYO_REJECTED_REQUEST,
@@ -23,14 +22,14 @@ from consumer.runtime import Message, classify
 from consumer.settings import KafkaSettings
 from consumer.topics import TopicCatalog
 from consumer.transfers import TransferRef
+from tests.support.topic_space import TopicSpace
 
 
-async def _written(kafka_bootstrap: str, unique: str) -> tuple[KafkaSettings, TopicCatalog]:
-    """An error log with: a link warning and a dead-lettered failure of customer c-1, an old failure of customer
-    c-2 (written a day ago), and an order event failure of transaction t-9."""
-    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
-    catalog = TopicCatalog.load(prefix=f"t{unique}.")
-    await topics.apply(catalog, kafka)
+async def _written(topic_space: TopicSpace) -> tuple[KafkaSettings, TopicCatalog]:
+    """An error log of its own with: a link warning and a dead-lettered failure of customer c-1, an old failure of
+    customer c-2 (written a day ago), and an order event failure of transaction t-9."""
+    kafka = KafkaSettings(bootstrap_servers=topic_space.bootstrap)
+    catalog = await topic_space.catalog("error-log")
     producer = reliable_producer(kafka)
     await producer.start()
     try:
@@ -54,8 +53,8 @@ async def _written(kafka_bootstrap: str, unique: str) -> tuple[KafkaSettings, To
     return kafka, catalog
 
 
-async def test_the_error_log_is_read_back_by_flow_code_severity_record_and_time(kafka_bootstrap: str, unique: str):
-    kafka, catalog = await _written(kafka_bootstrap, unique)
+async def test_the_error_log_is_read_back_by_flow_code_severity_record_and_time(topic_space: TopicSpace):
+    kafka, catalog = await _written(topic_space)
     topic = catalog.name("error-log")
 
     async def read(**criteria: object) -> list[str]:
@@ -78,16 +77,20 @@ async def test_the_error_log_is_read_back_by_flow_code_severity_record_and_time(
     assert len(await read(since="1h")) == 3
     failed = (await read_error_log(kafka, topic, ErrorLogFilter.build(codes=["KLAVIYO_REJECTED_REQUEST"],
                                                                       records=["c-1"])))[0]
+    assert failed.record["meaning"] == KLAVIYO_REJECTED_REQUEST.meaning
+    assert failed.record["operator_hint"] == KLAVIYO_REJECTED_REQUEST.operator_hint
     shown = format_error(failed)
+    assert f"meaning      {KLAVIYO_REJECTED_REQUEST.meaning}" in shown
     assert f"what to do   {KLAVIYO_REJECTED_REQUEST.action}" in shown
+    assert f"self-hosted  {KLAVIYO_REJECTED_REQUEST.operator_hint}" in shown
     assert f"source       {catalog.name('customer-changes')} partition 3 offset 77  (dead-lettered)" in shown
     assert "HTTP status  400" in shown
 
 
-async def test_the_errors_command(kafka_bootstrap: str, unique: str, monkeypatch, capsys):
-    await _written(kafka_bootstrap, unique)
-    monkeypatch.setenv("IPAAS_KLAVIYO_KAFKA__BOOTSTRAP_SERVERS", kafka_bootstrap)
-    monkeypatch.setenv("IPAAS_KLAVIYO_TOPIC_PREFIX", f"t{unique}.")
+async def test_the_errors_command(topic_space: TopicSpace, monkeypatch, capsys):
+    _, catalog = await _written(topic_space)
+    monkeypatch.setenv("IPAAS_KLAVIYO_KAFKA__BOOTSTRAP_SERVERS", topic_space.bootstrap)
+    monkeypatch.setenv("IPAAS_KLAVIYO_TOPIC_PREFIX", catalog.prefix)
 
     async def cli(*argv: str) -> str:
         capsys.readouterr()
@@ -106,4 +109,5 @@ async def test_the_errors_command(kafka_bootstrap: str, unique: str, monkeypatch
     assert any("transaction:t-9" in line and "ORDER_EVENT_COULD_NOT_BE_CREATED" in line for line in lines)
 
     out = await cli("errors", "--code", "ORDER_EVENT_COULD_NOT_BE_CREATED", "--full")
-    assert ORDER_EVENT_COULD_NOT_BE_CREATED.action in out
+    assert ORDER_EVENT_COULD_NOT_BE_CREATED.action in out and ORDER_EVENT_COULD_NOT_BE_CREATED.meaning in out
+    assert f"self-hosted  {ORDER_EVENT_COULD_NOT_BE_CREATED.operator_hint}" in out

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import io
 
-from consumer.catalog import KLAVIYO_REJECTED_REQUEST
+from consumer.catalog import KLAVIYO_CONNECTION_ERROR, KLAVIYO_REJECTED_REQUEST
 from consumer.failures import headers as dl
-from consumer.failures.output import TextProgress, format_letter, format_table
+from consumer.failures.errorlog import LoggedError
+from consumer.failures.output import TextProgress, format_error, format_letter, format_table
 from consumer.failures.replay import ReplayProgress
 from tests.failures.helpers import FULL_CONTEXT as FULL
 from tests.failures.helpers import letter
 
 
-def test_a_letter_is_shown_in_full_with_what_to_do():
+def test_a_letter_is_shown_in_full_with_what_it_means_and_what_to_do():
     shown = format_letter(letter(FULL))
+    assert "what it means  " + KLAVIYO_REJECTED_REQUEST.meaning in shown
     assert "what to do     " + KLAVIYO_REJECTED_REQUEST.action in shown and "value (UTF-8 text):" in shown
+    assert f"self-hosted    {KLAVIYO_REJECTED_REQUEST.operator_hint}" in shown
     assert "failure history (earlier replays, oldest first):" in shown and "  trace: t-1" in shown
     binary = format_letter(letter({dl.ERROR_CODE: "POISON_PILL_NOT_UTF8"}, value=b"\xff\x00"))
     assert "value (not UTF-8; base64):\n/wA=" in binary
@@ -41,3 +44,14 @@ def test_the_progress_bar_draws_on_a_terminal_only():
         bar.close()
     assert "50.0%" in terminal.getvalue() and "replayed 40" in terminal.getvalue()
     assert pipe.getvalue() == ""
+
+
+def test_an_error_log_record_written_before_the_meaning_shows_the_catalog_s():
+    """Records written before the error log carried ``meaning`` (and the operator's hint) take both from the
+    catalog by their code."""
+    old = {"time": "2026-05-01T10:00:00.000Z", "severity": "error", "code": KLAVIYO_CONNECTION_ERROR.code,
+           "title": KLAVIYO_CONNECTION_ERROR.title, "flow": "all", "message": "An error occurred while contacting "
+           "Klaviyo", "what_to_do": KLAVIYO_CONNECTION_ERROR.action}
+    shown = format_error(LoggedError(0, 1, "customer:c-1", old))
+    assert f"meaning      {KLAVIYO_CONNECTION_ERROR.meaning}" in shown
+    assert f"self-hosted  {KLAVIYO_CONNECTION_ERROR.operator_hint}" in shown

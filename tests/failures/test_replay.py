@@ -39,6 +39,7 @@ from tests.failures.helpers import all_offsets, dead_letter, prepared
 from tests.support.changes import customer_source
 from tests.support.kafka import read_all
 from tests.support.service import running_service, service_settings
+from tests.support.topic_space import TopicSpace
 
 SELECTED, OTHER = KLAVIYO_REJECTED_REQUEST.code, KLAVIYO_CONNECTION_ERROR.code
 
@@ -63,7 +64,7 @@ def test_a_direct_replay_retries_what_the_runtime_retries_and_waits_out_outages(
 
 async def test_a_direct_replay_needs_the_dispatcher_from_its_caller():
     with pytest.raises(ValueError, match="dispatcher"):
-        await replay(service_settings("127.0.0.1:1", "x"), mode="direct")
+        await replay(service_settings(TopicSpace("127.0.0.1:1"), "x"), mode="direct")
 
 
 # --- through the broker ------------------------------------------------------------------------------------------
@@ -110,9 +111,9 @@ def _recording_routes(handled: list[Change[Any]], failing: set[str] | None = Non
 
 
 async def test_replay_of_1000_letters_selected_by_a_filter_reaches_the_handler_once_each(
-    kafka_bootstrap: str, unique: str
+    topic_space: TopicSpace, unique: str
 ):
-    settings, catalog = await prepared(kafka_bootstrap, unique)
+    settings, catalog = await prepared(topic_space, unique)
     await dead_letter(settings, catalog, range(1000), SELECTED)
     await dead_letter(settings, catalog, range(1000, 1200), OTHER)  # not selected
 
@@ -148,8 +149,8 @@ async def test_replay_of_1000_letters_selected_by_a_filter_reaches_the_handler_o
     assert (again.run_id, again.resumed, again.replayed, again.total_replayed) == (result.run_id, True, 0, 1000)
 
 
-async def test_a_dry_run_lists_what_would_be_replayed_and_writes_nothing(kafka_bootstrap: str, unique: str):
-    settings, catalog = await prepared(kafka_bootstrap, unique)
+async def test_a_dry_run_lists_what_would_be_replayed_and_writes_nothing(topic_space: TopicSpace, unique: str):
+    settings, catalog = await prepared(topic_space, unique)
     await dead_letter(settings, catalog, range(300), SELECTED)
     await dead_letter(settings, catalog, range(300, 400), OTHER)
     before = await all_offsets(settings, catalog)
@@ -161,8 +162,8 @@ async def test_a_dry_run_lists_what_would_be_replayed_and_writes_nothing(kafka_b
     assert await load_replay_state(settings.kafka, catalog.name("replay-state"), result.run_id) is None
 
 
-async def test_an_interrupted_replay_resumes_without_duplicates(kafka_bootstrap: str, unique: str):
-    settings, catalog = await prepared(kafka_bootstrap, unique)
+async def test_an_interrupted_replay_resumes_without_duplicates(topic_space: TopicSpace, unique: str):
+    settings, catalog = await prepared(topic_space, unique)
     await dead_letter(settings, catalog, range(1000), SELECTED)
     selection = LetterFilter.build(flows=[Flow.ADD_PROFILE_FROM_IPAAS.slug])
     seen: list[ReplayProgress] = []
@@ -194,9 +195,9 @@ async def test_an_interrupted_replay_resumes_without_duplicates(kafka_bootstrap:
 
 
 async def test_a_replayed_record_that_fails_again_is_dead_lettered_again_with_its_history(
-    kafka_bootstrap: str, unique: str
+    topic_space: TopicSpace, unique: str
 ):
-    settings = service_settings(kafka_bootstrap, unique, klaviyo={"api_key": "pk_test_not_used"})
+    settings = service_settings(topic_space, unique, klaviyo={"api_key": "pk_test_not_used"})
     handled: list[Change[Any]] = []
     failing = {f"c-{i}" for i in range(0, 10, 2)}
     routes = _recording_routes(handled, failing)
@@ -234,7 +235,7 @@ async def test_a_replayed_record_that_fails_again_is_dead_lettered_again_with_it
     third = [letter for letter in await read_dead_letters(settings.kafka, [dlt]) if letter.replay_count == 2]
     assert len(third) == 5
     assert all(len(letter.history) == 2 and letter.attempts == 1 for letter in third)
-    errors = await read_all(kafka_bootstrap, svc.topic("error-log"), expected=15)
+    errors = await read_all(topic_space.bootstrap, svc.topic("error-log"), expected=15)
     assert sum(1 for e in errors if orjson.loads(e.value)["dead_lettered"]) == 15
 
     # direct, fixed: each letter reaches the handler once
@@ -247,9 +248,9 @@ async def test_a_replayed_record_that_fails_again_is_dead_lettered_again_with_it
 
 
 async def test_an_interrupted_direct_replay_resumes_without_handling_a_letter_twice(
-    kafka_bootstrap: str, unique: str
+    topic_space: TopicSpace, unique: str
 ):
-    settings, catalog = await prepared(kafka_bootstrap, unique)
+    settings, catalog = await prepared(topic_space, unique)
     await dead_letter(settings, catalog, range(100), SELECTED)
     handled: list[Change[Any]] = []
     routes = _recording_routes(handled)

@@ -22,6 +22,7 @@ from consumer.settings import KlaviyoSettings
 from consumer.transfers import TransferRef
 from simulators.klaviyo import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfig, Spec
 from tests.support.changes import change_of
+from tests.support.sleeps import RecordedSleeps
 
 FAST_BACKOFF = Backoff(base_s=0.01, cap_s=0.05)
 
@@ -63,13 +64,14 @@ async def shared_klaviyo(shared_simulator: KlaviyoSimulator) -> AsyncIterator[Kl
         total_timeout_s=3.0, max_retries=3,
     )
     async with KlaviyoClient(settings, ApiKeyAuth(DEFAULT_API_KEY), backoff=FAST_BACKOFF,
-                             retry_after_cap_s=0.05) as client:
+                             retry_after_cap_s=0.05, sleep=RecordedSleeps()) as client:
         yield client
 
 
 @pytest.fixture
 def klaviyo(shared_klaviyo: KlaviyoClient, simulator: KlaviyoSimulator) -> KlaviyoClient:
-    """A real client of the simulator (fast backoff, 3 retries); one per session, as building one is slow."""
+    """A real client of the simulator (3 retries, backoff recorded rather than slept); one per session, as building
+    one is slow."""
     return shared_klaviyo
 
 

@@ -135,13 +135,15 @@ async def test_the_near_duplicate_lookup_runs_only_for_emails_not_in_lower_case(
     assert operations(simulator) == ["create_profile", "get_profiles", "create_profile"]
 
 
-async def test_two_customers_sharing_a_phone_get_separate_profiles_and_a_warning(
+async def test_two_customers_sharing_a_phone_get_separate_profiles_and_the_phone_warning(
     simulator: KlaviyoSimulator, ctx: FlowContext, warnings: Warnings
 ) -> None:
     await sync_profile(created(), ctx)
     await sync_profile(created(id="C2", email_address="bob@shop.test"), ctx)
     assert operations(simulator) == ["create_profile", "create_profile", "get_profile", "create_profile"]
-    assert warnings.codes == ["COULD_NOT_LINK_TO_EXISTING_PROFILE"]
+    # the seed's "could not link ... by email address" is for an email conflict only
+    assert warnings.codes == ["COULD_NOT_LINK_PROFILE_BY_PHONE"]
+    assert "by phone number" in warnings.items[0][0].message
     assert "phone_number" in (warnings.items[0][0].detail or "")
     bob = simulator.store.profiles[ctx.links.get("C2") or ""].attributes
     assert (bob["email"], bob["phone_number"], bob["external_id"]) == ("bob@shop.test", None, "C2")

@@ -14,7 +14,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from consumer import topics
 from consumer.catalog import (
     ADDRESS_VALUE_COULD_NOT_BE_READ,
     COULD_NOT_LINK_TO_EXISTING_CUSTOMER,
@@ -30,7 +29,7 @@ from consumer.ipaas import IpaasClient, IpaasRejected
 from consumer.kafka import reliable_producer
 from consumer.klaviyo import ApiKeyAuth, KlaviyoClient
 from consumer.mapping import MappingCollection, load_collections, parse_collection
-from consumer.poller import ProfilePoller
+from consumer.poller import CHANGES_TOPIC, STATE_TOPIC, ProfilePoller
 from consumer.records import Customer
 from consumer.settings import IpaasSettings, KlaviyoSettings
 from consumer.transfers import TransferRef
@@ -40,6 +39,8 @@ from simulators.klaviyo import SimulatorConfig as KlaviyoConfig
 from simulators.klaviyo.store import Store
 from tests.support.changes import change_of
 from tests.support.kafka import kafka_settings
+from tests.support.sleeps import RecordedSleeps
+from tests.support.topic_space import TopicSpace
 
 # The seed error catalog, verbatim.
 COULD_NOT_LINK_TEXT = (
@@ -64,13 +65,14 @@ class Recorded:
 class ChangeFeed:
     """Reads what the poller published, as the dispatcher would decode it (no consumer group)."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
         self._topic = topic
+        self._partitions = partitions
 
     async def start(self) -> None:
         await self._consumer.start()
-        self._tps = [TopicPartition(self._topic, p) for p in range(8)]
+        self._tps = [TopicPartition(self._topic, p) for p in range(self._partitions)]
         self._consumer.assign(self._tps)
         await self._consumer.seek_to_beginning(*self._tps)
 
@@ -144,10 +146,9 @@ class World:
 
 
 @pytest.fixture
-async def world(kafka_bootstrap: str, unique: str) -> AsyncIterator[World]:
+async def world(kafka_bootstrap: str, topic_space: TopicSpace, sleeps: RecordedSleeps) -> AsyncIterator[World]:
     settings = kafka_settings(kafka_bootstrap)
-    catalog = topics.TopicCatalog.load(prefix=f"t{unique}.")
-    await topics.apply(catalog, settings)
+    catalog = await topic_space.catalog(CHANGES_TOPIC, STATE_TOPIC, partitions=2)  # the poller's own topics
     async with KlaviyoSimulator(KlaviyoConfig(seed=5, validate_bodies=False)) as klaviyo_sim, \
             IpaasSimulator(SimulatorConfig(seed=5)) as ipaas_sim:
         klaviyo_settings = KlaviyoSettings(base_url=klaviyo_sim.base_url, api_key=DEFAULT_API_KEY, max_retries=2,
@@ -155,11 +156,11 @@ async def world(kafka_bootstrap: str, unique: str) -> AsyncIterator[World]:
         ipaas_settings = IpaasSettings(base_url=ipaas_sim.base_url, api_token=ipaas_sim.token, max_retries=3,
                                        connect_timeout_s=2.0, read_timeout_s=5.0, total_timeout_s=10.0)
         async with KlaviyoClient(klaviyo_settings, ApiKeyAuth(DEFAULT_API_KEY), backoff=FAST,
-                                 retry_after_cap_s=0.05) as klaviyo, \
-                IpaasClient(ipaas_settings, backoff=FAST, retry_after_cap_s=0.05) as ipaas:
+                                 retry_after_cap_s=0.05, sleep=sleeps) as klaviyo, \
+                IpaasClient(ipaas_settings, backoff=FAST, retry_after_cap_s=0.05, sleep=sleeps) as ipaas:
             producer: AIOKafkaProducer = reliable_producer(settings)
             await producer.start()
-            feed = ChangeFeed(kafka_bootstrap, catalog.name("klaviyo-profile-changes"))
+            feed = ChangeFeed(kafka_bootstrap, catalog.name(CHANGES_TOPIC), catalog.topics[CHANGES_TOPIC].partitions)
             await feed.start()
             poller = ProfilePoller.from_catalog(klaviyo, producer, kafka=settings, catalog=catalog,
                                                 start_at=datetime.now(UTC) - timedelta(minutes=1))
@@ -514,7 +515,7 @@ async def test_round_trip_profile_to_customer_to_profile_converges_without_an_ec
 
 
 # --- through the running service --------------------------------------------------------------------------------
-async def test_the_service_consumes_the_pollers_topic_end_to_end(kafka_bootstrap: str, unique: str) -> None:
+async def test_the_service_consumes_the_pollers_topic_end_to_end(topic_space: TopicSpace, unique: str) -> None:
     from tests.support.service import running_service, service_settings
 
     async with KlaviyoSimulator(KlaviyoConfig(seed=9, validate_bodies=False)) as klaviyo_sim, \
@@ -522,7 +523,7 @@ async def test_the_service_consumes_the_pollers_topic_end_to_end(kafka_bootstrap
         created_at = datetime.now(UTC).replace(microsecond=0)
         klaviyo_sim.state.store = Store(clock=lambda: created_at)  # created == updated: "created" events
         settings = service_settings(
-            kafka_bootstrap, unique,
+            topic_space, unique,
             klaviyo={"base_url": klaviyo_sim.base_url, "api_key": DEFAULT_API_KEY, "max_retries": 1},
             ipaas={"base_url": ipaas_sim.base_url, "api_token": ipaas_sim.token, "max_retries": 1},
             runtime={"retry_attempts": 3},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import httpx
 import pytest
@@ -91,3 +92,19 @@ async def test_waiting_for_a_slot_honours_the_pool_timeout() -> None:
 def test_invalid_sizes() -> None:
     with pytest.raises(ValueError):
         LaneTransport(0)
+
+
+async def test_the_lanes_share_one_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    loads: list[object] = []
+    original = ssl.SSLContext.load_verify_locations
+
+    def counting(self: ssl.SSLContext, *args: object, **kwargs: object) -> None:
+        loads.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
+    transport = LaneTransport(100)  # 13 lanes: the CA bundle is loaded once, not once per lane
+    try:
+        assert transport.lanes == 13 and len(loads) == 1
+    finally:
+        await transport.aclose()

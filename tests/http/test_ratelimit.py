@@ -173,3 +173,16 @@ def test_invalid_adaptation_parameters() -> None:
         SlidingWindowLimiter([], decrease=0)
     with pytest.raises(ValueError):
         SlidingWindowLimiter([], margin_s=-1)
+
+
+def test_a_quota_share_scales_every_window_of_every_limiter_now_and_later():
+    registry = LimiterRegistry()
+    early = registry.get("profiles", [Window(75, 1.0), Window(750, 60.0)])
+    registry.set_share(1 / 3)
+    late = registry.get("events", [Window(350, 1.0), Window(3500, 60.0)])
+    assert early.windows == (Window(25, 1.0), Window(250, 60.0))
+    assert late.windows == (Window(116, 1.0), Window(1166, 60.0))
+    registry.set_share(1.0)
+    assert early.windows == (Window(75, 1.0), Window(750, 60.0))
+    with pytest.raises(ValueError):
+        early.set_share(0)

@@ -11,6 +11,7 @@ from consumer.http.backoff import Backoff
 from consumer.ipaas import IpaasClient
 from consumer.settings import IpaasSettings
 from simulators.ipaas import IpaasSimulator, SimulatorConfig
+from tests.support.sleeps import RecordedSleeps
 
 FAST_BACKOFF = Backoff(base_s=0.01, cap_s=0.05)
 
@@ -38,14 +39,15 @@ MakeIpaas = Callable[..., IpaasClient]
 
 
 @pytest.fixture
-async def make_ipaas(ipaas_sim: IpaasSimulator) -> AsyncIterator[MakeIpaas]:
-    """Build clients against the simulator (fast backoff); all are closed after the test."""
+async def make_ipaas(ipaas_sim: IpaasSimulator, sleeps: RecordedSleeps) -> AsyncIterator[MakeIpaas]:
+    """Build clients against the simulator (fast backoff, slept through ``sleeps``: recorded, not waited; the
+    limiters keep real time); all are closed after the test."""
     clients: list[IpaasClient] = []
 
     def make(*, sim: IpaasSimulator | None = None, backoff: Backoff = FAST_BACKOFF, token: str | None = None,
              **overrides: Any) -> IpaasClient:
         settings = ipaas_settings(sim or ipaas_sim, **overrides)
-        client = IpaasClient(settings, token=token, backoff=backoff)
+        client = IpaasClient(settings, token=token, backoff=backoff, sleep=sleeps)
         clients.append(client)
         return client
 

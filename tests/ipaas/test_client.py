@@ -6,12 +6,14 @@ import pytest
 
 from consumer.http.ratelimit import Window
 from consumer.ipaas import ADDRESS_TABLE, IpaasClient, IpaasConnectionError, IpaasRejected
+from consumer.ipaas.client import DEFAULT_BACKOFF
 from consumer.observability.metrics import IPAAS_REQUESTS
 from consumer.records import Customer, Transaction
 from consumer.settings import IpaasSettings
 from simulators.ipaas import Faults, IpaasSimulator
+from tests.support.sleeps import RecordedSleeps
 
-from .conftest import MakeIpaas
+from .conftest import FAST_BACKOFF, MakeIpaas
 
 
 async def test_customer_round_trip_keeps_unicode_and_speaks_snake_case(
@@ -142,7 +144,9 @@ async def test_a_wrong_token_is_401_retryable_infrastructure_and_never_leaks(
         IpaasClient(IpaasSettings(base_url=ipaas_sim.base_url))
 
 
-async def test_5xx_on_a_read_is_retried(make_ipaas: MakeIpaas, ipaas_sim: IpaasSimulator) -> None:
+async def test_5xx_on_a_read_is_retried(
+    make_ipaas: MakeIpaas, ipaas_sim: IpaasSimulator, sleeps: RecordedSleeps
+) -> None:
     customer = ipaas_sim.seed_customer(email_address="retry@shop.test")
     ipaas_sim.faults = Faults(fail_next=[503, 500, 502])
     before = IPAAS_REQUESTS.labels("get_customer", "GET", "503")._value.get()
@@ -150,6 +154,9 @@ async def test_5xx_on_a_read_is_retried(make_ipaas: MakeIpaas, ipaas_sim: IpaasS
     assert fetched is not None and fetched.id == customer.id
     assert [r.status for r in ipaas_sim.received("get_customer")] == [503, 500, 502, 200]
     assert IPAAS_REQUESTS.labels("get_customer", "GET", "503")._value.get() == before + 1
+    # the 503's Retry-After: 1 stretches the first backoff; the others stay within the backoff's ceilings
+    assert sleeps.delays[0] == 1.0 and len(sleeps.delays) == 3
+    assert all(0 <= delay <= FAST_BACKOFF.ceiling(attempt) for attempt, delay in enumerate(sleeps.delays) if attempt)
 
 
 async def test_5xx_on_a_create_is_not_resent_but_raised_retryable(
@@ -223,11 +230,10 @@ async def test_a_hung_server_times_out_as_a_connection_error(make_ipaas: MakeIpa
     assert "ReadTimeout" in error.message and "after 1 attempt" in error.message
 
 
-async def test_an_unreachable_server_is_a_connection_error(ipaas_sim: IpaasSimulator) -> None:
+async def test_an_unreachable_server_is_a_connection_error(ipaas_sim: IpaasSimulator, sleeps: RecordedSleeps) -> None:
     settings = IpaasSettings(base_url="http://127.0.0.1:9", api_token="tok-unreachable-123456", max_retries=1)
-    from .conftest import FAST_BACKOFF
-
-    async with IpaasClient(settings, backoff=FAST_BACKOFF) as client:
+    async with IpaasClient(settings, sleep=sleeps) as client:
         with pytest.raises(IpaasConnectionError) as caught:
             await client.get_customer("1")
     assert "ConnectError" in caught.value.message and "after 2 attempts" in caught.value.message
+    assert len(sleeps.delays) == 1 and 0 <= sleeps.delays[0] <= DEFAULT_BACKOFF.ceiling(0)

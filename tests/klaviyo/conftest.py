@@ -14,6 +14,7 @@ from consumer.http.ratelimit import LimiterRegistry
 from consumer.klaviyo import ApiKeyAuth, Auth, KlaviyoClient
 from consumer.settings import KlaviyoSettings
 from simulators.klaviyo import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfig
+from tests.support.sleeps import RecordedSleeps
 
 FAST_BACKOFF = Backoff(base_s=0.01, cap_s=0.05)
 
@@ -41,8 +42,9 @@ MakeClient = Callable[..., KlaviyoClient]
 
 
 @pytest.fixture
-async def make_client(simulator: KlaviyoSimulator) -> AsyncIterator[MakeClient]:
-    """Build clients against the simulator (fast backoff); all are closed after the test."""
+async def make_client(simulator: KlaviyoSimulator, sleeps: RecordedSleeps) -> AsyncIterator[MakeClient]:
+    """Build clients against the simulator (fast backoff, slept through ``sleeps``: recorded, not waited; the
+    limiters keep real time, as the simulator's quota does); all are closed after the test."""
     clients: list[KlaviyoClient] = []
 
     def make(
@@ -52,7 +54,7 @@ async def make_client(simulator: KlaviyoSimulator) -> AsyncIterator[MakeClient]:
         settings = klaviyo_settings(sim or simulator, **overrides)
         client = KlaviyoClient(
             settings, auth or ApiKeyAuth(settings.api_key or DEFAULT_API_KEY), rate_limits=rate_limits,
-            limiters=limiters, backoff=backoff,
+            limiters=limiters, backoff=backoff, sleep=sleeps,
         )
         clients.append(client)
         return client

@@ -133,6 +133,17 @@ async def test_a_few_events_amid_heavy_traffic_go_in_a_job(simulator: KlaviyoSim
     assert [r.operation for r in simulator.received()] == ["bulk_create_events"] * 2
 
 
+async def test_the_pace_follows_this_instances_share_of_the_quota(
+    simulator: KlaviyoSimulator, client: KlaviyoClient
+) -> None:
+    client.set_quota_share(0.1)  # one instance of ten: 1 job/s, 15 a minute
+    assert client.endpoint_limit("bulk_create_events") == EndpointLimit(burst=1, steady=15)
+    async with EventBatcher(client) as batcher:
+        assert await submit_all(batcher, [order(n) for n in range(100)]) == [None] * 100
+        await batcher.submit(order(100))  # its share of jobs is spent: single events carry it
+    assert [r.operation for r in simulator.received()] == ["bulk_create_events"] + ["create_event"] * 4
+
+
 async def test_a_job_when_the_single_event_quota_cannot_take_the_record(
     simulator: KlaviyoSimulator, make_client: MakeClient
 ) -> None:

@@ -20,12 +20,14 @@ from consumer.klaviyo import (
     NewEvent,
     ProfileAttributes,
 )
+from consumer.klaviyo.client import DEFAULT_BACKOFF
 from consumer.klaviyo.ratelimits import EndpointLimit
 from consumer.observability.metrics import KLAVIYO_RATE_LIMIT_WAITS, KLAVIYO_REQUESTS, KLAVIYO_THROTTLED
 from consumer.settings import KlaviyoSettings
 from simulators.klaviyo import ApiKeyGrant, Faults, KlaviyoSimulator
+from tests.support.sleeps import RecordedSleeps
 
-from .conftest import MakeClient
+from .conftest import FAST_BACKOFF, MakeClient
 
 SMALL = EndpointLimit(burst=5, steady=30, burst_window_s=0.5, steady_window_s=60.0)
 
@@ -62,12 +64,16 @@ async def test_400_is_rejected_with_klaviyos_detail_and_pointer(make_client: Mak
     assert error.source == {"pointer": "/data/attributes/phone_number"}
 
 
-async def test_5xx_burst_is_retried_then_succeeds(make_client: MakeClient, simulator: KlaviyoSimulator) -> None:
+async def test_5xx_burst_is_retried_then_succeeds(
+    make_client: MakeClient, simulator: KlaviyoSimulator, sleeps: RecordedSleeps
+) -> None:
     simulator.faults = Faults(fail_next=[503, 500, 502])
     before = KLAVIYO_REQUESTS.labels("create_profile", "POST", "503")._value.get()
     profile = await make_client(max_retries=4).create_profile(ProfileAttributes(email="burst@shop.test"))
     statuses = [r.status for r in simulator.received("create_profile")]
     assert statuses == [503, 500, 502, 201]
+    assert len(sleeps.delays) == 3  # a backoff before each retry, within its attempt's ceiling
+    assert all(0 <= delay <= FAST_BACKOFF.ceiling(attempt) for attempt, delay in enumerate(sleeps.delays))
     assert list(simulator.store.profiles) == [profile.id]
     assert KLAVIYO_REQUESTS.labels("create_profile", "POST", "503")._value.get() == before + 1
 
@@ -209,11 +215,13 @@ async def test_429_without_retry_after_uses_the_detail_hint(
 
 
 async def test_exhausted_429_retries_raise_retryable_with_retry_after(
-    make_client: MakeClient, simulator: KlaviyoSimulator
+    make_client: MakeClient, simulator: KlaviyoSimulator, sleeps: RecordedSleeps
 ) -> None:
     simulator.faults = Faults(fail_next=[429, 429])
+    virtual_time = LimiterRegistry(clock=sleeps.clock, sleep=sleeps)  # the limiter waits out the 429, recorded
     with pytest.raises(KlaviyoRejected) as caught:
-        await make_client(max_retries=1).create_event(event(4))
+        await make_client(max_retries=1, limiters=virtual_time).create_event(event(4))
+    assert sleeps.delays == [1.0]  # Retry-After: 1, waited before the one retry
     error = caught.value
     assert (error.http_status, error.error_code, error.retryable, error.infrastructure) == (
         429, "throttled", True, False
@@ -236,14 +244,17 @@ async def test_client_adopts_the_quota_klaviyo_advertises(
     assert simulator.state.stats["throttled"] <= 2
 
 
-async def test_a_success_status_with_a_non_json_body_blames_the_destination() -> None:
+async def test_a_success_status_with_a_non_json_body_blames_the_destination(sleeps: RecordedSleeps) -> None:
     page = b"<html><head><title>Just a moment...</title></head></html>"
     transport = httpx.MockTransport(lambda request: httpx.Response(200, content=page,
                                                                    headers={"content-type": "text/html"}))
     settings = KlaviyoSettings(api_key="pk_" + "m" * 34)
-    async with KlaviyoClient(settings, ApiKeyAuth("pk_" + "m" * 34), transport=transport) as client:
+    async with KlaviyoClient(settings, ApiKeyAuth("pk_" + "m" * 34), transport=transport, sleep=sleeps) as client:
         with pytest.raises(KlaviyoRejected) as caught:
             await client.get_profile("01P")
+    # a proxy's page may be a blip: the read was asked again after each default backoff, then blamed the destination
+    assert len(sleeps.delays) == settings.max_retries
+    assert all(0 <= delay <= DEFAULT_BACKOFF.ceiling(attempt) for attempt, delay in enumerate(sleeps.delays))
     assert caught.value.outage is Outage.MISCONFIGURED and caught.value.http_status == 200
     assert caught.value.message == (
         "Error calling Klaviyo (200 unexpected response on GET /api/profiles/{id}: text/html page: Just a moment...)"

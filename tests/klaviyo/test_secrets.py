@@ -7,9 +7,11 @@ import logging
 import pytest
 
 from consumer.catalog import CatalogError
+from consumer.http.ratelimit import LimiterRegistry
 from consumer.klaviyo import BearerTokenAuth, NewEvent, ProfileAttributes
 from simulators.klaviyo import ApiKeyGrant, Faults, KlaviyoSimulator
 from tests.support.klaviyo_oauth import SimulatorTokenProvider
+from tests.support.sleeps import RecordedSleeps
 
 from .conftest import MakeClient
 
@@ -22,11 +24,12 @@ def texts_of(record: logging.LogRecord) -> list[str]:
 
 
 async def test_no_secret_in_logs_exceptions_or_reprs(
-    make_client: MakeClient, simulator: KlaviyoSimulator, caplog: pytest.LogCaptureFixture
+    make_client: MakeClient, simulator: KlaviyoSimulator, caplog: pytest.LogCaptureFixture, sleeps: RecordedSleeps
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="consumer.klaviyo")
     simulator.config.api_keys[SECRET_KEY] = ApiKeyGrant()
-    client = make_client(api_key=SECRET_KEY, max_retries=1, read_timeout_s=0.2)
+    virtual_time = LimiterRegistry(clock=sleeps.clock, sleep=sleeps)  # a 429's Retry-After is recorded, not waited
+    client = make_client(api_key=SECRET_KEY, max_retries=1, read_timeout_s=0.2, limiters=virtual_time)
     wrong = make_client(api_key=WRONG_KEY)
     provider = SimulatorTokenProvider(simulator.base_url)
     bearer = make_client(auth=BearerTokenAuth(provider), max_retries=0)

@@ -16,8 +16,9 @@ from consumer.catalog import AUTHORIZATION_DATA_MISSING, CLIENT_ID_NOT_CONFIGURE
 from consumer.oauth import TokenStore
 from consumer.settings import Settings
 from simulators.klaviyo import DEFAULT_OAUTH_CLIENT_ID, DEFAULT_OAUTH_CLIENT_SECRET, KlaviyoSimulator
-from tests.support.kafka import read_all
+from tests.support.kafka import create_catalog_topics, read_all
 from tests.support.service import service_settings
+from tests.support.topic_space import TopicSpace
 
 from .conftest import _approve, _open, assert_no_secrets, oauth_settings, simulator_secrets
 
@@ -85,22 +86,23 @@ async def test_a_catalog_error_is_shown_with_what_to_do(
     simulator: KlaviyoSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     settings = oauth_settings(simulator, tmp_path, client_id=None)
-    assert await cli._authorize(_args("authorize", "--no-error-log"), settings) == 1
+    assert await cli._authorize(_args("authorize", "--no-error-log"), settings) == 2  # a setting is missing
     _, err = capsys.readouterr()
-    assert f"Client ID Not Configured: {CLIENT_ID_NOT_CONFIGURED.message}" in err
-    assert CLIENT_ID_NOT_CONFIGURED.action in err
+    assert f"ipaas-klaviyo: Client ID Not Configured: {CLIENT_ID_NOT_CONFIGURED.message}" in err
+    assert CLIENT_ID_NOT_CONFIGURED.meaning in err and CLIENT_ID_NOT_CONFIGURED.action in err
+    assert f"self-hosted: {CLIENT_ID_NOT_CONFIGURED.operator_hint}" in err
 
 
 @pytest.mark.kafka
 async def test_an_authorize_error_is_written_to_the_error_log_at_connection_time(
-    kafka_bootstrap: str, unique: str, simulator: KlaviyoSimulator, tmp_path: Path, browser: list[str],
-    capsys: pytest.CaptureFixture[str],
+    kafka_bootstrap: str, topic_space: TopicSpace, unique: str, simulator: KlaviyoSimulator, tmp_path: Path,
+    browser: list[str], capsys: pytest.CaptureFixture[str],
 ) -> None:
-    settings: Settings = service_settings(kafka_bootstrap, unique, klaviyo={"base_url": simulator.base_url}, oauth={
+    settings: Settings = service_settings(topic_space, unique, klaviyo={"base_url": simulator.base_url}, oauth={
         "client_id": DEFAULT_OAUTH_CLIENT_ID, "client_secret": DEFAULT_OAUTH_CLIENT_SECRET,
         "redirect_url": "http://127.0.0.1:0/oauth/callback", "token_file": tmp_path / "tokens.json"})
     catalog = topics.TopicCatalog.load(settings.topics_file, settings.topic_prefix)
-    await topics.apply(catalog, settings.kafka)
+    await create_catalog_topics(kafka_bootstrap, catalog, ["error-log"])
     simulator.state.oauth.deny_next = 1
 
     assert await cli._authorize(_args("authorize"), settings) == 1

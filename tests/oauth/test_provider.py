@@ -24,6 +24,7 @@ from consumer.oauth import (
     authorize,
     oauth_auth,
 )
+from consumer.oauth import provider as provider_module
 from consumer.settings import Settings
 from simulators.klaviyo import DEFAULT_OAUTH_CLIENT_SECRET, Faults, KlaviyoSimulator
 
@@ -119,6 +120,32 @@ async def test_one_refresh_for_100_concurrent_calls_refused_with_401(
     assert_no_secrets(log_texts(caplog.records), harness.secrets)
 
 
+async def test_one_failed_refresh_for_100_concurrent_calls_while_the_token_endpoint_is_down(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await harness.authorize()
+    auth = harness.auth()
+    client = harness.client(auth)
+    profile = await client.create_profile(ProfileAttributes(email="endpoint-down@example.com"))
+    harness.sim.state.oauth.expire_access_tokens()
+    harness.sim.faults = Faults(error_rates={503: 1.0}, html_errors=True, operations=["oauth_token"])
+
+    failed = await asyncio.gather(*(client.get_profile(profile.id) for _ in range(100)), return_exceptions=True)
+
+    assert all(isinstance(error, KlaviyoRejected) and error.infrastructure and error.http_status == 503
+               for error in failed)
+    assert len({id(error) for error in failed}) == 100  # each caller its own error
+    assert harness.refresh_requests() == 1  # the callers waiting for the refresh shared its failure
+    assert auth.provider.state is AuthorizationState.CONNECTED and harness.changes == []
+    harness.sim.faults = Faults()
+    with pytest.raises(KlaviyoRejected):  # a refresh that failed just now is not asked again at once
+        await client.get_profile(profile.id)
+    assert harness.refresh_requests() == 1
+    monkeypatch.setattr(provider_module, "FAILED_REFRESH_HOLD_S", 0.0)  # the hold is over
+    assert (await client.get_profile(profile.id)).id == profile.id  # a call refreshes again
+    assert harness.refresh_requests() == 2
+
+
 async def test_one_refresh_for_100_concurrent_callers_of_an_expiring_token(harness: Harness) -> None:
     await harness.authorize()
     store = TokenStore(harness.settings.oauth.token_file)
@@ -167,7 +194,10 @@ async def test_a_refresh_by_another_process_is_picked_up_instead_of_refreshing_a
     assert harness.refresh_requests() == 1
 
 
-async def test_a_transient_refresh_failure_keeps_a_still_valid_token(harness: Harness) -> None:
+async def test_a_transient_refresh_failure_keeps_a_still_valid_token(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(provider_module, "FAILED_REFRESH_HOLD_S", 0.0)  # each step below asks Klaviyo again
     await harness.authorize()
     store = TokenStore(harness.settings.oauth.token_file)
     current = _rewrite_expiry(store, time.time() + 60)

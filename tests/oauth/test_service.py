@@ -16,7 +16,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from consumer.app import ConfigurationError, klaviyo_auth
-from consumer.catalog import TOKEN_EXCHANGE_FAILED
+from consumer.catalog import DESTINATION_RECOVERED, TOKEN_EXCHANGE_FAILED
+from consumer.failures.deadletters import read_dead_letters
+from consumer.failures.errorlog import read_error_log
 from consumer.flows.context import Change, FlowContext
 from consumer.klaviyo import ApiKeyAuth, ProfileAttributes
 from consumer.oauth import (
@@ -31,6 +33,7 @@ from consumer.runtime.engine import PAUSE_AUTHORIZATION
 from simulators.klaviyo import DEFAULT_OAUTH_CLIENT_ID, DEFAULT_OAUTH_CLIENT_SECRET, KlaviyoSimulator
 from tests.support.changes import customer_source
 from tests.support.service import running_service, service_settings
+from tests.support.topic_space import TopicSpace
 
 from .conftest import Browser, assert_no_secrets, codes_in, log_texts, simulator_secrets
 
@@ -49,9 +52,9 @@ def _errors_counted() -> float:
     return value or 0.0
 
 
-def _settings(kafka_bootstrap: str, unique: str, sim: KlaviyoSimulator, tmp_path: Path, **oauth: Any) -> Any:
+def _settings(topic_space: TopicSpace, unique: str, sim: KlaviyoSimulator, tmp_path: Path, **oauth: Any) -> Any:
     return service_settings(
-        kafka_bootstrap, unique, runtime={"retry_attempts": 2},
+        topic_space, unique, runtime={"retry_attempts": 2},
         klaviyo={"base_url": sim.base_url, "max_retries": 1, "rate_limit": False},
         oauth={"client_id": DEFAULT_OAUTH_CLIENT_ID, "client_secret": DEFAULT_OAUTH_CLIENT_SECRET,
                "redirect_url": "http://127.0.0.1:0/oauth/callback", "token_file": tmp_path / "tokens.json", **oauth},
@@ -65,12 +68,12 @@ def _customers(first: int, count: int) -> list[tuple[bytes, bytes]]:
 
 
 async def test_a_dead_refresh_token_pauses_the_service_and_reauthorizing_resumes_it_with_nothing_lost(
-    kafka_bootstrap: str, unique: str, simulator: KlaviyoSimulator, tmp_path: Path,
+    topic_space: TopicSpace, unique: str, simulator: KlaviyoSimulator, tmp_path: Path,
     caplog: pytest.LogCaptureFixture, captured_requests: list[Any],
 ) -> None:
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.DEBUG, logger="consumer")
-    settings = _settings(kafka_bootstrap, unique, simulator, tmp_path)
+    settings = _settings(topic_space, unique, simulator, tmp_path)
     browsers = [Browser()]
     await authorize(settings, show_url=browsers[0], timeout_s=10)
     secrets = simulator_secrets(simulator)
@@ -108,6 +111,10 @@ async def test_a_dead_refresh_token_pauses_the_service_and_reauthorizing_resumes
 
         assert PAUSE_AUTHORIZATION in runtime.health.paused
         assert _gauge("needs_reauthorization") == 1.0 and _gauge("connected") == 0.0
+        assert _gauge("unauthorized") == 0.0  # the lost grant is the provider's state, not a refused call
+        assert runtime.health.destinations == {"klaviyo": "unauthorized"}
+        assert REGISTRY.get_sample_value("ipaas_klaviyo_destination_state",
+                                         {"destination": "klaviyo", "state": "unauthorized"}) == 1.0
         [entry] = await svc.error_log(expected=1)
         assert entry["code"] == TOKEN_EXCHANGE_FAILED.code and entry["flow"] == "authorization"
         assert entry["message"] == TOKEN_EXCHANGE_FAILED.message and entry["transfer"] is None
@@ -137,6 +144,9 @@ async def test_a_dead_refresh_token_pauses_the_service_and_reauthorizing_resumes
     emails = {p.attributes.get("email") for p in simulator.store.profiles.values()}
     assert {f"c-{i}@example.com" for i in range(25)} <= emails
     assert _errors_counted() == counted_before + 1  # one entry for the outage, not one per record
+    assert await read_dead_letters(settings.kafka, [svc.topic("customer-changes-dlt")]) == []
+    logged = [e.record["code"] for e in await read_error_log(settings.kafka, svc.topic("error-log"))]
+    assert sorted(logged) == sorted([TOKEN_EXCHANGE_FAILED.code, DESTINATION_RECOVERED.code])  # lost, and back
 
     secrets |= {DEFAULT_OAUTH_CLIENT_SECRET, *(r.code_verifier for r in captured_requests),
                 *(r.state for r in captured_requests), *codes_in(loc for b in browsers for loc in b.locations)}
@@ -146,7 +156,7 @@ async def test_a_dead_refresh_token_pauses_the_service_and_reauthorizing_resumes
 async def test_the_service_uses_the_token_file_when_no_api_key_is_set(
     simulator: KlaviyoSimulator, tmp_path: Path
 ) -> None:
-    settings = service_settings("127.0.0.1:9", "x", klaviyo={"base_url": simulator.base_url}, oauth={
+    settings = service_settings(TopicSpace("127.0.0.1:9"), "x", klaviyo={"base_url": simulator.base_url}, oauth={
         "client_id": DEFAULT_OAUTH_CLIENT_ID, "client_secret": DEFAULT_OAUTH_CLIENT_SECRET,
         "token_file": tmp_path / "tokens.json"})
     with pytest.raises(ConfigurationError, match="ipaas-klaviyo authorize"):

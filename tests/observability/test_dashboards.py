@@ -93,13 +93,18 @@ def test_panel_ids_are_unique_and_the_grid_has_no_overlap(filename: str) -> None
 
 
 @pytest.mark.parametrize("filename", sorted(EXPECTED_BOARDS))
-def test_every_query_uses_the_provisioned_datasource(filename: str) -> None:
-    """Panels, targets and variables reference the provisioned Prometheus by its fixed uid (no ${DS_...})."""
+def test_every_query_goes_through_the_datasource_variable(filename: str) -> None:
+    """Panels, targets and query variables use ``${datasource}``, a Prometheus datasource variable whose default
+    is the provisioned Prometheus (by uid), so another Grafana can point the dashboards at its own."""
     datasource = _provisioned_datasource()
     assert datasource["type"] == "prometheus" and datasource["uid"]
-    expected = {"type": "prometheus", "uid": datasource["uid"]}
     board = BOARDS[filename]
-    for variable in board["templating"]["list"]:
+    variables = helpers.variables_of(board)
+    chooser = variables["datasource"]
+    assert (chooser["type"], chooser["query"]) == ("datasource", "prometheus")
+    assert (chooser["current"]["value"], chooser["current"]["text"]) == (datasource["uid"], datasource["name"])
+    expected = {"type": "prometheus", "uid": "${datasource}"}
+    for variable in variables.values():
         if variable["type"] == "query":
             assert variable["datasource"] == expected, variable["name"]
     for panel in _panels(filename):
@@ -124,7 +129,8 @@ def test_every_target_has_an_expr_and_a_unique_ref_id(filename: str) -> None:
 @pytest.mark.parametrize("filename", sorted(EXPECTED_BOARDS))
 def test_every_template_variable_used_is_declared(filename: str) -> None:
     board = BOARDS[filename]
-    declared = set(helpers.variables_of(board))
+    # the datasource variable is used by the panels' datasource, not by an expression
+    declared = {name for name, variable in helpers.variables_of(board).items() if variable["type"] == "query"}
     used: set[str] = set()
     for panel in _panels(filename):
         for target in panel.get("targets", []):
@@ -138,7 +144,8 @@ def test_integration_monitoring_filters_by_flow_and_topic() -> None:
     assert helpers.variable_query(variables["flow"]) == "label_values(ipaas_klaviyo_events_handled_total, flow)"
     assert "ipaas_klaviyo_" in (helpers.variable_query(variables["topic"]) or "")
     for variable in variables.values():
-        assert variable["includeAll"] and variable["allValue"] == ".*"
+        if variable["type"] == "query":
+            assert variable["includeAll"] and variable["allValue"] == ".*"
 
 
 _ALL_QUERIES = [*helpers.dashboard_queries(), *helpers.rule_queries()]
@@ -210,13 +217,32 @@ def test_catalog_table_maps_codes_to_messages() -> None:
     assert texts == {entry.code: entry.message for entry in ENTRIES}
 
 
-def test_dead_letters_waiting_is_documented_as_derived_from_counters() -> None:
-    for title in ("Dead letters waiting", "Dead letters waiting by flow"):
+def test_dead_letters_waiting_is_read_from_kafka_not_from_process_counters() -> None:
+    """Waiting and replayed come from the gauge the Kafka view keeps (right across restarts and whoever replays),
+    folded over the processes exporting it; no panel note says the figure resets any more."""
+    for title in ("Dead letters waiting", "Dead letters waiting by flow", "Dead letters waiting by topic and code",
+                  "Dead letters replayed by flow"):
         panel = _panel("integration-monitoring.json", title)
         (target,) = panel["targets"]
-        assert "ipaas_klaviyo_dead_letters_total" in target["expr"]
-        assert "ipaas_klaviyo_dead_letters_replayed_total" in target["expr"]
-        assert "no gauge" in panel["description"] and "ipaas-klaviyo dlq list" in panel["description"]
+        assert "ipaas_klaviyo_dead_letter_records{status=" in target["expr"]
+        assert "max by (topic, flow, code)" in target["expr"]
+        assert "_total" not in target["expr"]
+        assert "reset" not in panel["description"]
+    assert "ipaas-klaviyo status" in _panel("integration-monitoring.json", "Dead letters waiting")["description"]
+
+
+def test_lag_panels_count_each_partition_once() -> None:
+    """The service and the exporter both export every partition's lag: the panels take one copy per partition."""
+    for title in ("Consumer lag", "Consumer lag by topic and partition"):
+        (target,) = _panel("integration-monitoring.json", title)["targets"]
+        assert "max by (topic, partition) (ipaas_klaviyo_consumer_lag{" in target["expr"]
+
+
+def test_the_poller_panels_ignore_processes_without_a_poller() -> None:
+    """Every process exports the poller gauges at 0 (no poller there): a bare ``time() - max(...)`` reads 1.8e9 s."""
+    for title in ("Poller watermark age", "Time since the poller's last poll"):
+        for target in _panel("integration-monitoring.json", title)["targets"]:
+            assert re.search(r"ipaas_klaviyo_poller_\w+ > 0\)", target["expr"]), target["expr"]
 
 
 def test_every_panel_explains_itself() -> None:

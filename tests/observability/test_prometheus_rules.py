@@ -108,7 +108,7 @@ def test_compose_runs_the_whole_integration() -> None:
 def test_dockerfile_builds_the_cli_image() -> None:
     dockerfile = (helpers.ROOT / "Dockerfile").read_text(encoding="utf-8")
     assert "FROM python:3.11-slim" in dockerfile.splitlines()
-    assert "pip install ." in dockerfile
+    assert 'pip install ".[oauth-encryption]"' in dockerfile  # cryptography: the encrypted token store
     assert 'ENTRYPOINT ["ipaas-klaviyo"]' in dockerfile
 
 

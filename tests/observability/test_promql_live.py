@@ -38,9 +38,11 @@ from consumer.topics import DEFAULT_CATALOG
 from simulators.klaviyo import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfig
 from tests.observability import helpers
 from tests.support.service import running_service, service_settings
+from tests.support.topic_space import TopicSpace
 
 TARGET_ENV = "IPAAS_KLAVIYO_METRICS_TARGET"
 JOB = "ipaas-klaviyo"
+POLLER_JOB = "ipaas-klaviyo-poller"
 STARTUP_TIMEOUT_S = 60.0
 SCRAPES_BEFORE_QUERYING = 5
 
@@ -98,6 +100,7 @@ class Traffic:
         for topic, kind in self.topics.items():
             flows = _FLOWS_BY_KIND[kind]
             metrics.EVENTS_RECEIVED.labels(topic).inc(rnd.randint(5, 20))
+            metrics.RECORDS_SKIPPED.labels(topic, "heartbeat").inc(rnd.randint(0, 2) or first)
             for flow in flows:
                 for outcome, times in (("succeeded", rnd.randint(3, 15)), ("skipped", rnd.randint(0, 2) or first),
                                        ("dead_lettered", rnd.randint(0, 1) or first)):
@@ -114,6 +117,7 @@ class Traffic:
         for key in self.lag:
             self.lag[key] = max(0, self.lag[key] + rnd.randint(-3, 5))
             metrics.CONSUMER_LAG.labels(*key).set(self.lag[key])
+            metrics.CONSUMER_LAG_SECONDS.labels(*key).set(rnd.uniform(0, 30) if self.lag[key] else 0)
         metrics.COMMITS.labels("ok").inc(rnd.randint(1, 3))
         metrics.COMMITS.labels("failed").inc(first or rnd.random() < 0.05)
         metrics.REBALANCES.labels("assigned").inc(first)
@@ -139,6 +143,8 @@ class Traffic:
         metrics.IPAAS_REQUESTS.labels("customers", "GET", "404").inc(first)
         metrics.POLLER_PROFILES.inc(rnd.randint(0, 4))
         metrics.POLLER_WATERMARK.set(time.time() - rnd.uniform(5, 60))
+        metrics.POLLER_LAST_POLL.set(time.time() - rnd.uniform(0, 5))
+        metrics.POLLER_INTERVAL.set(60)
         metrics.IN_FLIGHT.set(rnd.randint(0, 32))
         metrics.BUFFERED.set(rnd.randint(0, 500))
 
@@ -192,7 +198,7 @@ def _traffic_in_background() -> Iterator[Traffic]:
 
 
 @pytest.fixture(scope="module")
-async def metrics_target(kafka_bootstrap: str) -> AsyncIterator[ScrapeTarget]:
+async def metrics_target(topic_space: TopicSpace) -> AsyncIterator[ScrapeTarget]:
     """The running service's /metrics after some real traffic (or the service named by IPAAS_KLAVIYO_METRICS_TARGET).
 
     The service runs against the real broker and the Klaviyo simulator, and handles customers, an order and a
@@ -205,7 +211,7 @@ async def metrics_target(kafka_bootstrap: str) -> AsyncIterator[ScrapeTarget]:
         return
     snapshot = _snapshot_gauges()
     async with KlaviyoSimulator(SimulatorConfig(seed=3)) as sim:
-        settings = service_settings(kafka_bootstrap, f"promql{os.getpid()}",
+        settings = service_settings(topic_space, f"promql{os.getpid()}",
                                     klaviyo={"base_url": sim.base_url, "api_key": DEFAULT_API_KEY})
         async with running_service(settings) as svc:
             customer = {"id": "c-1", "first_name": "Ada", "email_address": "ada@example.com"}
@@ -214,7 +220,8 @@ async def metrics_target(kafka_bootstrap: str) -> AsyncIterator[ScrapeTarget]:
             await svc.send("customer-changes", [(b"c-1", orjson.dumps(customer)), (b"c-x", b"not json")])
             await svc.send("transaction-changes", [(b"t-1", orjson.dumps(order))])
             await svc.wait_finished(3)
-            assert svc.service.ops is not None
+            assert svc.service.ops is not None and svc.service.view is not None
+            await svc.service.view.refresh()  # the poison pill's dead letter is in the view before the first scrape
             with _traffic_in_background():
                 yield ScrapeTarget(f"127.0.0.1:{svc.service.ops.port}")
     _restore_gauges(snapshot)
@@ -300,8 +307,9 @@ def prometheus(metrics_target: ScrapeTarget, tmp_path_factory: pytest.TempPathFa
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(path) for path in helpers.RULE_FILES],
         "scrape_configs": [
-            {"job_name": JOB, "metrics_path": metrics_target.path,
+            {"job_name": job, "metrics_path": metrics_target.path,
              "static_configs": [{"targets": [metrics_target.address]}]}
+            for job in (JOB, POLLER_JOB)  # the service in-process runs the poller too: alert PollerDown reads it
         ],
     }
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")

@@ -8,7 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
-from tests.support.kafka import create_topics, produce
+from tests.support.kafka import produce
+from tests.support.topic_space import TopicSpace
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,9 +33,11 @@ async def _read_until(process: asyncio.subprocess.Process, seen: set[tuple[int, 
             seen.add((int(partition), int(offset)))
 
 
-async def test_sigkill_mid_stream_then_restart_handles_every_event(kafka_bootstrap: str, unique: str):
-    topic, group = f"crash-{unique}", f"g-{unique}"
-    await create_topics(kafka_bootstrap, [topic], partitions=4)
+async def test_sigkill_mid_stream_then_restart_handles_every_event(
+    kafka_bootstrap: str, topic_space: TopicSpace, unique: str
+):
+    topic, group = topic_space.name("crash"), f"g-{unique}"
+    await topic_space.create([topic], partitions=4)
     placed = set(await produce(kafka_bootstrap, topic, [(f"k{i % 100}".encode(), b"v") for i in range(3000)]))
 
     first_seen: set[tuple[int, int]] = set()

@@ -18,7 +18,6 @@ from consumer.kafka import reliable_producer
 from consumer.observability import metrics
 from consumer.runtime import Handled, InboundMessage, StreamRuntime
 from tests.support.kafka import (
-    create_topics,
     group_offsets,
     kafka_settings,
     produce,
@@ -26,6 +25,7 @@ from tests.support.kafka import (
     runtime_limits,
 )
 from tests.support.recording import CollectingSink, RecordingProcessor
+from tests.support.topic_space import TopicSpace
 
 
 @asynccontextmanager
@@ -38,9 +38,11 @@ async def running(runtime: StreamRuntime) -> AsyncIterator[asyncio.Task[None]]:
         await asyncio.wait_for(task, 60)
 
 
-async def test_each_keys_events_are_handled_in_offset_order_under_concurrency(kafka_bootstrap: str, unique: str):
-    topic = f"order-{unique}"
-    await create_topics(kafka_bootstrap, [topic], partitions=8)
+async def test_each_keys_events_are_handled_in_offset_order_under_concurrency(
+    kafka_bootstrap: str, topic_space: TopicSpace, unique: str
+):
+    topic = topic_space.name("order")
+    await topic_space.create([topic], partitions=8)
     keys = [f"key-{i}".encode() for i in range(500)]
     records = [(random.choice(keys), f"event-{i}".encode()) for i in range(10_000)]
     await produce(kafka_bootstrap, topic, records)
@@ -61,9 +63,9 @@ async def test_each_keys_events_are_handled_in_offset_order_under_concurrency(ka
     assert partition_zero != sorted(partition_zero)
 
 
-async def test_graceful_stop_commits_every_completed_record(kafka_bootstrap: str, unique: str):
-    topic, group = f"stop-{unique}", f"g-{unique}"
-    await create_topics(kafka_bootstrap, [topic], partitions=4)
+async def test_graceful_stop_commits_every_completed_record(kafka_bootstrap: str, topic_space: TopicSpace, unique: str):
+    topic, group = topic_space.name("stop"), f"g-{unique}"
+    await topic_space.create([topic], partitions=4)
     placed = await produce(kafka_bootstrap, topic, [(f"k{i % 40}".encode(), b"x") for i in range(400)])
     processor = RecordingProcessor()
     runtime = StreamRuntime(
@@ -79,9 +81,11 @@ async def test_graceful_stop_commits_every_completed_record(kafka_bootstrap: str
     assert await group_offsets(kafka_bootstrap, group) == expected
 
 
-async def test_a_retryable_failure_is_retried_and_then_succeeds(kafka_bootstrap: str, unique: str):
-    topic = f"retry-{unique}"
-    await create_topics(kafka_bootstrap, [topic], partitions=1)
+async def test_a_retryable_failure_is_retried_and_then_succeeds(
+    kafka_bootstrap: str, topic_space: TopicSpace, unique: str
+):
+    topic = topic_space.name("retry")
+    await topic_space.create([topic], partitions=1)
     await produce(kafka_bootstrap, topic, [(b"a", b"1"), (b"a", b"2"), (b"b", b"3")])
 
     def fail_twice(message: InboundMessage, call: int) -> None:
@@ -101,9 +105,12 @@ async def test_a_retryable_failure_is_retried_and_then_succeeds(kafka_bootstrap:
     assert sink.failed == []
 
 
-async def test_a_record_failing_every_attempt_is_dead_lettered_with_its_context(kafka_bootstrap: str, unique: str):
-    topic, dlt, group = f"dl-{unique}", f"dl-{unique}-dlt", f"g-{unique}"
-    await create_topics(kafka_bootstrap, [topic, dlt], partitions=2)
+async def test_a_record_failing_every_attempt_is_dead_lettered_with_its_context(
+    kafka_bootstrap: str, topic_space: TopicSpace, unique: str
+):
+    topic, group = topic_space.name("dl"), f"g-{unique}"
+    dlt = f"{topic}-dlt"
+    await topic_space.create([topic, dlt], partitions=2)
     placed = await produce(kafka_bootstrap, topic, [
         (b"bad", b'{"id": 1}', [("trace", b"t-1")]),
         (b"bad", b'{"id": 2}'),
@@ -150,9 +157,11 @@ async def test_a_record_failing_every_attempt_is_dead_lettered_with_its_context(
     assert processor.by_key[b"bad"] == [placed[1][1]]
 
 
-async def test_infrastructure_failure_pauses_consumption_instead_of_dead_lettering(kafka_bootstrap: str, unique: str):
-    topic = f"infra-{unique}"
-    await create_topics(kafka_bootstrap, [topic], partitions=2)
+async def test_infrastructure_failure_pauses_consumption_instead_of_dead_lettering(
+    kafka_bootstrap: str, topic_space: TopicSpace, unique: str
+):
+    topic = topic_space.name("infra")
+    await topic_space.create([topic], partitions=2)
     await produce(kafka_bootstrap, topic, [(f"k{i}".encode(), b"v") for i in range(50)])
     klaviyo_up = asyncio.Event()
 
@@ -177,9 +186,11 @@ async def test_infrastructure_failure_pauses_consumption_instead_of_dead_letteri
     assert "infrastructure" not in runtime.health.paused
 
 
-async def test_an_outage_pauses_only_the_topics_that_need_the_destination(kafka_bootstrap: str, unique: str):
-    needs_ipaas, klaviyo_only = f"to-{unique}", f"from-{unique}"
-    await create_topics(kafka_bootstrap, [needs_ipaas, klaviyo_only], partitions=2)
+async def test_an_outage_pauses_only_the_topics_that_need_the_destination(
+    kafka_bootstrap: str, topic_space: TopicSpace, unique: str
+):
+    needs_ipaas, klaviyo_only = topic_space.name("to"), topic_space.name("from")
+    await topic_space.create([needs_ipaas, klaviyo_only], partitions=2)
     await produce(kafka_bootstrap, needs_ipaas, [(f"p{i}".encode(), b"v") for i in range(20)])
     ipaas_up, probed = asyncio.Event(), asyncio.Event()
     probes = 0
@@ -218,14 +229,16 @@ async def test_an_outage_pauses_only_the_topics_that_need_the_destination(kafka_
         calls_while_down = sum(processor.calls.values())
         ipaas_up.set()
         await processor.wait_for(lambda: sum(1 for m in processor.handled if m.topic == needs_ipaas) >= 20)
-    # the waiting records spent no retries: each key's head was tried once while down, and waited
-    assert calls_while_down == 30 + 20
+    # the waiting records spent no retries: the first one tried found iPaaS.com down; the others waited untried
+    assert calls_while_down == 30 + 1
     assert sink.failed == [] and runtime.health.destinations is None
 
 
-async def test_a_second_instance_joining_rebalances_without_losing_events(kafka_bootstrap: str, unique: str):
-    topic, group = f"rebal-{unique}", f"g-{unique}"
-    await create_topics(kafka_bootstrap, [topic], partitions=6)
+async def test_a_second_instance_joining_rebalances_without_losing_events(
+    kafka_bootstrap: str, topic_space: TopicSpace, unique: str
+):
+    topic, group = topic_space.name("rebal"), f"g-{unique}"
+    await topic_space.create([topic], partitions=6)
     first_half = await produce(kafka_bootstrap, topic, [(f"k{i % 60}".encode(), b"a") for i in range(600)])
     first, second = RecordingProcessor(max_delay_s=0.01), RecordingProcessor(max_delay_s=0.01)
     settings = kafka_settings(kafka_bootstrap)
@@ -233,10 +246,16 @@ async def test_a_second_instance_joining_rebalances_without_losing_events(kafka_
                         processor=first, failure_sink=CollectingSink(), group_id=group)
     two = StreamRuntime(kafka=settings, limits=runtime_limits(max_in_flight=8), topics=[topic],
                         processor=second, failure_sink=CollectingSink(), group_id=group)
+    shared = asyncio.Event()
+    for runtime in (one, two):
+        runtime.on_share(lambda share: shared.set() if one.share + two.share == 1.0 else None)
     async with running(one):
         await first.wait_for(lambda: len(first.handled) >= 100)
+        assert one.share == 1.0  # alone in the group: the whole quota
         async with running(two):
             await asyncio.wait_for(two.assigned.wait(), 60)
+            await asyncio.wait_for(shared.wait(), 60)
+            assert (one.share, two.share) == (0.5, 0.5)  # each spends its partitions' part of the quota
             second_half = await produce(kafka_bootstrap, topic, [(f"k{i % 60}".encode(), b"b") for i in range(600)])
             everything = set(first_half) | set(second_half)
 
@@ -254,9 +273,11 @@ async def test_a_second_instance_joining_rebalances_without_losing_events(kafka_
     assert first.handled and second.handled
 
 
-async def test_a_full_buffer_for_longer_than_the_poll_interval_keeps_the_partitions(kafka_bootstrap: str, unique: str):
-    topic = f"stall-{unique}"
-    await create_topics(kafka_bootstrap, [topic], partitions=1)
+async def test_a_full_buffer_for_longer_than_the_poll_interval_keeps_the_partitions(
+    kafka_bootstrap: str, topic_space: TopicSpace, unique: str
+):
+    topic = topic_space.name("stall")
+    await topic_space.create([topic], partitions=1)
     await produce(kafka_bootstrap, topic, [(f"k{i}".encode(), b"v") for i in range(20)])
     slow = RecordingProcessor(max_delay_s=0)
     released = asyncio.Event()
@@ -281,3 +302,39 @@ async def test_a_full_buffer_for_longer_than_the_poll_interval_keeps_the_partiti
         revoked_during = metrics.REBALANCES.labels("revoked")._value.get() - revoked_before
     assert revoked_during == 0
     assert sorted(m.offset for m in slow.handled) == list(range(20))
+
+
+async def test_a_full_buffer_pauses_no_partition_so_nothing_fetched_is_dropped_and_fetched_again(
+    kafka_bootstrap: str, topic_space: TopicSpace, unique: str
+):
+    topic = topic_space.name("full")
+    await topic_space.create([topic], partitions=2)
+    await produce(kafka_bootstrap, topic, [(f"k{i}".encode(), b"v") for i in range(40)])
+    released, full = asyncio.Event(), asyncio.Event()
+    slow = RecordingProcessor()
+
+    async def stalled(message: InboundMessage) -> Handled:
+        full.set()
+        await asyncio.wait_for(released.wait(), 30)
+        return await slow(message)
+
+    runtime = StreamRuntime(
+        kafka=kafka_settings(kafka_bootstrap), limits=runtime_limits(max_buffered=4, fetch_max_records=4),
+        topics=[topic], processor=stalled, failure_sink=CollectingSink(), group_id=f"g-{unique}",
+    )
+    async with running(runtime):
+        await asyncio.wait_for(full.wait(), 30)
+        consumer = runtime._consumer
+        assert consumer is not None
+        paused: list[object] = []
+        pause = consumer.pause
+        consumer.pause = lambda *tps: (paused.extend(tps), pause(*tps))[1]  # type: ignore[method-assign]
+        for _ in range(2):  # two whole waits for room with the buffer full
+            await runtime.wait_until_backpressured()
+        # aiokafka drops a paused partition's prefetched records (to fetch them again on resume): backpressure
+        # must pause nothing
+        assert paused == [] and consumer.paused() == set()
+        assert "backpressure" in runtime.health.paused and runtime.buffered == 4
+        released.set()
+        await slow.wait_for(lambda: len(slow.handled) >= 40)
+    assert len({(m.partition, m.offset) for m in slow.handled}) == 40

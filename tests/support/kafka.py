@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from consumer.settings import KafkaSettings, RuntimeSettings
+from consumer.topics import TopicCatalog
 
 
 def kafka_settings(bootstrap: str, **overrides: object) -> KafkaSettings:
@@ -35,13 +38,49 @@ def runtime_limits(**overrides: object) -> RuntimeSettings:
     return RuntimeSettings.model_validate(values)
 
 
-async def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
+async def create_catalog_topics(bootstrap: str, catalog: TopicCatalog, logical: Iterable[str] = ()) -> None:
+    """Create the catalog's ``logical`` topics (every one when none is named) as it declares them.
+
+    The test-side twin of ``consumer.topics.apply``: one request, and no drift check (the topics are new)."""
+    wanted = list(logical) or list(catalog.topics)
+    await create_topics(bootstrap, [NewTopic(catalog.name(name), catalog.topics[name].partitions,
+                                      catalog.topics[name].replication_factor,
+                                      topic_configs=catalog.topics[name].configs()) for name in wanted])
+
+
+async def create_topics(bootstrap: str, new: Sequence[NewTopic], timeout_s: float = 30.0) -> None:
+    """Create topics in one request (one that exists already is left as it is); return once the broker's metadata
+    shows each with its partitions, so what runs next finds them."""
+    names = [topic.name for topic in new]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+        response = await admin.create_topics(list(new))
+        for topic, code, message in response.topic_errors:
+            if code not in (0, TopicAlreadyExistsError.errno):
+                raise for_code(code)(f"creating {topic}: {message or ''}")
+        async with asyncio.timeout(timeout_s):
+            while not _all_shown(await admin.describe_topics(names)):  # noqa: ASYNC110 - the broker has no event
+                await asyncio.sleep(0.05)
     finally:
         await admin.close()
+
+
+def _all_shown(described: list[dict[str, Any]]) -> bool:
+    return all(not topic["error_code"] and topic["partitions"] for topic in described)
+
+
+async def delete_topics(bootstrap: str, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with ``prefix``; returns their names."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = sorted(name for name in await admin.list_topics() if name.startswith(prefix))
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
+    return names
 
 
 async def produce(

@@ -16,7 +16,8 @@ from consumer.app import Service
 from consumer.routing import Source
 from consumer.runtime import InboundMessage
 from consumer.settings import Settings
-from tests.support.kafka import kafka_settings, produce, read_all, runtime_limits
+from tests.support.kafka import create_catalog_topics, kafka_settings, produce, read_all, runtime_limits
+from tests.support.topic_space import TopicSpace
 
 
 @dataclass
@@ -59,14 +60,18 @@ class RunningService:
         return [orjson.loads(record.value) for record in records]
 
 
-def service_settings(bootstrap: str, unique: str, **overrides: Any) -> Settings:
+def service_settings(space: TopicSpace | str, unique: str, **overrides: Any) -> Settings:
+    """Settings of a service of its own: consumer group ``svc-<unique>``, topics under a fresh prefix of ``space``
+    (the module's topic space, whose topics are deleted with the module), or of bootstrap servers (``t<unique>.``)."""
     runtime_overrides = overrides.pop("runtime", {})
+    bootstrap = space if isinstance(space, str) else space.bootstrap
+    prefix = f"t{unique}." if isinstance(space, str) else space.fresh_prefix()
     kafka = kafka_settings(bootstrap, group_id=f"svc-{unique}")
     return Settings.model_validate({
         "kafka": kafka.model_dump(),
         "runtime": runtime_limits(**runtime_overrides).model_dump(),
         "http": {"host": "127.0.0.1", "port": 0},
-        "topic_prefix": f"t{unique}.",
+        "topic_prefix": prefix,
         **overrides,
     })
 
@@ -74,9 +79,10 @@ def service_settings(bootstrap: str, unique: str, **overrides: Any) -> Settings:
 @asynccontextmanager
 async def running_service(settings: Settings, *, routes: Sequence[Source] | None = None,
                           **service_args: Any) -> AsyncIterator[RunningService]:
-    """Apply the topic catalog under the settings' prefix, start the service, stop it (drained) afterwards."""
+    """Create the catalog's topics under the settings' prefix (those missing), start the service, stop it (drained)
+    afterwards."""
     catalog = topics.TopicCatalog.load(settings.topics_file, settings.topic_prefix)
-    await topics.apply(catalog, settings.kafka)
+    await create_catalog_topics(settings.kafka.bootstrap_servers, catalog)
     service = Service(settings, routes=routes, catalog=catalog, **service_args)
     running = RunningService(service=service, settings=settings, catalog=catalog)
     task = asyncio.create_task(service.run())

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 
 import httpx
 
-from simulators.ipaas import DEFAULT_TOKEN, IpaasSimulator
+from simulators.ipaas import DEFAULT_TOKEN, Faults, IpaasSimulator
 
 AUTH = {"authorization": f"Bearer {DEFAULT_TOKEN}"}
 
@@ -74,6 +75,22 @@ async def test_admin_api_seeds_inspects_injects_and_resets(ipaas_sim: IpaasSimul
         assert (await http.get("/transactions/v2/Transaction/T9", headers=AUTH)).json()["total"] == 5
         assert (await http.post("/__admin/reset")).json() == {"reset": True}
         assert (await http.get("/__admin/state")).json()["customers"] == []
+
+
+async def test_a_revoked_token_refuses_every_call_until_cleared_or_for_a_while(ipaas_sim: IpaasSimulator) -> None:
+    customer = ipaas_sim.seed_customer(email_address="gate@shop.test")
+    async with httpx.AsyncClient(base_url=ipaas_sim.base_url, headers=AUTH) as http:
+        ipaas_sim.faults = Faults(unauthorized=True)
+        refused = await http.get(f"/customers/v2/Customer/{customer.id}")
+        assert refused.status_code == 401 and refused.json()["title"] == "Unauthorized"
+        ipaas_sim.faults = Faults()
+        assert (await http.get(f"/customers/v2/Customer/{customer.id}")).status_code == 200
+        ipaas_sim.faults = Faults(error_rates={503: 1.0}, for_s=0.2)
+        assert (await http.get(f"/customers/v2/Customer/{customer.id}")).status_code == 503
+        assert ipaas_sim.faults.ends_at is not None
+        await asyncio.sleep(max(0.0, ipaas_sim.faults.ends_at - time.monotonic()))  # the time box under test
+        assert (await http.get(f"/customers/v2/Customer/{customer.id}")).status_code == 200
+    assert [r.fault for r in ipaas_sim.received()] == ["unauthorized", None, "status:503", None]
 
 
 async def test_standalone_module_serves_until_stopped() -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 
 import httpx
 import pytest
 
 from simulators.klaviyo import Faults, KlaviyoSimulator, Latency
 
-from .conftest import event_body, profile_body
+from .conftest import HEADERS, event_body, profile_body
 
 
 async def test_admin_shows_requests_profiles_events_and_stats(http: httpx.AsyncClient) -> None:
@@ -115,3 +117,69 @@ async def test_latency_is_applied_to_replies(http: httpx.AsyncClient, simulator:
     simulator.faults = Faults(latency=Latency(mean_ms=30))
     response = await http.get("/api/profiles")
     assert response.status_code == 200 and response.elapsed.total_seconds() >= 0.03
+
+
+# --- what stands between a caller and Klaviyo ---------------------------------------------------------------------
+async def test_a_captive_portal_answers_200_html_and_the_request_never_reaches_klaviyo(
+    http: httpx.AsyncClient, simulator: KlaviyoSimulator
+) -> None:
+    simulator.faults = Faults(captive_portal=True)
+    page = await http.post("/api/profiles", content=profile_body(email="portal@shop.test"))
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<form" in page.text
+    assert simulator.store.profiles == {}
+    assert [r.fault for r in simulator.received()] == ["captive_portal"]
+
+
+async def test_a_redirect_moves_every_request_to_the_configured_url(
+    http: httpx.AsyncClient, simulator: KlaviyoSimulator
+) -> None:
+    simulator.faults = Faults(redirect_to="http://a.klaviyo.com/", operations=["get_profiles", "create_event"])
+    moved = await http.get("/api/profiles", params={"page[size]": "1"})
+    assert moved.status_code == 301
+    assert moved.headers["location"] == "http://a.klaviyo.com/api/profiles?page%5Bsize%5D=1"
+    assert (await http.post("/api/events", content=event_body())).headers["location"] == \
+        "http://a.klaviyo.com/api/events"
+    assert (await http.post("/api/profiles", content=profile_body(email="r@shop.test"))).status_code == 201
+
+
+async def test_a_401_storm_refuses_every_api_call_but_not_the_token_endpoint(
+    http: httpx.AsyncClient, simulator: KlaviyoSimulator
+) -> None:
+    simulator.faults = Faults(unauthorized=True)
+    refused = await http.get("/api/profiles")
+    assert refused.status_code == 401
+    assert refused.json()["errors"][0]["code"] == "authentication_failed"
+    token = await http.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": "unknown"},
+                            headers={"content-type": "application/x-www-form-urlencoded"})
+    assert token.json() == {"error": "invalid_client", "error_description": "Client authentication failed"}
+    assert [r.fault for r in simulator.received()] == ["unauthorized", None]
+
+
+async def test_faults_apply_for_their_time_box_only(http: httpx.AsyncClient, simulator: KlaviyoSimulator) -> None:
+    simulator.faults = Faults(error_rates={503: 1.0}, for_s=0.2)
+    assert simulator.faults.active() and simulator.faults.ends_at is not None
+    assert (await http.get("/api/profiles")).status_code == 503
+    await asyncio.sleep(max(0.0, simulator.faults.ends_at - time.monotonic()))  # the time box under test
+    assert not simulator.faults.active()
+    assert (await http.get("/api/profiles")).status_code == 200
+    document = (await http.put("/__admin/faults", json={"unauthorized": True, "for_s": 60})).json()
+    assert document["for_s"] == 60 and (await http.get("/api/profiles")).status_code == 401
+    assert (await http.put("/__admin/faults", json={"for_s": 0})).status_code == 400
+    assert Faults().ends_at is None and Faults().active()  # until cleared
+
+
+async def test_refused_connections_until_it_listens_again_on_the_same_port(simulator: KlaviyoSimulator) -> None:
+    base = simulator.base_url
+    async with httpx.AsyncClient(base_url=base, headers=HEADERS) as http:
+        await simulator.refuse_connections()
+        assert not simulator.accepting.is_set()
+        with pytest.raises(httpx.ConnectError):
+            await http.get("/api/profiles")
+        await simulator.accept_connections()
+        assert simulator.base_url == base and (await http.get("/api/profiles")).status_code == 200
+        await simulator.refuse_connections(for_s=0.2)
+        with pytest.raises(httpx.ConnectError):
+            await http.get("/api/profiles")
+        await asyncio.wait_for(simulator.accepting.wait(), 5)
+        assert (await http.get("/api/profiles")).status_code == 200
