@@ -37,10 +37,12 @@ from consumer.failures.retrytopics import (
 from consumer.failures.waiting import WaitingLetters, warn_of_waiting_letters
 from consumer.flows.context import FlowContext
 from consumer.flows.marketing import MarketingState
+from consumer.flows.ports import EventSink
 from consumer.ipaas.errors import DESTINATION as IPAAS
 from consumer.kafka import reliable_producer
 from consumer.kafka_view import KafkaView
 from consumer.klaviyo import ApiKeyAuth, Auth, KlaviyoClient
+from consumer.klaviyo.batching import DirectEvents, EventBatcher
 from consumer.klaviyo.errors import DESTINATION as KLAVIYO
 from consumer.mapping import load_collections
 from consumer.oauth import bind_runtime, oauth_auth
@@ -105,7 +107,8 @@ async def build_dispatcher(
     """The flows behind their dispatcher, the routing table, and the failure path (error log, then dead letter).
 
     What the service runs under its consumer, and what ``ipaas-klaviyo dlq replay --direct`` runs without one.
-    The API clients are entered on ``stack``; ``producer`` (started) writes the error log and the dead letters.
+    The API clients and Klaviyo's event batcher are entered on ``stack``; ``producer`` (started) writes the error
+    log and the dead letters.
     Each client's probe is registered on ``destinations``, which brings a destination back after an outage.
     """
     mappings = load_collections(settings.mapping_dir)
@@ -116,6 +119,10 @@ async def build_dispatcher(
 
     auth = auth or klaviyo_auth(settings)
     klaviyo = await stack.enter_async_context(KlaviyoClient(settings.klaviyo, auth))
+    # closed before the client: whatever is still queued then is abandoned, its records never complete
+    events: EventSink = (
+        await stack.enter_async_context(EventBatcher(klaviyo, linger_s=settings.klaviyo.event_linger_ms / 1000))
+        if settings.klaviyo.batch_events else DirectEvents(klaviyo))
     if isinstance(auth, ApiKeyAuth):
         metrics.set_authorization_state("connected")
     ipaas = ipaas_client(settings)
@@ -128,7 +135,7 @@ async def build_dispatcher(
     if settings.klaviyo.consent_list_id is None:
         log.warning("klaviyo.consent_list_id is not set: SubscribeProfile marketing consent is not sent to Klaviyo")
     context = FlowContext(
-        klaviyo=klaviyo, ipaas=ipaas, mappings=mappings, warn=error_log.report,
+        klaviyo=klaviyo, ipaas=ipaas, events=events, mappings=mappings, warn=error_log.report,
         generate_events=settings.klaviyo.generate_events,
         marketing=MarketingState(consent_list_id=settings.klaviyo.consent_list_id,
                                  list_ids=dict(settings.klaviyo.list_ids)),

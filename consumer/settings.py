@@ -149,6 +149,10 @@ class KlaviyoSettings(BaseModel):
         None, description="the list a SubscribeProfile=true subscription joins; without it consent is not sent")
     list_ids: dict[str, str] = Field(
         default_factory=dict, description="list name -> id for LIST_/UCLIST_ fields (others are found by name)")
+    batch_events: bool = Field(True, description="send the events of many records together (bulk jobs filled "
+                                                 "across records); off: each record's events in requests of their own")
+    event_linger_ms: float = Field(50.0, ge=0, description="how long the oldest queued event waits for others "
+                                                           "before a request leaves")
 
 
 class IpaasSettings(BaseModel):

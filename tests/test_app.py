@@ -212,3 +212,76 @@ async def test_readyz_says_not_ready_while_kafka_does_not_answer_the_background_
             service.view.snapshot, errors={"lag": "KafkaConnectionError: Unable to bootstrap"})
         status, body = readyz(service.ops.port)
         assert status == 503 and body["kafka"] == {"lag": "KafkaConnectionError: Unable to bootstrap"}
+
+
+# --- order events, batched across records ----------------------------------------------------------------------
+def _guest_orders(numbers: range, bad: dict[int, str] | None = None) -> list[tuple[bytes, bytes]]:
+    """Guest transactions (named by email, no customer lookups); ``bad`` gives some a created time of its own."""
+    bad = bad or {}
+    return [(f"t-{n}".encode(), _debezium("c", _transaction(
+        f"t-{n}", None, email_address=f"guest{n}@example.com",
+        **({"created_datetime": bad[n]} if n in bad else {})))) for n in numbers]
+
+
+def _order_ids(numbers: Any) -> set[str]:
+    return {uid for n in numbers for uid in (f"t-{n}", f"t-{n}:1:ENG-1", f"t-{n}:2:CARD-50")}
+
+
+# Only Klaviyo knows these are wrong: an event time before 1990 or more than a year ahead.
+KLAVIYO_ONLY_BAD = {97: "1985-06-01T00:00:00Z", 311: "1989-12-31T23:59:59Z", 444: "2999-01-01T00:00:00Z"}
+
+
+async def test_500_orders_in_shared_jobs_dead_letter_exactly_the_3_klaviyo_refuses(
+    topic_space: TopicSpace, unique: str, klaviyo_sim: KlaviyoSimulator
+):
+    orders = _guest_orders(range(500), KLAVIYO_ONLY_BAD)
+    async with running_service(_settings(topic_space, unique, klaviyo_sim)) as svc:
+        await svc.send("transaction-changes", orders)
+        finished = await svc.wait_finished(500, timeout_s=120)
+        letters = await svc.dead_letters("transaction-changes", expected=3)
+        errors = await svc.error_log(expected=3)
+        delivered_once = sorted(str(e.unique_id) for e in klaviyo_sim.state.store.events)
+        await svc.send("transaction-changes", orders)  # redelivered, as after a crash before the commit
+        again = await svc.wait_finished(1000, timeout_s=120)
+
+    outcomes = {message.key: outcome for message, outcome in finished}
+    assert {key for key, outcome in outcomes.items() if outcome == "dead_lettered"} == {
+        f"t-{n}".encode() for n in KLAVIYO_ONLY_BAD}
+    assert sum(outcome == "succeeded" for outcome in outcomes.values()) == 497
+    assert sorted(letter.key for letter in letters) == sorted(f"t-{n}".encode() for n in KLAVIYO_ONLY_BAD)
+    for n in KLAVIYO_ONLY_BAD:
+        record = await _expect_failure(svc, "transaction-changes", letters, errors, f"t-{n}".encode(),
+                                       catalog.KLAVIYO_REJECTED_REQUEST, catalog.Flow.PLACED_ORDER_FROM_IPAAS)
+        assert record["message"] == ("Error calling Klaviyo (400 invalid: The event time must be after 1990 and at "
+                                     "most one year in the future.)")
+    good = set(range(500)) - set(KLAVIYO_ONLY_BAD)
+    assert delivered_once == sorted(_order_ids(good))  # each of the 497 orders' 3 events exactly once
+    jobs = [r for r in klaviyo_sim.received("bulk_create_events") if r.status == 202]
+    assert 0 < len(jobs) < 50  # shared across records, not one per order
+    # the redelivery: the same 3 refused again, nothing new stored
+    assert sum(outcome == "succeeded" for _, outcome in again[500:]) == 497
+    assert sorted(str(e.unique_id) for e in klaviyo_sim.state.store.events) == delivered_once
+
+
+async def test_a_job_refused_without_a_pointer_is_bisected_to_the_orders_at_fault(
+    topic_space: TopicSpace, unique: str, klaviyo_sim: KlaviyoSimulator
+):
+    klaviyo_sim.faults = Faults(omit_error_sources=True, operations=["bulk_create_events"])
+    bad = {13: "1985-06-01T00:00:00Z", 71: "1985-06-01T00:00:00Z"}
+    settings = service_settings(topic_space, unique, runtime={"retry_attempts": 2}, klaviyo={
+        "base_url": klaviyo_sim.base_url, "api_key": DEFAULT_API_KEY, "max_retries": 1, "event_linger_ms": 300})
+    async with running_service(settings) as svc:
+        await svc.send("transaction-changes", _guest_orders(range(100), bad))
+        finished = await svc.wait_finished(100, timeout_s=120)
+        letters = await svc.dead_letters("transaction-changes", expected=2)
+        errors = await svc.error_log(expected=2)
+
+    assert sorted(message.key for message, outcome in finished if outcome == "dead_lettered") == [b"t-13", b"t-71"]
+    for key in (b"t-13", b"t-71"):
+        record = await _expect_failure(svc, "transaction-changes", letters, errors, key,
+                                       catalog.KLAVIYO_REJECTED_REQUEST, catalog.Flow.PLACED_ORDER_FROM_IPAAS)
+        assert record["message"].startswith("Error calling Klaviyo (400 invalid: The event time must be after 1990")
+    assert sorted(str(e.unique_id) for e in klaviyo_sim.state.store.events) == sorted(
+        _order_ids(set(range(100)) - set(bad)))
+    refused = [r for r in klaviyo_sim.received("bulk_create_events") if r.status == 400]
+    assert len(refused) >= 3  # the job, then halves of it down to each order at fault

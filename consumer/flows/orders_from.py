@@ -20,22 +20,27 @@ Steps (1 and 2 send nothing, so bad input costs no call):
      retryable or concern the account (5xx, 429, connection, 401/403) are raised as they are, so the runtime
      retries or pauses. A guest order (no customer id) names its profile by email/phone: Klaviyo creates or
      matches that profile when it takes the event.
-  4. Send: one event with ``POST /api/events``, several as bulk jobs of at most 1000 events
-     (``POST /api/event-bulk-create-jobs``); the events name the profile by its id. A 404 for a profile id the
-     link cache gave (deleted or merged in Klaviyo) forgets the link, runs step 3 again and resends once.
+  4. Send: the events go to Klaviyo's event batcher (``ctx.events``), which sends them together with other
+     records' events (single ``POST /api/events`` or bulk jobs of up to 1,000 events of many orders, whichever
+     the quota favours; see ``consumer.klaviyo.batching``); the events name the profile by its id. The handler
+     returns once Klaviyo accepted all of them. A 404 for a profile id the link cache gave (deleted or merged in
+     Klaviyo) forgets the link, runs step 3 again and resends once. If Klaviyo refuses an event, the transaction
+     fails: a refused event name, unique_id or profile reference is "Order Event Could Not Be Created" (the Placed
+     Order) or "Product Event Could Not Be Created" (a line), with Klaviyo's detail; any other refused field (a
+     time before 1990, say) is "Error calling Klaviyo (...)". In a bulk job none of its events was taken; sent as
+     single events (a trickle), the others may have been, and the resend after the fix is a no-op for them.
 
 Idempotent: Klaviyo keeps one event per (profile, metric, unique_id), so a redelivered or updated transaction
 creates nothing new. With ``ctx.generate_events`` off (the "Generate Events" setting) nothing is sent.
 
-Klaviyo calls (E = the events' calls: 1 for up to 1000 events, i.e. up to 999 lines; ceil(events / 1000) above):
-  customer linked and in the link cache (steady state) ... E
-  customer linked, not cached .............................. 1 + E  (GET by external_id)
-  customer absent .......................................... 2 + E  (GET, POST profile; see profiles_from for
-                                                                     a 409 link or a near-duplicate check)
-  guest order (no customer id) ............................. E
-  "Generate Events" off .................................... 0
-The bulk endpoint's quota (10/s, 150/min) is much smaller than the single event endpoint's (350/s, 3500/min);
-raise ``BULK_MIN_EVENTS`` to trade calls for quota when orders are small and many.
+Klaviyo calls per order, besides its share of the batcher's event requests (one bulk job carries the events of
+up to ~250 orders of 3 lines; a trickle goes as single events):
+  customer linked and in the link cache (steady state) ... 0
+  customer linked, not cached .............................. 1  (GET by external_id)
+  customer absent .......................................... 2  (GET, POST profile; see profiles_from for
+                                                                 a 409 link or a near-duplicate check)
+  guest order (no customer id) ............................. 0
+  "Generate Events" off .................................... 0 (and no events)
 """
 
 from __future__ import annotations
@@ -58,24 +63,25 @@ from consumer.catalog import (
     Flow,
 )
 from consumer.flows.context import Change, FlowContext
-from consumer.flows.ports import KlaviyoPort
+from consumer.flows.ports import EventSink
 from consumer.flows.profiles_from import IDENTIFIERS, attribute, ensure_profile, is_valid_email
 from consumer.klaviyo import KlaviyoConnectionError, KlaviyoRejected, NewEvent, ProfileAttributes
+from consumer.klaviyo.errors import EventRejected
 from consumer.records import Customer, CustomerAddress, Transaction, TransactionLine
 from consumer.transfers import TransferRef
 
-__all__ = ["BULK_MIN_EVENTS", "send_order_events"]
+__all__ = ["send_order_events"]
 
 log = logging.getLogger("consumer.flows.orders_from")
 
-BULK_MIN_EVENTS = 2
-"""From this many events on, a transaction's events go as a bulk job instead of one create call each."""
 MAX_METRIC_LENGTH = 127
 MAX_LIST_ITEMS = 4000
 """Klaviyo's limit on the entries of an array property; longer lists (``Items``, ``ItemNames``) are cut."""
 MAX_LISTED_LINES = 10
 """How many failed lines a "Product Event Could Not Be Created" detail names."""
 _ACCOUNT_STATUSES = frozenset({401, 403})
+_REQUIRED_FIELDS = ("metric", "unique_id", "profile")
+"""What the catalog's "could not be created" entries are about: the event name, unique id and profile."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +118,8 @@ class _Draft:
 class _Built:
     placed: _Draft
     lines: list[_Draft] = field(default_factory=list)
+    where: list[str] = field(default_factory=list)
+    """Which line each of ``lines`` is ("line 2 (sequence 2)")."""
     failed: list[str] = field(default_factory=list)
 
 
@@ -226,6 +234,7 @@ def build_events(ctx: FlowContext, transaction: Transaction) -> _Built:
             continue
         seen[draft.unique_id] = position
         built.lines.append(draft)
+        built.where.append(where)
     return built
 
 
@@ -271,13 +280,30 @@ async def _ensure_customer(ctx: FlowContext, transaction: Transaction, placed: _
 
 
 # --- sending -------------------------------------------------------------------------------------------------
-async def _send(client: KlaviyoPort, events: list[NewEvent]) -> int:
-    """Send the events with as few calls as possible; returns the number of calls."""
-    if len(events) < BULK_MIN_EVENTS:
-        for event in events:
-            await client.create_event(event)
-        return len(events)
-    return await client.bulk_create_events(events)
+def _field_name(path: str) -> str:
+    """The mapping's name for a field Klaviyo pointed at: ``profile/data/attributes/email`` -> ``profile.email``."""
+    parts = [part for part in path.split("/") if part and part not in ("data", "attributes")]
+    return "metric" if parts[:1] == ["metric"] else ".".join(parts)
+
+
+def _refused(exc: EventRejected, built: _Built) -> CatalogError:
+    """Klaviyo refused one of the order's events: the catalog error for it (``exc`` itself, flow attributed,
+    unless a required field was refused)."""
+    order = exc.index == 0
+    flow = Flow.PLACED_ORDER_FROM_IPAAS if order else Flow.ORDERED_PRODUCT_FROM_IPAAS
+    name = _field_name(exc.field)
+    if exc.http_status == 400 and name and name.split(".")[0] in _REQUIRED_FIELDS:
+        entry = ORDER_EVENT_COULD_NOT_BE_CREATED if order else PRODUCT_EVENT_COULD_NOT_BE_CREATED
+        where = "" if order or exc.index > len(built.where) else f"{built.where[exc.index - 1]}: "
+        return CatalogError(entry, f"{where}field '{name}': Klaviyo refused it ({exc.detail})", flow=flow, cause=exc)
+    attribute(exc, flow)
+    return exc
+
+
+def _sink(ctx: FlowContext) -> EventSink:
+    if ctx.events is None:
+        raise RuntimeError("the order flow needs an event sink (FlowContext.events)")
+    return ctx.events
 
 
 async def send_order_events(change: Change[Transaction], ctx: FlowContext) -> None:
@@ -294,20 +320,26 @@ async def send_order_events(change: Change[Transaction], ctx: FlowContext) -> No
 
 async def _send_order(ctx: FlowContext, transaction: Transaction) -> None:
     built = build_events(ctx, transaction)
-    client = ctx.klaviyo
+    sink = _sink(ctx)
     external_id = built.placed.profile.get("external_id")
     cached = ctx.links.get(str(external_id)) if external_id else None
     profile_id = await _ensure_customer(ctx, transaction, built.placed)
     drafts = [built.placed, *built.lines]
     try:
-        await _send(client, [draft.event(profile_id) for draft in drafts])
-    except KlaviyoRejected as exc:
-        if exc.http_status != 404 or cached is None or profile_id != cached:
+        try:
+            await sink.submit([draft.event(profile_id) for draft in drafts])
+        except KlaviyoRejected as exc:
+            if exc.http_status != 404 or cached is None or profile_id != cached:
+                raise
+            # The cached profile is gone (deleted or merged in Klaviyo): find or create it again, then resend.
+            ctx.links.forget(str(external_id))
+            profile_id = await _ensure_customer(ctx, transaction, built.placed)
+            await sink.submit([draft.event(profile_id) for draft in drafts])
+    except EventRejected as exc:
+        refused = _refused(exc, built)
+        if refused is exc:
             raise
-        # The cached profile is gone (deleted or merged in Klaviyo): find or create it again, then resend.
-        ctx.links.forget(str(external_id))
-        profile_id = await _ensure_customer(ctx, transaction, built.placed)
-        await _send(client, [draft.event(profile_id) for draft in drafts])
+        raise refused from exc
     if built.failed:
         shown = "; ".join(built.failed[:MAX_LISTED_LINES])
         more = f" (+{len(built.failed) - MAX_LISTED_LINES} more lines)" if len(built.failed) > MAX_LISTED_LINES else ""

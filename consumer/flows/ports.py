@@ -1,7 +1,7 @@
 """The ports the flows call: what a flow may ask of Klaviyo and of iPaaS.com, and nothing more.
 
-``consumer.klaviyo.KlaviyoClient`` and ``consumer.ipaas.IpaasClient`` implement them; the flows' tests pass the
-real clients pointed at the simulators.
+``consumer.klaviyo.KlaviyoClient``, ``consumer.klaviyo.batching.EventBatcher`` and ``consumer.ipaas.IpaasClient``
+implement them; the flows' tests pass the real clients (and a real batcher) pointed at the simulators.
 """
 
 from __future__ import annotations
@@ -46,9 +46,14 @@ class KlaviyoPort(Protocol):
 
     async def remove_profiles_from_list(self, list_id: str, profile_ids: Sequence[str]) -> None: ...
 
-    async def create_event(self, event: NewEvent) -> None: ...
 
-    async def bulk_create_events(self, events: Sequence[NewEvent]) -> int: ...
+class EventSink(Protocol):
+    """Klaviyo events, one record's at a time, shared with every other record in flight."""
+
+    async def submit(self, events: Sequence[NewEvent]) -> None:
+        """Returns once Klaviyo accepted every one of ``events``; raises the record's failure otherwise (an
+        ``EventRejected`` names the event and field Klaviyo refused)."""
+        ...
 
 
 class IpaasPort(Protocol):

@@ -51,8 +51,8 @@ from consumer.klaviyo.models import (
     MAX_SUBSCRIPTION_PROFILES,
     BulkImportError,
     BulkImportJob,
+    EncodedEvent,
     EventCreateQuery,
-    EventsBulkCreateJob,
     NewEvent,
     PatchProperties,
     Profile,
@@ -65,6 +65,7 @@ from consumer.klaviyo.models import (
     UpsertResult,
     list_members,
     subscription_job,
+    bulk_job_body,
 )
 from consumer.klaviyo.ratelimits import ENDPOINTS, EndpointLimit, resolve_limits
 from consumer.observability.metrics import (
@@ -290,8 +291,7 @@ class KlaviyoClient:
         """Submit events through bulk jobs of at most 1000 events; returns the number of jobs sent."""
         jobs = 0
         for start in range(0, len(events), MAX_BULK_EVENTS):
-            body = EventsBulkCreateJob.build(events[start : start + MAX_BULK_EVENTS])
-            await self._send("bulk_create_events", "/api/event-bulk-create-jobs", body=body.to_json())
+            await self.send_event_job([EncodedEvent.of(event) for event in events[start : start + MAX_BULK_EVENTS]])
             jobs += 1
         return jobs
 
@@ -334,6 +334,10 @@ class KlaviyoClient:
         await self._send("remove_profiles_from_list",
                          f"/api/lists/{quote(list_id, safe='')}/relationships/profiles", body=list_members(profile_ids))
 
+    async def send_event_job(self, events: Sequence[EncodedEvent]) -> None:
+        """Submit one bulk job of at most 1000 encoded events (laid out as ``bulk_job_layout`` says)."""
+        await self._send("bulk_create_events", "/api/event-bulk-create-jobs", body=bulk_job_body(events))
+
     # --- bulk profile import -------------------------------------------------------------------------------------
     async def bulk_import_profiles(
         self, profiles: Sequence[ProfileAttributes], *, list_id: str | None = None
@@ -366,6 +370,23 @@ class KlaviyoClient:
             cursor = _cursor_of((links or {}).get("next"))
             if cursor is None:
                 return errors
+
+    # --- quota -------------------------------------------------------------------------------------------------
+    @property
+    def rate_limited(self) -> bool:
+        """Whether requests wait for the client-side quota (``settings.rate_limit``)."""
+        return self._settings.rate_limit
+
+    def endpoint_limit(self, endpoint_class: str) -> EndpointLimit:
+        """The burst and steady quota of an endpoint class this instance may spend: Klaviyo's (or the override this
+        client was given), times its share of the account's quota (``set_quota_share``)."""
+        limit = self._limits[endpoint_class]
+        share = self._limiter(endpoint_class).share if self._settings.rate_limit else 1.0
+        return limit if share >= 1.0 else limit.scaled(share)
+
+    def admission_delay(self, endpoint_class: str) -> float:
+        """Seconds until the client-side limiter would admit a request of this class (0: at once)."""
+        return self._limiter(endpoint_class).delay() if self._settings.rate_limit else 0.0
 
     # --- plumbing ------------------------------------------------------------------------------------------------
     def _limiter(self, endpoint_class: str) -> SlidingWindowLimiter:

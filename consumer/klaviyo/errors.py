@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from consumer.catalog import KLAVIYO_CONNECTION_ERROR, KLAVIYO_REJECTED_REQUEST, CatalogError
@@ -45,6 +45,7 @@ class KlaviyoRejected(CatalogError):
         duplicate_profile_id: str | None = None,
         source: Mapping[str, Any] | None = None,
         operation: str | None = None,
+        errors: tuple[ErrorBody, ...] = (),
     ) -> None:
         super().__init__(
             KLAVIYO_REJECTED_REQUEST,
@@ -59,6 +60,23 @@ class KlaviyoRejected(CatalogError):
         self.duplicate_profile_id = duplicate_profile_id
         self.source = dict(source) if source else None
         self.operation = operation
+        self.errors = errors
+        """Every entry of Klaviyo's ``errors`` array (details scrubbed), e.g. one per event of a bulk job."""
+
+
+class EventRejected(KlaviyoRejected):
+    """Klaviyo refused one event of a record's events (``consumer.klaviyo.batching``).
+
+    ``index`` is the event's position in what the record submitted; ``field`` is the part of the event Klaviyo
+    pointed at, as a path inside the event's attributes (``time``, ``unique_id``, ``metric/data/attributes/name``,
+    ``profile/data/attributes/email``; empty when Klaviyo named the event but no field of it).
+    """
+
+    def __init__(self, detail: str, *, index: int, field: str, http_status: int, error_code: str | None = None,
+                 source: Mapping[str, Any] | None = None, operation: str | None = None) -> None:
+        super().__init__(detail, http_status=http_status, error_code=error_code, source=source, operation=operation)
+        self.index = index
+        self.field = field
 
 
 class KlaviyoConnectionError(CatalogError):
@@ -92,23 +110,33 @@ class ErrorBody:
 
 def parse_error_body(content: bytes, content_type: str | None) -> ErrorBody | None:
     """Klaviyo's ``{"errors": [...]}`` body, or None when the body is not such JSON (e.g. an HTML page)."""
+    errors = parse_error_bodies(content, content_type)
+    return errors[0] if errors else None
+
+
+def parse_error_bodies(content: bytes, content_type: str | None) -> list[ErrorBody]:
+    """Every entry of Klaviyo's ``{"errors": [...]}`` body (empty when the body is not such JSON); ``count`` of
+    the first says how many there are."""
     document = json_object(content, content_type)
     if document is None:
-        return None
+        return []
     errors = document.get("errors")
     if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
-        return None
-    first: dict[str, Any] = errors[0]
-    meta = first.get("meta") if isinstance(first.get("meta"), dict) else {}
-    source = first.get("source") if isinstance(first.get("source"), dict) else {}
+        return []
+    return [_error_body(error, len(errors)) for error in errors if isinstance(error, dict)]
+
+
+def _error_body(error: dict[str, Any], count: int) -> ErrorBody:
+    meta = error.get("meta") if isinstance(error.get("meta"), dict) else {}
+    source = error.get("source") if isinstance(error.get("source"), dict) else {}
     duplicate = (meta or {}).get("duplicate_profile_id")
     return ErrorBody(
-        code=_text(first.get("code")),
-        title=_text(first.get("title")),
-        detail=_text(first.get("detail")),
+        code=_text(error.get("code")),
+        title=_text(error.get("title")),
+        detail=_text(error.get("detail")),
         source=dict(source or {}),
         duplicate_profile_id=_text(duplicate),
-        count=len(errors),
+        count=count,
     )
 
 
@@ -149,7 +177,8 @@ def rejected_from_response(
     operation: str | None = None,
 ) -> KlaviyoRejected:
     """The catalog error for a response Klaviyo did not answer with success."""
-    body = parse_error_body(content, headers.get("content-type"))
+    bodies = parse_error_bodies(content, headers.get("content-type"))
+    body = bodies[0] if bodies else None
     detail = redactor.scrub(describe_response(status, headers, content, body))
     return KlaviyoRejected(
         detail,
@@ -161,4 +190,10 @@ def rejected_from_response(
         duplicate_profile_id=body.duplicate_profile_id if body else None,
         source=body.source if body else None,
         operation=operation,
+        errors=tuple(_scrubbed(each, redactor) for each in bodies),
     )
+
+
+def _scrubbed(body: ErrorBody, redactor: Redactor) -> ErrorBody:
+    return replace(body, title=redactor.scrub(body.title) if body.title else None,
+                   detail=redactor.scrub(body.detail) if body.detail else None)

@@ -7,14 +7,18 @@ as ``null`` (Klaviyo clears it), a field never set is left out (Klaviyo keeps it
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import to_jsonable_python
 
 IDENTIFIERS = ("email", "phone_number", "external_id")
 MAX_BULK_EVENTS = 1000
+MAX_BULK_EVENT_BYTES = 5_000_000
+"""Klaviyo's cap on a bulk event job's payload ("5MB", after decompression; read as decimal megabytes)."""
 MAX_BULK_PROFILES = 10_000
 
 
@@ -108,6 +112,9 @@ class UpsertResult(BaseModel):
 
 
 # --- events -----------------------------------------------------------------------------------------------------
+DedupeKey = tuple[str | None, str | None, str | None, str | None, str, str]
+
+
 class NewEvent(BaseModel):
     """An event to create, e.g. ``Placed Order``. The profile is named by ``profile_id`` or an identifier."""
 
@@ -133,8 +140,16 @@ class NewEvent(BaseModel):
         return self
 
     def profile_key(self) -> bytes:
-        """Identity of the event's profile, for grouping bulk events."""
+        """Identity of the event's profile (its id and identifiers): Klaviyo de-duplicates events per profile."""
         return orjson.dumps([self.profile_id, *(getattr(self.profile, n) for n in IDENTIFIERS)])
+
+    def dedupe_key(self) -> DedupeKey | None:
+        """(profile id and identifiers, metric, unique_id): one bulk job must not hold two events with the same."""
+        if self.unique_id is None:
+            return None
+        profile = self.profile
+        return (self.profile_id, profile.email, profile.phone_number, profile.external_id, self.metric,
+                self.unique_id)
 
     def event_attributes(self) -> dict[str, Any]:
         """The event's own attributes (no profile)."""
@@ -317,43 +332,80 @@ class EventsBulkCreateJobResource(_Body):
     attributes: _BulkJobAttributes
 
 
+def _json(value: Any) -> bytes:
+    """JSON as pydantic's json mode writes it (dates, decimals ...), at orjson's speed."""
+    return orjson.dumps(value, default=to_jsonable_python, option=orjson.OPT_PASSTHROUGH_DATETIME)
+
+
+_ENTRY_BYTES = 116
+"""The most a job spends on an event besides its attributes and profile: the JSON:API wrapping of an entry of its
+own (85 bytes with its comma) and of the event (31)."""
+_JOB_HEAD = b'{"data":{"type":"event-bulk-create-job","attributes":{"events-bulk-create":{"data":['
+_JOB_TAIL = b"]}}}}"
+BULK_JOB_OVERHEAD = len(_JOB_HEAD) + len(_JOB_TAIL)
+"""What a job's body spends besides its events (their ``EncodedEvent.size``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """An event serialized once, for bulk jobs: its attributes and its profile resource as JSON."""
+
+    event: NewEvent
+    attributes: bytes
+    profile: bytes
+
+    @classmethod
+    def of(cls, event: NewEvent) -> EncodedEvent:
+        return cls(event, _json(event.event_attributes()), _json(event.profile_resource().to_dict()))
+
+    @property
+    def size(self) -> int:
+        """The most bytes it adds to a job (as if its profile had an entry of its own)."""
+        return len(self.attributes) + len(self.profile) + _ENTRY_BYTES
+
+
+def bulk_job_layout(events: Sequence[EncodedEvent]) -> list[list[int]]:
+    """How a job lays ``events`` out: one list of event positions per entry (events naming the same profile resource
+    share one), entries in the order their profile first appears. Klaviyo's error pointers
+    (``/data/attributes/events-bulk-create/data/<entry>/attributes/events/data/<event>``) index this layout."""
+    entries: dict[bytes, list[int]] = {}
+    for position, event in enumerate(events):
+        entries.setdefault(event.profile, []).append(position)
+    return list(entries.values())
+
+
+def bulk_job_body(events: Sequence[EncodedEvent]) -> bytes:
+    """The body of ``POST /api/event-bulk-create-jobs`` (``EventsBulkCreateJob``) for at most 1000 events, laid out
+    as ``bulk_job_layout`` says; a unique_id repeated for one profile and metric raises ``ValueError`` (Klaviyo
+    would refuse the whole job)."""
+    if not events:
+        raise ValueError("a bulk event job needs at least one event")
+    if len(events) > MAX_BULK_EVENTS:
+        raise ValueError(f"a bulk event job takes at most {MAX_BULK_EVENTS} events, got {len(events)}")
+    seen: set[DedupeKey] = set()
+    for encoded in events:
+        key = encoded.event.dedupe_key()
+        if key is not None:
+            if key in seen:
+                raise ValueError(f"unique_id {encoded.event.unique_id!r} repeats for one profile and metric "
+                                 f"{encoded.event.metric!r}; Klaviyo would reject the whole job")
+            seen.add(key)
+    entries = []
+    for positions in bulk_job_layout(events):
+        listed = b",".join(b'{"type":"event","attributes":' + events[p].attributes + b"}" for p in positions)
+        entries.append(b'{"type":"event-bulk-create","attributes":{"profile":{"data":' + events[positions[0]].profile
+                       + b'},"events":{"data":[' + listed + b"]}}}")
+    return _JOB_HEAD + b",".join(entries) + _JOB_TAIL
+
+
 class EventsBulkCreateJob(_Body):
-    """Body of ``POST /api/event-bulk-create-jobs``: events grouped by profile (at most 1000 events)."""
+    """Body of ``POST /api/event-bulk-create-jobs``, as a model (what ``bulk_job_body`` writes, for reading)."""
 
     data: EventsBulkCreateJobResource
 
     @classmethod
     def build(cls, events: Sequence[NewEvent]) -> EventsBulkCreateJob:
-        if not events:
-            raise ValueError("a bulk event job needs at least one event")
-        if len(events) > MAX_BULK_EVENTS:
-            raise ValueError(f"a bulk event job takes at most {MAX_BULK_EVENTS} events, got {len(events)}")
-        groups: dict[bytes, list[NewEvent]] = {}
-        for event in events:
-            groups.setdefault(event.profile_key(), []).append(event)
-        entries = []
-        for group in groups.values():
-            seen: set[tuple[str, str]] = set()
-            for event in group:
-                if event.unique_id is not None:
-                    key = (event.metric, event.unique_id)
-                    if key in seen:
-                        raise ValueError(
-                            f"unique_id {event.unique_id!r} repeats for one profile and metric {event.metric!r}; "
-                            "Klaviyo would reject the whole job"
-                        )
-                    seen.add(key)
-            entry = {
-                "profile": {"data": group[0].profile_resource().to_dict()},
-                "events": {"data": [{"type": "event", "attributes": e.event_attributes()} for e in group]},
-            }
-            entries.append(EventBulkEntry(type="event-bulk-create", attributes=entry))
-        return cls(
-            data=EventsBulkCreateJobResource(
-                type="event-bulk-create-job",
-                attributes=_BulkJobAttributes(events_bulk_create=_BulkEntries(data=entries)),
-            )
-        )
+        return cls.model_validate_json(bulk_job_body([EncodedEvent.of(event) for event in events]))
 
 
 # --- bulk import job responses ----------------------------------------------------------------------------------

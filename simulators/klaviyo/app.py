@@ -258,12 +258,18 @@ class SimulatorApp(RecordingApp[ReceivedRequest]):
         if revision:
             headers.append(("revision", revision))
         try:
+            if operation == "bulk_create_events" and len(request.body) > config.max_bulk_event_bytes:
+                raise ApiError(413, "request_too_large",
+                               f"A bulk event job's payload may be at most {config.max_bulk_event_bytes} bytes.")
             body = self._body(request, operation)
             try:
                 reply = self._operation(operation, params, request, body)
             except (KeyError, TypeError, AttributeError, IndexError) as exc:  # only without the spec's checks
                 raise invalid(f"Malformed request body: {type(exc).__name__} {exc}", pointer="/data") from exc
         except ApiError as exc:
+            faults = self.state.faults
+            if faults.omit_error_sources and operation_targeted(faults, operation):
+                exc.pointer = exc.parameter = None
             return error_reply(exc, headers)
         reply.headers.extend(headers)
         return reply

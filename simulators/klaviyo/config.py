@@ -55,6 +55,8 @@ class SimulatorConfig:
     validate_bodies: bool = True
     spec_path: Path | None = None
     max_body_bytes: int = 5 * 1024 * 1024
+    max_bulk_event_bytes: int = 5_000_000
+    """Klaviyo's cap on a bulk event job's payload ("5MB"; read as decimal megabytes, the stricter reading)."""
     max_profile_bytes: int = 100 * 1024
     max_recorded_requests: int = 10_000
     seed: int | None = None
@@ -98,4 +100,6 @@ class Faults(TimedFaults):
     captive_portal: bool = False
     redirect_to: str | None = None
     unauthorized: bool = False
+    omit_error_sources: bool = False
+    """Answer the operation's own errors (validation, conflicts) without ``source``: no pointer into the request."""
     operations: list[str] | None = None

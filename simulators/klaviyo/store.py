@@ -578,6 +578,16 @@ class Store:
             raise ApiError(404, "not_found", f"A profile with id {profile['id']} does not exist.",
                            pointer=f"{pointer}/id")
 
+    def _event_profile_identity(self, profile: dict[str, Any]) -> bytes:
+        """The profile an event names, as far as the account knows it: its id, the profile that holds one of its
+        identifiers, else the identifiers themselves (a profile the event will create)."""
+        attrs = profile.get("attributes") or {}
+        owner = profile.get("id") or next(
+            (o for n in MATCH_ORDER if (o := self.owner(n, attrs.get(n))) is not None), None)
+        if owner:
+            return orjson.dumps(["id", owner])
+        return orjson.dumps([attrs.get(n) for n in IDENTIFIERS])
+
     def _event_profile(self, profile: dict[str, Any]) -> ProfileRecord:
         attrs = dict(profile.get("attributes") or {})
         attrs.pop("meta", None)
@@ -641,8 +651,7 @@ class Store:
             entry_attrs = entry["attributes"]
             profile = entry_attrs["profile"]["data"]
             self.validate_event_profile(profile, f"{base}/{i}/attributes/profile/data")
-            identity = orjson.dumps([profile.get("id"), *((profile.get("attributes") or {}).get(n)
-                                                         for n in IDENTIFIERS)])
+            identity = self._event_profile_identity(profile)
             for j, event in enumerate(entry_attrs["events"]["data"]):
                 attrs = event["attributes"]
                 pointer = f"{base}/{i}/attributes/events/data/{j}/attributes"

@@ -1,5 +1,6 @@
-"""Fixtures for the flow handlers: the in-process Klaviyo simulator, a real client, and a flow context whose
-``warn`` collects warnings in a list. Change events are decoded from JSON bytes, as the dispatcher does."""
+"""Fixtures for the flow handlers: the in-process Klaviyo simulator, a real client, a real event batcher, and a
+flow context whose ``warn`` collects warnings in a list. Change events are decoded from JSON bytes, as the
+dispatcher does."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from consumer.envelopes import decode
 from consumer.flows.context import Change, FlowContext
 from consumer.http.backoff import Backoff
 from consumer.klaviyo import ApiKeyAuth, KlaviyoClient
+from consumer.klaviyo.batching import EventBatcher
 from consumer.mapping import MappingCollection, load_collections
 from consumer.settings import KlaviyoSettings
 from consumer.transfers import TransferRef
@@ -87,11 +89,20 @@ def warnings() -> Warnings:
 
 
 @pytest.fixture
-def make_ctx(klaviyo: KlaviyoClient, mappings: dict[str, MappingCollection], warnings: Warnings) -> MakeContext:
-    """A fresh context (its own, empty link cache: a restarted service) sharing the client and warnings."""
+async def events(klaviyo: KlaviyoClient) -> AsyncIterator[EventBatcher]:
+    """The service's event batcher over the client (closed after the test)."""
+    async with EventBatcher(klaviyo) as batcher:
+        yield batcher
+
+
+@pytest.fixture
+def make_ctx(
+    klaviyo: KlaviyoClient, events: EventBatcher, mappings: dict[str, MappingCollection], warnings: Warnings
+) -> MakeContext:
+    """A fresh context (its own, empty link cache: a restarted service) sharing the client, batcher and warnings."""
 
     def make(**overrides: Any) -> FlowContext:
-        values: dict[str, Any] = {"klaviyo": klaviyo, "mappings": mappings, "warn": warnings}
+        values: dict[str, Any] = {"klaviyo": klaviyo, "events": events, "mappings": mappings, "warn": warnings}
         values.update(overrides)
         return FlowContext(**values)
 

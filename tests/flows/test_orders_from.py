@@ -40,8 +40,30 @@ def order(action: str = "created", **fields: Any) -> ChangeEvent:
     return change("transaction", action, transaction(**fields))
 
 
+EVENT_OPERATIONS = frozenset({"create_event", "bulk_create_events"})
+
+
 def operations(simulator: KlaviyoSimulator) -> list[str]:
     return [request.operation or "" for request in simulator.received()]
+
+
+def profile_calls(simulator: KlaviyoSimulator) -> list[str]:
+    """The requests besides the events' (which the batcher sends as single events or in jobs, as the quota has it)."""
+    return [operation for operation in operations(simulator) if operation not in EVENT_OPERATIONS]
+
+
+def named_profiles(simulator: KlaviyoSimulator) -> list[dict[str, Any]]:
+    """The profile resource each accepted event request named (one per single event, one per job entry)."""
+    named = []
+    for request in simulator.received():
+        if request.status != 202:
+            continue
+        if request.operation == "create_event":
+            named.append(request.body["data"]["attributes"]["profile"]["data"])
+        elif request.operation == "bulk_create_events":
+            named.extend(entry["attributes"]["profile"]["data"]
+                         for entry in request.body["data"]["attributes"]["events-bulk-create"]["data"])
+    return named
 
 
 def events(simulator: KlaviyoSimulator, metric: str | None = None) -> list[EventRecord]:
@@ -58,10 +80,12 @@ async def linked(ctx: FlowContext, simulator: KlaviyoSimulator, **fields: Any) -
 
 
 # --- the events -------------------------------------------------------------------------------------------------
-async def test_order_for_a_linked_customer_costs_one_call(simulator: KlaviyoSimulator, ctx: FlowContext) -> None:
+async def test_order_for_a_linked_customer_costs_only_its_events(
+    simulator: KlaviyoSimulator, ctx: FlowContext
+) -> None:
     profile_id = await linked(ctx, simulator)
     await send_order_events(order(), ctx)
-    assert operations(simulator) == ["bulk_create_events"]
+    assert profile_calls(simulator) == []
     (placed,) = events(simulator, "Placed Order")
     assert (placed.profile_id, placed.unique_id, placed.value) == (profile_id, "T1", 25.5)
     assert placed.time.isoformat() == "2025-03-04T05:06:07+00:00"
@@ -85,9 +109,8 @@ async def test_order_for_a_linked_customer_costs_one_call(simulator: KlaviyoSimu
         ("T1:1:SKU-1", 10.0, profile_id), ("T1:2:SKU-2", 15.5, profile_id)]
     assert products[0].properties == {"OrderId": "SO-1001", "ProductID": "SKU-1", "SKU": "SKU-1",
                                       "ProductName": "Item 1", "Quantity": 2.0, "ItemPrice": 5.0, "RowTotal": 10.0}
-    body = simulator.received("bulk_create_events")[0].body
-    (entry,) = body["data"]["attributes"]["events-bulk-create"]["data"]
-    assert entry["attributes"]["profile"]["data"] == {"type": "profile", "id": profile_id, "attributes": {}}
+    assert {orjson.dumps(named) for named in named_profiles(simulator)} == {
+        orjson.dumps({"type": "profile", "id": profile_id, "attributes": {}})}
 
 
 async def test_order_after_a_restart_looks_the_customer_up_once(
@@ -97,7 +120,7 @@ async def test_order_after_a_restart_looks_the_customer_up_once(
     ctx = make_ctx()
     await send_order_events(order(), ctx)
     await send_order_events(order(id="T2"), ctx)
-    assert operations(simulator) == ["get_profiles", "bulk_create_events", "bulk_create_events"]
+    assert profile_calls(simulator) == ["get_profiles"]
     assert simulator.received("get_profiles")[0].query["filter"] == 'equals(external_id,"C1")'
     assert len(events(simulator, "Placed Order")) == 2
 
@@ -156,7 +179,7 @@ async def test_unicode_names_and_descriptions(simulator: KlaviyoSimulator, ctx: 
 
 async def test_guest_order_names_its_profile_by_email(simulator: KlaviyoSimulator, ctx: FlowContext) -> None:
     await send_order_events(order(customer_id=None, email_address="guest@shop.test"), ctx)
-    assert operations(simulator) == ["bulk_create_events"]
+    assert profile_calls(simulator) == []
     (profile,) = simulator.store.profiles.values()
     assert (profile.attributes["email"], profile.attributes["external_id"]) == ("guest@shop.test", None)
     assert {e.profile_id for e in events(simulator)} == {profile.id}
@@ -172,7 +195,7 @@ async def test_order_for_an_unknown_customer_creates_it_from_the_transaction(
     simulator: KlaviyoSimulator, ctx: FlowContext, warnings: Warnings
 ) -> None:
     await send_order_events(order(customer_id="C7"), ctx)
-    assert operations(simulator) == ["get_profiles", "create_profile", "bulk_create_events"]
+    assert profile_calls(simulator) == ["get_profiles", "create_profile"]
     (profile,) = simulator.store.profiles.values()
     attrs = profile.attributes
     assert (attrs["external_id"], attrs["email"], attrs["first_name"], attrs["last_name"], attrs["phone_number"]) == (
@@ -198,8 +221,7 @@ async def test_order_links_the_customer_to_an_unlinked_profile_with_its_email(
     existing = await klaviyo.create_profile(ProfileAttributes(email="ada@shop.test"))
     simulator.state.requests.clear()
     await send_order_events(order(), ctx)
-    assert operations(simulator) == [
-        "get_profiles", "create_profile", "get_profile", "update_profile", "bulk_create_events"]
+    assert profile_calls(simulator) == ["get_profiles", "create_profile", "get_profile", "update_profile"]
     assert simulator.store.profiles[existing.id].attributes["external_id"] == "C1"
     assert {e.profile_id for e in events(simulator)} == {existing.id}
 
@@ -281,7 +303,8 @@ async def test_klaviyo_down_while_ensuring_the_customer_is_raised_as_is(
 async def test_a_stale_link_is_recovered(simulator: KlaviyoSimulator, ctx: FlowContext) -> None:
     ctx.links.remember("C1", "01JZZZZZZZZZZZZZZZZZZZZZZZ")
     await send_order_events(order(), ctx)
-    assert operations(simulator) == ["bulk_create_events", "get_profiles", "create_profile", "bulk_create_events"]
+    assert profile_calls(simulator) == ["get_profiles", "create_profile"]
+    assert {r.status for r in simulator.received() if r.operation in EVENT_OPERATIONS} == {404, 202}
     (profile,) = simulator.store.profiles.values()
     assert len(events(simulator)) == 3 and {e.profile_id for e in events(simulator)} == {profile.id}
 
@@ -428,13 +451,58 @@ async def test_klaviyo_rejecting_the_events_is_error_calling_klaviyo(
     assert events(simulator) == []
 
 
+# Guests named by phone number too, which only Klaviyo checks (E.164).
+BY_PHONE = "  profile.email: {path: email_address}\n  profile.phone_number: {path: billing_address.phone_number}\n"
+
+
+@pytest.mark.parametrize("lines", [0, 200])  # a single event; a bulk job of 201
+async def test_a_profile_reference_klaviyo_refuses_is_order_event_could_not_be_created(
+    simulator: KlaviyoSimulator, make_ctx: MakeContext, lines: int
+) -> None:
+    mappings = dict(load_collections())
+    mappings["placed_order_from_ipaas"] = parse_collection(
+        f"flow: placed_order_from_ipaas\nfields:\n  metric: {{value: Placed Order}}\n  unique_id: id\n{BY_PHONE}")
+    billing = {**transaction()["addresses"][0], "phone_number": "555-0100"}
+    with pytest.raises(CatalogError) as caught:
+        await send_order_events(order(customer_id=None, addresses=[billing], lines=[line(n) for n in range(lines)]),
+                                make_ctx(mappings=mappings))
+    error = caught.value
+    assert error.message == ORDER_EVENT_COULD_NOT_BE_CREATED and error.flow is Flow.PLACED_ORDER_FROM_IPAAS
+    assert error.detail == ("field 'profile.phone_number': Klaviyo refused it (400 invalid: Invalid phone number "
+                            "format (Example of a valid format: +12345678901))")
+    assert isinstance(error.cause, KlaviyoRejected) and error.cause.http_status == 400
+    assert events(simulator) == []
+    assert {r.operation for r in simulator.received()} == {"bulk_create_events" if lines else "create_event"}
+
+
+@pytest.mark.parametrize("lines", [1, 200])  # single events (independent requests); one bulk job
+async def test_a_line_klaviyo_refuses_is_product_event_could_not_be_created(
+    simulator: KlaviyoSimulator, make_ctx: MakeContext, lines: int
+) -> None:
+    mappings = dict(load_collections())
+    mappings["ordered_product_from_ipaas"] = parse_collection(
+        "flow: ordered_product_from_ipaas\nfields:\n  metric: {value: Ordered Product}\n"
+        "  unique_id: {paths: [transaction.id, sequence_number], transforms: [text, {join: ':'}]}\n"
+        "  profile.email: {path: transaction.email_address}\n  profile.phone_number: {value: '555-0100'}\n")
+    with pytest.raises(CatalogError) as caught:
+        await send_order_events(order(customer_id=None, lines=[line(n + 1) for n in range(lines)]),
+                                make_ctx(mappings=mappings))
+    error = caught.value
+    assert error.message == PRODUCT_EVENT_COULD_NOT_BE_CREATED and error.flow is Flow.ORDERED_PRODUCT_FROM_IPAAS
+    assert (error.detail or "").startswith("line 1 (sequence 1): field 'profile.phone_number': Klaviyo refused it")
+    assert events(simulator, "Ordered Product") == []
+    # a job is all or nothing; single events are not: the Placed Order went on its own (a resend is a no-op)
+    assert len(events(simulator, "Placed Order")) == (0 if lines > 1 else 1)
+
+
 async def test_throttling_and_server_errors_on_the_events_are_retried(
     simulator: KlaviyoSimulator, ctx: FlowContext
 ) -> None:
     await linked(ctx, simulator)
     simulator.faults = Faults(fail_next=[429, 502])
     await send_order_events(order(), ctx)
-    assert [r.status for r in simulator.received("bulk_create_events")] == [429, 502, 202]
+    statuses = [r.status for r in simulator.received() if r.operation in EVENT_OPERATIONS]
+    assert sorted(statuses, key=str)[-2:] == [429, 502] and statuses.count(202) == len(statuses) - 2
     assert len(events(simulator)) == 3
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import orjson
 import pytest
 from pydantic import ValidationError
 
 from consumer.klaviyo.models import (
+    BULK_JOB_OVERHEAD,
+    EncodedEvent,
     EventCreateQuery,
     EventsBulkCreateJob,
     Location,
@@ -20,6 +23,8 @@ from consumer.klaviyo.models import (
     ProfileImportJobCreateQuery,
     ProfilePartialUpdateQuery,
     ProfileUpsertQuery,
+    bulk_job_body,
+    bulk_job_layout,
 )
 
 
@@ -106,3 +111,25 @@ def test_profile_response_tolerates_unknown_fields() -> None:
     })
     assert profile.attributes.location is not None and profile.attributes.location.city == "Oslo"
     assert profile.attributes.updated == datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def test_a_bulk_job_writes_each_event_as_a_single_event_request_would() -> None:
+    when = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+    events = [
+        NewEvent(metric="Placed Order", profile_id="01P", unique_id="T1", time=when, value=25.5, value_currency="USD",
+                 properties={"Total": Decimal("25.50"), "At": when, "Items": [{"SKU": "A", "Qty": 2.0}], "Note": "é"}),
+        NewEvent(metric="Ordered Product", profile_id="01P", unique_id="T1:1", properties={}),
+        NewEvent(metric="Placed Order", profile=ProfileAttributes(email="g@b.test", first_name="G"), unique_id="T2",
+                 backfill=True),
+    ]
+    encoded = [EncodedEvent.of(event) for event in events]
+    body = orjson.loads(bulk_job_body(encoded))
+    entries = body["data"]["attributes"]["events-bulk-create"]["data"]
+    assert bulk_job_layout(encoded) == [[0, 1], [2]]
+    for entry, positions in zip(entries, bulk_job_layout(encoded), strict=True):
+        for written, position in zip(entry["attributes"]["events"]["data"], positions, strict=True):
+            single = EventCreateQuery.build(events[position]).to_dict()["data"]["attributes"]
+            assert entry["attributes"]["profile"] == single.pop("profile")
+            assert written == {"type": "event", "attributes": single}
+    assert sum(e.size for e in encoded) + BULK_JOB_OVERHEAD >= len(bulk_job_body(encoded))
+    assert 0 <= encoded[2].size + BULK_JOB_OVERHEAD - len(bulk_job_body(encoded[2:])) <= 2  # its commas
