@@ -105,8 +105,9 @@ async def _expect_failure(svc: RunningService, letters_topic: str, letters: list
 async def test_each_from_flow_catalog_entry_is_dead_lettered_and_logged_verbatim(
     topic_space: TopicSpace, unique: str, klaviyo_sim: KlaviyoSimulator
 ):
-    bad_line = {"sequence_number": 1, "sku": "REFUND", "description": "Negative line", "qty": 1,
-                "unit_price": -5, "extended_price": -5}
+    line = {"sequence_number": 1, "sku": "ENG-1", "description": "Difference Engine", "qty": 1, "unit_price": 5,
+            "extended_price": 5}
+    same_line_twice = [line, line]  # the second line's unique id is the first's
     async with running_service(_settings(topic_space, unique, klaviyo_sim)) as svc:
         await svc.send("customer-changes", [
             (b"c-ok", _debezium("c", _customer("c-ok"))),
@@ -117,9 +118,9 @@ async def test_each_from_flow_catalog_entry_is_dead_lettered_and_logged_verbatim
             (b"c-ok", orjson.dumps(_customer("c-ok", email_address="not-an-email")), [("scope", b"customer/updated")]),
         ])
         await svc.send("transaction-changes", [
-            (b"t-neg", _debezium("c", _transaction("t-neg", "c-ok", total=-10))),
+            (b"t-neg", _debezium("c", _transaction("t-neg", None))),  # no profile to put the order on
             (b"t-cust", _debezium("c", _transaction("t-cust", "c-new", email_address="also not an email"))),
-            (b"t-line", _debezium("c", _transaction("t-line", "c-ok", total=5, lines=[bad_line]))),
+            (b"t-line", _debezium("c", _transaction("t-line", "c-ok", total=10, lines=same_line_twice))),
         ])
         await svc.wait_finished(6)
         klaviyo_sim.faults = Faults(fail_next=[400], operations=["create_profile"])
@@ -153,8 +154,8 @@ async def test_each_from_flow_catalog_entry_is_dead_lettered_and_logged_verbatim
                                      catalog.KLAVIYO_REJECTED_REQUEST, flow.ADD_PROFILE_FROM_IPAAS)
     assert rejected["message"].startswith("Error calling Klaviyo (400 ")
     assert rejected["http_status"] == 400
-    # the good customer's profile exists; the order with a bad line still sent its Placed Order
-    assert {e.unique_id for e in klaviyo_sim.state.store.events} == {"t-line"}
+    # the good customer's profile exists; the order with a bad line still sent its Placed Order and its good line
+    assert {e.unique_id for e in klaviyo_sim.state.store.events} == {"t-line", "t-line:1:ENG-1"}
 
 
 async def test_a_near_duplicate_profile_is_a_warning_and_the_transfer_goes_on(

@@ -5,11 +5,12 @@ Steps (1 and 2 send nothing, so bad input costs no call):
   1. Build the Placed Order with its mapping. It needs an event name (``metric``, at most 127 characters), a
      unique order id (``unique_id``, the transaction id) and a profile reference (``profile.external_id`` = the
      customer id, ``profile.email`` or ``profile.phone_number``; a guest's email must be well formed); ``value``
-     (the total) must be a number and not negative. Else "Order Event Could Not Be Created". ``Items`` (one
-     entry per line) is added unless the mapping fills it.
+     (the total) must be a number (negative for a refund or return). Else "Order Event Could Not Be Created".
+     ``Items`` (one entry per line) is added unless the mapping fills it.
   2. Build one Ordered Product per line with its mapping: event name, profile reference and a ``unique_id`` that
      identifies the line (``<transaction id>:<sequence>:<sku>`` by default; it must differ from the order's and
-     from every other line's), value (the line total) a number and not negative. A line that fails is left out
+     from every other line's), value (the line total) a number (negative for a discount or return line). A line
+     that fails is left out
      and reported as "Product Event Could Not Be Created" after the other events are sent (the transfer fails
      and is dead-lettered; Klaviyo's de-duplication makes the resend after the fix a no-op for what arrived).
      A transaction without lines sends the Placed Order alone (with ``Items: []``).
@@ -139,9 +140,7 @@ def _number(value: Any, what: str, entry: CatalogEntry, flow: Flow) -> float | N
         raise _fail(entry, flow, f"field 'value': the {what} is not a number") from None
     if not math.isfinite(number):
         raise _fail(entry, flow, f"field 'value': the {what} is not a number")
-    if number < 0:
-        raise _fail(entry, flow, f"field 'value': the {what} is negative")
-    return number
+    return number  # negative totals are valid: refunds, discount lines, returns
 
 
 def _draft(target: Mapping[str, Any], entry: CatalogEntry, flow: Flow, what: str) -> _Draft:
