@@ -1,8 +1,10 @@
 """The service: settings in, every part wired together, run until SIGTERM/SIGINT (then drain, commit, exit 0).
 
 Kafka topics → ``StreamRuntime`` → ``Dispatcher`` (decode, route) → flow handlers → Klaviyo / iPaaS.com.
-A record that fails for good is written to the error log, then dead-lettered (a later change of its key that
-succeeds is applied, with a warning in the error log: ``consumer.failures.waiting``); ``/metrics``, ``/healthz``,
+A retryable failure that used its in-process attempts waits in its source's retry topics, one per delay of
+``runtime.retry_topic_delays_s`` (``consumer.failures.retrytopics``); a record that fails for good is written to the
+error log, then dead-lettered (a later change of its key that succeeds is applied, with a warning in the error log:
+``consumer.failures.waiting``); ``/metrics``, ``/healthz``,
 ``/readyz`` and ``/status`` are served on ``settings.http``, with the lag and the dead-letter backlog read from Kafka
 (``consumer.kafka_view``).
 """
@@ -24,8 +26,17 @@ from consumer.destinations import Destinations
 from consumer.failures.deadletters import DeadLetterPublisher
 from consumer.failures.errorlog import ErrorLog
 from consumer.failures.outages import report_outages
+from consumer.failures.retrytopics import (
+    RETRY_SCHEDULED,
+    RetryingKeys,
+    RetryTopics,
+    due_at,
+    original_position,
+    skip_superseded_retries,
+)
 from consumer.failures.waiting import WaitingLetters, warn_of_waiting_letters
 from consumer.flows.context import FlowContext
+from consumer.flows.marketing import MarketingState
 from consumer.flows.ports import EventSink
 from consumer.ipaas.errors import DESTINATION as IPAAS
 from consumer.kafka import reliable_producer
@@ -101,7 +112,8 @@ async def build_dispatcher(
     Each client's probe is registered on ``destinations``, which brings a destination back after an outage.
     """
     mappings = load_collections(settings.mapping_dir)
-    table = RoutingTable(routes if routes is not None else default_sources(), catalog)
+    table = RoutingTable(routes if routes is not None else default_sources(), catalog,
+                         settings.runtime.retry_topic_delays_s)
     error_log = ErrorLog(producer, catalog.name("error-log"))
     dead_letters = DeadLetterPublisher(producer, settings.kafka.group_id, catalog.dead_letter_name)
 
@@ -120,15 +132,20 @@ async def build_dispatcher(
         destinations.add_probe(KLAVIYO, klaviyo.probe)
         if ipaas is not None:
             destinations.add_probe(IPAAS, ipaas.probe)
+    if settings.klaviyo.consent_list_id is None:
+        log.warning("klaviyo.consent_list_id is not set: SubscribeProfile marketing consent is not sent to Klaviyo")
     context = FlowContext(
         klaviyo=klaviyo, ipaas=ipaas, events=events, mappings=mappings, warn=error_log.report,
         generate_events=settings.klaviyo.generate_events,
+        marketing=MarketingState(consent_list_id=settings.klaviyo.consent_list_id,
+                                 list_ids=dict(settings.klaviyo.list_ids)),
     )
 
     async def failed_for_good(message: InboundMessage, failure: Failure) -> None:
         # error log first: a retried dead letter may then log twice, but never dead-letter twice
         await error_log.failed(message, failure)
         await dead_letters.publish(message, failure)
+        return None
 
     dispatcher = Dispatcher(table, context, max_value_bytes=settings.runtime.max_value_bytes)
     return Wiring(dispatcher, table, failed_for_good, klaviyo)
@@ -207,20 +224,32 @@ class Service:
             await stack.enter_async_context(report_outages(destinations, error_log))
             # a later change of a key whose earlier change was dead-lettered is applied, and the error log says so
             letters = WaitingLetters()
+            # a retryable failure waits in the retry topics first; a retried record a newer change superseded is
+            # skipped
+            retries, retrying = RetryTopics(producer, settings.kafka.group_id, table.retry_hops), RetryingKeys()
 
-            async def dead_lettered(message: InboundMessage, failure: Failure) -> None:
+            async def dead_lettered(message: InboundMessage, failure: Failure) -> str | None:
+                hop = retries.next_hop(message, failure)
+                if hop is not None:
+                    await retries.publish(message, failure, hop)
+                    retrying.scheduled(original_position(message))
+                    return RETRY_SCHEDULED
                 await failed_for_good(message, failure)
-                letters.dead_lettered(message, failure)
+                letters.dead_lettered(original_position(message) if table.is_retry_topic(message.topic) else message,
+                                      failure)
+                return None
 
             runtime = StreamRuntime(
                 kafka=settings.kafka,
                 limits=settings.runtime,
                 topics=table.topics,
-                processor=warn_of_waiting_letters(dispatcher, letters, error_log.report),
+                processor=warn_of_waiting_letters(
+                    skip_superseded_retries(dispatcher, retrying, table.is_retry_topic), letters, error_log.report),
                 failure_sink=dead_lettered,
                 policy_for=lambda topic: table.policy_for(topic, default_policy),
                 needs_for=table.needs_of,
                 destinations=destinations,
+                due_at=lambda message: due_at(message) if table.is_retry_topic(message.topic) else None,
             )
             self.runtime = runtime
             runtime.on_share(klaviyo.set_quota_share)

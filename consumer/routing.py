@@ -49,6 +49,9 @@ class Source:
     - ``routes``: which flow handles each event of the topic;
     - ``needs``: the destinations its flows call; while one of them is out the topic's partitions pause;
     - ``retry``: attempts and backoff before a record is dead-lettered (None: the settings' ``runtime.retry_*``);
+    - ``retry_delays_s``: after the in-process attempts, a retryable failure waits in the source's retry topics
+      (``<topic>-retry-0`` ..., one per delay) before its dead letter (None: the settings'
+      ``runtime.retry_topic_delays_s``; empty: dead-letter at once);
     - ``dead_letter``: the catalog id of its dead-letter topic (checked against the catalog at start-up);
     - ``record``: the record type its handlers take.
     """
@@ -60,6 +63,7 @@ class Source:
     retry: RetryPolicy | None = None
     record: type | tuple[type, ...] = object
     """What its handlers take as ``Change.record`` (checked before the handler is called)."""
+    retry_delays_s: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         for route in self.routes:
@@ -69,13 +73,15 @@ class Source:
 
 def source(
     topic: str, *, record: type | tuple[type, ...], needs: Iterable[str], dead_letter: str,
-    retry: RetryPolicy | None = None, on: Mapping[str, tuple[Flow, Handler] | None],
+    retry: RetryPolicy | None = None, retry_delays_s: Iterable[float] | None = None,
+    on: Mapping[str, tuple[Flow, Handler] | None],
 ) -> Source:
     """A ``Source`` from ``{event: (flow, handler)}``; ``None`` skips the event."""
     routes = tuple(
         Route(topic, event, *(target if target is not None else (None, None))) for event, target in on.items()
     )
-    return Source(topic, routes, frozenset(needs), dead_letter, retry, record)
+    delays = tuple(retry_delays_s) if retry_delays_s is not None else None
+    return Source(topic, routes, frozenset(needs), dead_letter, retry, record, delays)
 
 
 async def _fetch_if_notified(event: ChangeEvent, ctx: FlowContext) -> ChangeEvent:
@@ -134,13 +140,19 @@ def default_sources() -> tuple[Source, ...]:
 
 
 class RoutingTable:
-    """The sources resolved against the topic catalog, by Kafka topic name; checked at start-up."""
+    """The sources resolved against the topic catalog, by Kafka topic name; checked at start-up.
 
-    def __init__(self, sources: Iterable[Source], topics: TopicCatalog) -> None:
+    A source's retry topics are routed as the source itself: a record there is handled like the original."""
+
+    def __init__(self, sources: Iterable[Source], topics: TopicCatalog,
+                 retry_delays_s: Iterable[float] = ()) -> None:
         self._routes: dict[tuple[str, str], Route] = {}
         self._kinds: dict[str, RecordKind] = {}
         self._sources: dict[str, Source] = {}
         self._dead_letters: dict[str, str] = {}
+        self._retries: dict[str, tuple[tuple[str, float], ...]] = {}
+        self._source_names: dict[str, str] = {}
+        default_delays = tuple(retry_delays_s)
         for declared in sources:
             spec = topics.topics.get(declared.topic)
             if spec is None:
@@ -153,11 +165,14 @@ class RoutingTable:
             name = topics.name(declared.topic)
             if name in self._sources:
                 raise ValueError(f"source {declared.topic!r} is declared twice")
-            self._sources[name] = declared
-            self._kinds[name] = spec.record_kind
-            self._dead_letters[name] = topics.name(declared.dead_letter)
-            for route in declared.routes:
-                self._routes[(name, route.event)] = route
+            delays = declared.retry_delays_s if declared.retry_delays_s is not None else default_delays
+            hops = tuple(zip(topics.retry_topics(declared.topic, len(delays)), delays, strict=True))
+            for topic in (name, *(retry for retry, _ in hops)):
+                self._sources[topic], self._kinds[topic] = declared, spec.record_kind
+                self._dead_letters[topic], self._retries[topic] = topics.name(declared.dead_letter), hops
+                self._source_names[topic] = name
+                for route in declared.routes:
+                    self._routes[(topic, route.event)] = route
 
     @property
     def topics(self) -> list[str]:
@@ -179,6 +194,17 @@ class RoutingTable:
     def needs_of(self, topic: str) -> frozenset[str]:
         declared = self._sources.get(topic)
         return declared.needs if declared is not None else frozenset()
+
+    def retry_hops(self, topic: str) -> tuple[tuple[str, float], ...]:
+        """A source's retry topics (Kafka names) with their delays, in order; the same for its retry topics."""
+        return self._retries.get(topic, ())
+
+    def is_retry_topic(self, topic: str) -> bool:
+        return self._source_names.get(topic, topic) != topic
+
+    def source_name(self, topic: str) -> str:
+        """The Kafka name of the source topic a topic (the source itself or one of its retry topics) belongs to."""
+        return self._source_names.get(topic, topic)
 
     def dead_letter_of(self, topic: str) -> str:
         """The Kafka name of a source topic's dead-letter topic."""

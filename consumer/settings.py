@@ -116,6 +116,18 @@ class RuntimeSettings(BaseModel):
     retry_base_delay_s: float = Field(0.5, ge=0)
     retry_max_delay_s: float = Field(30.0, ge=0)
     infrastructure_max_delay_s: float = Field(60.0, ge=0)
+    retry_topic_delays_s: list[float] = Field(
+        [1200.0, 3600.0, 7200.0, 12000.0],
+        description="delays of the retry topics a retryable failure goes through after its in-process attempts, "
+                    "before its dead letter (iPaaS.com's 10*n*(n+1) minutes: 20 min, 1 h, 2 h, 3 h 20 min); "
+                    "empty: dead-letter at once")
+
+    @field_validator("retry_topic_delays_s")
+    @classmethod
+    def _delays_grow(cls, delays: list[float]) -> list[float]:
+        if any(delay < 0 for delay in delays):
+            raise ValueError("retry topic delays must be >= 0 seconds")
+        return delays
 
 
 class KlaviyoSettings(BaseModel):
@@ -133,6 +145,10 @@ class KlaviyoSettings(BaseModel):
     rate_limit: bool = True
     max_retries: int = 4
     generate_events: bool = True
+    consent_list_id: str | None = Field(
+        None, description="the list a SubscribeProfile=true subscription joins; without it consent is not sent")
+    list_ids: dict[str, str] = Field(
+        default_factory=dict, description="list name -> id for LIST_/UCLIST_ fields (others are found by name)")
     batch_events: bool = Field(True, description="send the events of many records together (bulk jobs filled "
                                                  "across records); off: each record's events in requests of their own")
     event_linger_ms: float = Field(50.0, ge=0, description="how long the oldest queued event waits for others "

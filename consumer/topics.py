@@ -20,7 +20,7 @@ from consumer.settings import KafkaSettings
 # topics/topics.yaml, shipped as package data of the ``topics`` package: found in a checkout, a wheel and the image
 DEFAULT_CATALOG = Path(str(importlib.resources.files("topics").joinpath("topics.yaml")))
 
-Role = Literal["source", "dead_letter", "error_log", "state"]
+Role = Literal["source", "retry", "dead_letter", "error_log", "state"]
 RecordKind = Literal["customer", "transaction", "klaviyo_profile"]
 
 
@@ -37,6 +37,10 @@ class TopicSpec(BaseModel):
     cleanup_policy: Literal["delete", "compact"] = "delete"
     record_kind: RecordKind | None = None
     dead_letter_topic: str | None = None
+    retry_topics: int = Field(0, ge=0)
+    """A source's retry topics (Spring Kafka's naming: ``<name>-retry-0`` ...), added as role ``retry``."""
+    retry_of: str | None = None
+    """A retry topic's source (logical id)."""
     key: str
     value: str
 
@@ -58,6 +62,14 @@ class TopicCatalog(BaseModel):
 
     @model_validator(mode="after")
     def _check_references(self) -> TopicCatalog:
+        for logical, spec in list(self.topics.items()):
+            for index in range(spec.retry_topics if spec.role == "source" else 0):
+                self.topics.setdefault(retry_topic_id(logical, index), TopicSpec(
+                    name=f"{spec.name}-retry-{index}", role="retry", partitions=spec.partitions,
+                    replication_factor=spec.replication_factor, retention_ms=spec.retention_ms,
+                    record_kind=spec.record_kind, dead_letter_topic=spec.dead_letter_topic, retry_of=logical,
+                    key=spec.key, value=f"a record of {logical} waiting for its retry {index + 1}, as it was, with "
+                                        "retry_topic-* and failure context headers"))
         for logical, spec in self.topics.items():
             if spec.role == "source":
                 if spec.record_kind is None or spec.dead_letter_topic is None:
@@ -95,8 +107,22 @@ class TopicCatalog(BaseModel):
             return self.name(found[1].dead_letter_topic)
         return f"{source_name}-dlt"
 
+    def retry_topics(self, source: str, count: int) -> tuple[str, ...]:
+        """The Kafka names of the first ``count`` retry topics of a source (by logical id); a ValueError when the
+        catalog declares fewer."""
+        declared = self.topics[source].retry_topics
+        if declared < count:
+            raise ValueError(f"source {source!r} has {declared} retry topics in the topic catalog; "
+                             f"runtime.retry_topic_delays_s needs {count}")
+        return tuple(self.name(retry_topic_id(source, index)) for index in range(count))
+
     def sources(self) -> dict[str, TopicSpec]:
         return {logical: spec for logical, spec in self.topics.items() if spec.role == "source"}
+
+
+def retry_topic_id(source: str, index: int) -> str:
+    """The logical id of a source's retry topic number ``index`` (0-based)."""
+    return f"{source}-retry-{index}"
 
 
 @dataclass(frozen=True)

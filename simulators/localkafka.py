@@ -84,6 +84,8 @@ group.min.session.timeout.ms=1000
 num.network.threads=2
 num.io.threads=4
 log.segment.bytes=67108864
+# a deleted topic's files (and their file descriptors) go after 1 s, not Kafka's 60 s: tests delete many topics
+file.delete.delay.ms=1000
 """
 
 

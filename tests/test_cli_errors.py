@@ -85,7 +85,7 @@ CASES = [
     Case("bad-mapping-file", ("run",), "add_profile_from_ipaas.yaml, line 1: unknown key 'mappings'", 2,
          {**BROKER, "IPAAS_KLAVIYO_MAPPING_DIR": "maps"},
          {"maps/add_profile_from_ipaas.yaml": "mappings:\n  - target: email\n"}),
-    Case("wrong-topic-prefix", ("run",), "none of the catalog's 9 topics exists under topic_prefix 'nosuch.' "
+    Case("wrong-topic-prefix", ("run",), "none of the catalog's 21 topics exists under topic_prefix 'nosuch.' "
          "(IPAAS_KLAVIYO_TOPIC_PREFIX; e.g. nosuch.", 2, {**BROKER, "IPAAS_KLAVIYO_TOPIC_PREFIX": "nosuch."}),
     Case("sasl-without-user", ("run",), "security protocol SASL_PLAINTEXT needs kafka.sasl_username", 2,
          {**CLOSED, "IPAAS_KLAVIYO_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT"}),

@@ -22,6 +22,10 @@ async def test_apply_creates_every_topic_once_and_check_then_reports_no_drift(
 
     created = await topics.apply(catalog, settings)
     assert len(created) == len(catalog.topics)
+    # each source's retry topics, named as Spring for Apache Kafka names them, one per default delay
+    retry = {catalog.name(logical) for logical, spec in catalog.topics.items() if spec.role == "retry"}
+    assert retry == {f"{catalog.name(source)}-retry-{index}" for source in catalog.sources() for index in range(4)}
+    assert retry <= {change.split()[1] for change in created}
     assert await topics.apply(catalog, settings) == []
     assert await topics.check(catalog, settings) == []
 

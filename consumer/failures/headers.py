@@ -34,8 +34,9 @@ HTTP_STATUS = "ipaas_klaviyo-http-status"
 HISTORY = "ipaas_klaviyo-failure-history"
 REPLAY_COUNT = "ipaas_klaviyo-replay-count"
 
-CONTEXT_PREFIXES = ("kafka_dlt-", "ipaas_klaviyo-")
-"""Headers of these prefixes are failure context, not the original record's."""
+CONTEXT_PREFIXES = ("kafka_dlt-", "ipaas_klaviyo-", "retry_topic-")
+"""Headers of these prefixes are failure context, not the original record's (``retry_topic-*``: a retry topic's,
+``consumer.failures.retrytopics``)."""
 
 CARRIED_ON_REPLAY = frozenset({
     ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET, ORIGINAL_TIMESTAMP,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from consumer.catalog import CatalogError
 from consumer.envelopes import Action
 from consumer.flows.links import ProfileLinks
+from consumer.flows.marketing import MarketingState
 from consumer.flows.ports import EventSink, IpaasPort, KlaviyoPort
 from consumer.mapping import MappingCollection
 from consumer.transfers import TransferRef
@@ -58,3 +59,5 @@ class FlowContext:
     generate_events: bool = True
     links: ProfileLinks = field(default_factory=ProfileLinks)
     """A Customer's external_id -> its Klaviyo profile id, shared by every flow of this context."""
+    marketing: MarketingState = field(default_factory=MarketingState)
+    """The consent list, list ids and what was applied (``consumer.flows.marketing``)."""

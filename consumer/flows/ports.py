@@ -15,7 +15,7 @@ from consumer.records import Customer, CustomerAddress, Transaction
 
 
 class KlaviyoPort(Protocol):
-    """Klaviyo's profiles and events, as the flows use them."""
+    """Klaviyo's profiles, consent, lists and events, as the flows use them."""
 
     async def get_profile(self, profile_id: str) -> Profile: ...
 
@@ -34,6 +34,17 @@ class KlaviyoPort(Protocol):
         patch_properties: PatchProperties | None = None,
     ) -> UpsertResult: ...
 
+    async def get_profile_subscriptions(self, profile_id: str) -> Profile: ...
+
+    async def subscribe_profiles(self, list_id: str, emails: Sequence[str]) -> None: ...
+
+    async def unsubscribe_profiles(self, list_id: str | None, emails: Sequence[str]) -> None: ...
+
+    async def find_list_id(self, name: str) -> str | None: ...
+
+    async def add_profiles_to_list(self, list_id: str, profile_ids: Sequence[str]) -> None: ...
+
+    async def remove_profiles_from_list(self, list_id: str, profile_ids: Sequence[str]) -> None: ...
 
 
 class EventSink(Protocol):

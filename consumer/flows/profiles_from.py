@@ -53,6 +53,7 @@ from consumer.catalog import (
 )
 from consumer.flows.context import Change, FlowContext
 from consumer.flows.links import ProfileLinks
+from consumer.flows.marketing import apply_marketing
 from consumer.flows.ports import KlaviyoPort
 from consumer.klaviyo import KlaviyoRejected, Profile, ProfileAttributes
 from consumer.records import Customer
@@ -293,13 +294,15 @@ def attribute(exc: CatalogError, flow: Flow) -> None:
 
 
 async def sync_profile(change: Change[Customer], ctx: FlowContext) -> None:
-    """Handler of ``customer/created`` (Add flow) and ``customer/updated`` (Update flow)."""
+    """Handler of ``customer/created`` (Add flow) and ``customer/updated`` (Update flow), then the customer's
+    consent and list membership (``consumer.flows.marketing``)."""
     sync = ProfileSync(ctx, change.transfer)
     try:
         if change.created:
-            await sync.add(change.record)
+            profile_id = await sync.add(change.record)
         else:
-            await sync.update(change.record)
+            profile_id = await sync.update(change.record)
+        await apply_marketing(ctx.klaviyo, ctx.marketing, change.record, profile_id, sync.flow)
     except CatalogError as exc:
         attribute(exc, sync.flow)
         raise

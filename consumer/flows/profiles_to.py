@@ -28,6 +28,12 @@ topic the poller fills). One call handles one profile:
    stored. A profile without any location value writes no address; a location
    cleared in Klaviyo leaves the iPaaS.com address as it is (no delete propagation), like deleted profiles.
 
+Subscriptions: a mapping may read ``attributes.subscriptions`` (e.g. ``attributes.subscriptions.email.marketing
+.consent`` into a Customer custom field). The poller lists profiles with them; an event without them (or
+without data) is completed with one ``GET /api/profiles/{id}?additional-fields[profile]=subscriptions``. When
+Klaviyo gives none, or a mapped position in them is missing, "Address Value Could Not Be Read" is raised (the
+catalog's entry for an address or subscription value that could not be read).
+
 Every step is idempotent, so a retried or re-delivered event converges without duplicates: the Customer created by
 an attempt that failed later is found by its link or email, its address by its link or content.
 """
@@ -39,13 +45,20 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-from consumer.catalog import COULD_NOT_LINK_TO_EXISTING_CUSTOMER, UNEXPECTED_ERROR, CatalogError, Flow
+from consumer.catalog import (
+    ADDRESS_VALUE_COULD_NOT_BE_READ,
+    COULD_NOT_LINK_TO_EXISTING_CUSTOMER,
+    UNEXPECTED_ERROR,
+    CatalogError,
+    Flow,
+)
 from consumer.envelopes import Action
 from consumer.flows.context import Change, FlowContext
 from consumer.flows.ports import IpaasPort
 from consumer.ipaas.errors import IpaasRejected
 from consumer.ipaas.models import ADDRESS_TABLE, CUSTOMER_TABLE
 from consumer.mapping import MappingCollection, default_collections
+from consumer.mapping.paths import Key
 from consumer.records import Customer, CustomerAddress, KlaviyoProfile
 
 logger = logging.getLogger("consumer.flows.profiles_to")
@@ -146,11 +159,34 @@ def same_location(address: CustomerAddress, fields: Mapping[str, Any]) -> bool:
     return all(normalise_value(values.get(name)) == normalise_value(fields.get(name)) for name in LOCATION_FIELDS)
 
 
+_TO_FLOWS = (Flow.ADD_PROFILE_TO_IPAAS, Flow.UPDATE_PROFILE_TO_IPAAS, Flow.ADD_PROFILE_ADDRESS_TO_IPAAS,
+             Flow.UPDATE_PROFILE_ADDRESS_TO_IPAAS)
+
+
+def reads_subscriptions(mapping: MappingCollection) -> bool:
+    """Whether a field of ``mapping`` reads the profile's ``subscriptions``."""
+    paths = [path for field in mapping.fields for path in (field.path, *field.paths) if path is not None]
+    return any(Key("subscriptions") in path.segments for path in paths)
+
+
 async def _profile_of(change: Change[KlaviyoProfile | None], ctx: FlowContext) -> KlaviyoProfile:
-    if change.record is not None:
-        return change.record
-    fetched = await ctx.klaviyo.get_profile(change.record_id)  # a data-less event: read the profile
-    return KlaviyoProfile.model_validate(fetched.model_dump(mode="json"))
+    """The changed profile; read from Klaviyo when the event has no data, or has no subscriptions while a
+    mapping reads them (the poller's listing asks for them, so this is for events from elsewhere)."""
+    wanted = any(reads_subscriptions(collection(ctx, flow)) for flow in _TO_FLOWS)
+    record = change.record
+    if record is not None and (record.attributes.subscriptions is not None or not wanted):
+        return record
+    if wanted:
+        fetched = await ctx.klaviyo.get_profile_subscriptions(change.record_id)
+    else:
+        fetched = await ctx.klaviyo.get_profile(change.record_id)  # a data-less event: read the profile
+    profile = KlaviyoProfile.model_validate(fetched.model_dump(mode="json"))
+    if wanted and profile.attributes.subscriptions is None:
+        flow = Flow.ADD_PROFILE_TO_IPAAS if change.created else Flow.UPDATE_PROFILE_TO_IPAAS
+        raise CatalogError(ADDRESS_VALUE_COULD_NOT_BE_READ,
+                           "a mapping reads the profile's subscriptions, and Klaviyo returned none", flow=flow,
+                           retryable=False)
+    return profile
 
 
 # --- the flow -----------------------------------------------------------------------------------------------------
@@ -239,6 +275,9 @@ class _Sync:
             # reported under the flow of the event: an updated profile that cannot be matched is the Update flow's
             warning = CatalogError(COULD_NOT_LINK_TO_EXISTING_CUSTOMER, "; ".join(parts), flow=self.event_flow)
             await self.ctx.warn(warning, self.change.transfer)
+        custom = fields.get("custom_fields")
+        if isinstance(custom, Mapping):  # mapped by name (custom_fields.Consent): the list form iPaaS.com takes
+            fields = {**fields, "custom_fields": [{"name": k, "value": v} for k, v in custom.items()]}
         customer: Customer = await self.ipaas.create_customer(fields)
         await self.ipaas.update_external_id(customer.id, self.profile.id, table=CUSTOMER_TABLE)
         logger.info("Customer created from a Klaviyo profile", extra={"flow": self.flow.slug,

@@ -48,6 +48,7 @@ from consumer.klaviyo.errors import (
 )
 from consumer.klaviyo.models import (
     MAX_BULK_EVENTS,
+    MAX_SUBSCRIPTION_PROFILES,
     BulkImportError,
     BulkImportJob,
     EncodedEvent,
@@ -62,6 +63,8 @@ from consumer.klaviyo.models import (
     ProfilePartialUpdateQuery,
     ProfileUpsertQuery,
     UpsertResult,
+    list_members,
+    subscription_job,
     bulk_job_body,
 )
 from consumer.klaviyo.ratelimits import ENDPOINTS, EndpointLimit, resolve_limits
@@ -248,13 +251,14 @@ class KlaviyoClient:
     async def list_profiles_updated_after(
         self, since: datetime, *, page_size: int = 100, cursor: str | None = None
     ) -> ProfilePage:
-        """One page of profiles with ``updated`` after ``since``, oldest first."""
+        """One page of profiles with ``updated`` after ``since``, oldest first, with their subscriptions."""
         if not 1 <= page_size <= 100:
             raise ValueError("page_size must be between 1 and 100")
         params: dict[str, Any] = {
             "filter": f"greater-than(updated,{_filter_time(since)})",
             "sort": "updated",
             "page[size]": page_size,
+            "additional-fields[profile]": "subscriptions",  # for the TO flows' subscription mappings
         }
         if cursor:
             params["page[cursor]"] = cursor
@@ -290,6 +294,45 @@ class KlaviyoClient:
             await self.send_event_job([EncodedEvent.of(event) for event in events[start : start + MAX_BULK_EVENTS]])
             jobs += 1
         return jobs
+
+    # --- consent and lists ----------------------------------------------------------------------------------------
+    async def get_profile_subscriptions(self, profile_id: str) -> Profile:
+        """The profile with its ``subscriptions`` (``additional-fields[profile]=subscriptions``)."""
+        response = await self._send(
+            "get_profile", f"/api/profiles/{quote(profile_id, safe='')}",
+            params={"additional-fields[profile]": "subscriptions"},
+        )
+        return Profile.model_validate(self._data(response, "get_profile"))
+
+    async def subscribe_profiles(self, list_id: str, emails: Sequence[str]) -> None:
+        """Email marketing consent SUBSCRIBED for these emails, and the list joined (a subscription job, 202)."""
+        for start in range(0, len(emails), MAX_SUBSCRIPTION_PROFILES):
+            body = subscription_job(emails[start : start + MAX_SUBSCRIPTION_PROFILES], list_id, subscribe=True)
+            await self._send("bulk_subscribe_profiles", "/api/profile-subscription-bulk-create-jobs", body=body)
+
+    async def unsubscribe_profiles(self, list_id: str | None, emails: Sequence[str]) -> None:
+        """Email marketing consent UNSUBSCRIBED for these emails (an unsubscription job, 202)."""
+        for start in range(0, len(emails), MAX_SUBSCRIPTION_PROFILES):
+            body = subscription_job(emails[start : start + MAX_SUBSCRIPTION_PROFILES], list_id, subscribe=False)
+            await self._send("bulk_unsubscribe_profiles", "/api/profile-subscription-bulk-delete-jobs", body=body)
+
+    async def find_list_id(self, name: str) -> str | None:
+        """The id of the list named exactly ``name`` (the first by id when several share it), or None."""
+        response = await self._send("get_lists", "/api/lists",
+                                    params={"filter": f"equals(name,{_filter_value(name)})", "fields[list]": "name"})
+        data = self._data(response, "get_lists")
+        ids = sorted(str(item["id"]) for item in data or [] if isinstance(item, dict) and item.get("id"))
+        return ids[0] if ids else None
+
+    async def add_profiles_to_list(self, list_id: str, profile_ids: Sequence[str]) -> None:
+        """Add profiles to a list (idempotent: a member stays one member). No consent is given."""
+        await self._send("add_profiles_to_list", f"/api/lists/{quote(list_id, safe='')}/relationships/profiles",
+                         body=list_members(profile_ids))
+
+    async def remove_profiles_from_list(self, list_id: str, profile_ids: Sequence[str]) -> None:
+        """Remove profiles from a list (their consent is unchanged)."""
+        await self._send("remove_profiles_from_list",
+                         f"/api/lists/{quote(list_id, safe='')}/relationships/profiles", body=list_members(profile_ids))
 
     async def send_event_job(self, events: Sequence[EncodedEvent]) -> None:
         """Submit one bulk job of at most 1000 encoded events (laid out as ``bulk_job_layout`` says)."""
@@ -369,7 +412,7 @@ class KlaviyoClient:
     ) -> httpx.Response:
         """Send one operation through the shared sender; returns the response of a documented success."""
         endpoint = ENDPOINTS[op]
-        expects_document = endpoint.success != (202,) or op == "bulk_import_profiles"
+        expects_document = endpoint.success not in ((202,), (204,)) or op == "bulk_import_profiles"
         call = Call(
             operation=op,
             method=endpoint.method,

@@ -454,3 +454,36 @@ class BulkImportError(BaseModel):
     type: Literal["import-error"] = "import-error"
     id: str
     attributes: ImportErrorAttributes
+
+
+MAX_SUBSCRIPTION_PROFILES = 1000
+"""Profiles per subscription (or unsubscription) job."""
+
+
+def subscription_job(emails: Sequence[str], list_id: str | None, *, subscribe: bool) -> bytes:
+    """A ``profile-subscription-bulk-create-job`` (or ``-delete-job``) body for email marketing consent."""
+    consent = "SUBSCRIBED" if subscribe else "UNSUBSCRIBED"
+    data: dict[str, Any] = {
+        "type": "profile-subscription-bulk-create-job" if subscribe else "profile-subscription-bulk-delete-job",
+        "attributes": {"profiles": {"data": [
+            {"type": "profile",
+             "attributes": {"email": email, "subscriptions": {"email": {"marketing": {"consent": consent}}}}}
+            for email in emails
+        ]}},
+    }
+    if list_id is not None:
+        data["relationships"] = {"list": {"data": {"type": "list", "id": list_id}}}
+    return orjson.dumps({"data": data})
+
+
+def list_members(profile_ids: Sequence[str]) -> bytes:
+    """A list-relationship body (``ListMembersAddQuery`` / ``ListMembersDeleteQuery``)."""
+    return orjson.dumps({"data": [{"type": "profile", "id": profile_id} for profile_id in profile_ids]})
+
+
+def email_consent(profile: Profile) -> str | None:
+    """The profile's email marketing consent (SUBSCRIBED, UNSUBSCRIBED, NEVER_SUBSCRIBED), None when not read."""
+    subscriptions = profile.attributes.subscriptions or {}
+    marketing = (subscriptions.get("email") or {}).get("marketing") if isinstance(subscriptions, dict) else None
+    consent = marketing.get("consent") if isinstance(marketing, dict) else None
+    return consent if isinstance(consent, str) else None

@@ -77,6 +77,23 @@ ENDPOINTS: dict[str, Endpoint] = {
             JOBS,
             ("profiles:read",),
         ),
+        Endpoint(
+            "bulk_subscribe_profiles", "POST", "/api/profile-subscription-bulk-create-jobs", PROFILES,
+            ("lists:write", "profiles:write", "subscriptions:write"), (202,),
+        ),
+        Endpoint(
+            "bulk_unsubscribe_profiles", "POST", "/api/profile-subscription-bulk-delete-jobs", PROFILES,
+            ("lists:write", "profiles:write", "subscriptions:write"), (202,),
+        ),
+        Endpoint("get_lists", "GET", "/api/lists", PROFILES, ("lists:read",)),
+        Endpoint(
+            "add_profiles_to_list", "POST", "/api/lists/{id}/relationships/profiles", JOBS,
+            ("lists:write", "profiles:write"), (204,),
+        ),
+        Endpoint(
+            "remove_profiles_from_list", "DELETE", "/api/lists/{id}/relationships/profiles", JOBS,
+            ("lists:write", "profiles:write"), (204,),
+        ),
     )
 }
 

@@ -8,6 +8,8 @@ Syntax
         addresses[0].city                  # list position, 0-based: [0] is the first entry
         addresses[-1].city                 # negative positions count from the end: [-1] is the last entry
         lines[*].description               # wildcard: every entry, the result is a list
+        custom_fields[name=SubscribeProfile].value   # the entry whose ``name`` is SubscribeProfile
+        custom_fields[name="LIST_VIP Club"].value    # quote a value with spaces or brackets
         attributes.properties["Order Qty"] # a key with spaces, dots or brackets, in double or single quotes
         ["Order Qty"]                      # a quoted key may also start a path
 
@@ -22,6 +24,10 @@ Evaluation
       the list itself is absent or null (length 0);
     * a step that does not fit the shape (a key on a list or on text, a position on a dict or on text) raises
       ``TypeMismatch`` (a ``MappingEvaluationError``);
+    * a selection ``[field=value]`` gives the first entry (an object) whose ``field`` equals ``value`` (text
+      compared exactly, else ignoring letter case); when no entry has it, or the list is absent or null, the
+      value is None (a custom field that isn't set is not an error); unlike a position it can't return another
+      entry when the list's order changes;
     * after a wildcard the path yields a list: steps apply to every entry; entries whose value is null, or
       that lack a later list position, are left out; nested wildcards flatten; a wildcard over an absent or
       null list gives None.
@@ -35,7 +41,7 @@ from typing import Any
 
 from .errors import ListPositionMissing, PathSyntaxError, TypeMismatch
 
-__all__ = ["Index", "Key", "Path", "Segment", "Wildcard", "evaluate", "parse_path"]
+__all__ = ["Index", "Key", "Path", "Segment", "Select", "Wildcard", "evaluate", "parse_path"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +72,30 @@ class Wildcard:
         return "[*]"
 
 
-Segment = Key | Index | Wildcard
+@dataclass(frozen=True, slots=True)
+class Select:
+    """The first entry of a list whose ``field`` equals ``value``."""
+
+    field: str
+    value: str
+
+    def __str__(self) -> str:
+        quoted = self.value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'[{self.field}="{quoted}"]'
+
+    def pick(self, entries: Sequence[Any]) -> Any:
+        texts = [(entry, entry.get(self.field)) for entry in entries if isinstance(entry, Mapping)]
+        for entry, value in texts:
+            if value is not None and str(value) == self.value:
+                return entry
+        folded = self.value.casefold()
+        for entry, value in texts:
+            if value is not None and str(value).casefold() == folded:
+                return entry
+        return None
+
+
+Segment = Key | Index | Wildcard | Select
 
 _SPECIAL = frozenset(".[]\"'")
 
@@ -175,6 +204,9 @@ def _parse_bracket(text: str, start: int) -> tuple[Segment, int]:
     close = text.find("]", i)
     if close < 0:
         raise PathSyntaxError(text, start + 1, "unclosed '['")
+    equals = text.find("=", i)
+    if 0 <= equals < close:
+        return _parse_select(text, start, i, equals)
     inner = text[i:close]
     if inner == "*":
         return Wildcard(), close + 1
@@ -184,6 +216,48 @@ def _parse_bracket(text: str, start: int) -> tuple[Segment, int]:
             text, start + 1, 'a bracket holds a position such as [0], a wildcard [*] or a quoted key ["a b"]'
         )
     return Index(int(inner)), close + 1
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and all(_plain_char(char) for char in name)
+
+
+def _parse_select(text: str, start: int, i: int, equals: int) -> tuple[Segment, int]:
+    """``[field=value]`` or ``[field="quoted value"]`` starting at ``start``; ``equals`` is the ``=``."""
+    field = text[i:equals]
+    if not _plain_name(field):
+        raise PathSyntaxError(text, i + 1, "a selection names a field before '=': [name=SubscribeProfile]")
+    j = equals + 1
+    n = len(text)
+    if j < n and text[j] in "\"'":
+        quote = text[j]
+        j += 1
+        chars: list[str] = []
+        while True:
+            if j >= n:
+                raise PathSyntaxError(text, start + 1, "unclosed quote")
+            char = text[j]
+            if char == "\\":
+                if j + 1 >= n:
+                    raise PathSyntaxError(text, j + 1, "a backslash ends the path")
+                chars.append(text[j + 1])
+                j += 2
+                continue
+            if char == quote:
+                j += 1
+                break
+            chars.append(char)
+            j += 1
+        if j >= n or text[j] != "]":
+            raise PathSyntaxError(text, j + 1, "expected ']' after the quoted value")
+        return Select(field, "".join(chars)), j + 1
+    close = text.find("]", j)
+    if close < 0:
+        raise PathSyntaxError(text, start + 1, "unclosed '['")
+    value = text[j:close]
+    if not value or not all(_plain_char(char) for char in value):
+        raise PathSyntaxError(text, j + 1, 'the value to select by is missing or needs quotes: [name="a b"]')
+    return Select(field, value), close + 1
 
 
 def _kind(value: Any) -> str:
@@ -231,6 +305,14 @@ def _index_step(path: Path, current: Any, segment: Index, *, lenient: bool) -> t
     raise ListPositionMissing(path.text, segment.position, length)
 
 
+def _select_step(path: Path, current: Any, segment: Select) -> Any:
+    if current is None:
+        return None
+    if not _is_list(current):
+        raise TypeMismatch(f"cannot select {segment}: the value there is {_kind(current)}, not a list", path=path.text)
+    return segment.pick(current)
+
+
 def evaluate(path: Path, source: Any) -> Any:
     """Read ``path`` from ``source`` (see the module docstring for the rules)."""
     current: Any = source
@@ -240,6 +322,8 @@ def evaluate(path: Path, source: Any) -> Any:
             current = _key_step(path, current, segment)
         elif isinstance(segment, Index):
             _, current = _index_step(path, current, segment, lenient=False)
+        elif isinstance(segment, Select):
+            current = _select_step(path, current, segment)
         else:
             if current is None:
                 return None
@@ -259,6 +343,11 @@ def _evaluate_many(path: Path, matches: list[Any], segments: tuple[Segment, ...]
             for match in matches:
                 found, value = _index_step(path, match, segment, lenient=True)
                 if found and value is not None:
+                    following.append(value)
+        elif isinstance(segment, Select):
+            for match in matches:
+                value = _select_step(path, match, segment)
+                if value is not None:
                     following.append(value)
         else:
             for match in matches:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from .paths import Index, Key, Path, Wildcard
+from .paths import Index, Key, Path, Select, Wildcard
 
 
 class _Leaf:
@@ -255,9 +255,10 @@ def check_path(path: Path, shape: dict[str, Shape], what: str) -> str | None:
                 walked = f"{walked}.{segment.name}" if walked else segment.name
                 continue
             if isinstance(current, ListOf):
-                return f"{walked!r} is a list: read an entry with [0] or every entry with [*] first"
+                return (f"{walked!r} is a list: read an entry with [0], [name=...] or every entry with [*] "
+                        "first")
             return f"{walked!r} is a single value and has no field {segment.name!r}"
-        if isinstance(segment, Index | Wildcard):
+        if isinstance(segment, Index | Wildcard | Select):
             if isinstance(current, ListOf):
                 current = current.item
                 walked = f"{walked}{segment}"

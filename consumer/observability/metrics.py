@@ -49,7 +49,8 @@ class HandlingStats(Collector):
 
     def collect(self) -> Iterator[Metric]:
         handled = CounterMetricFamily(
-            f"{NAMESPACE}_events_handled", "Records finished, by outcome (succeeded, dead_lettered, skipped)",
+            f"{NAMESPACE}_events_handled", "Records finished, by outcome (succeeded, dead_lettered, skipped, "
+            "retry_scheduled: handed on to a retry topic)",
             labels=["topic", "flow", "outcome"],
         )
         for labels, count in list(self._handled.items()):

@@ -11,6 +11,8 @@
   attempt: the destination is marked out (``consumer.destinations``), the partitions of the topics that need it
   pause, and the record waits, holding no worker, until a probe finds the destination back. While it is out,
   the records of those topics already fetched wait the same way without being tried: only probes reach it.
+- A record that is not due yet (``due_at``: a retry topic's backoff timestamp) is parked on a timer, holding no
+  worker, and its partition pauses until every such record of it is due; it is committed only once handled.
 - On revoke (aiokafka awaits the listener before re-joining; its #929) lanes of the lost partitions stop
   taking records, in-flight records get ``drain_timeout_s`` to finish, and what finished is committed. Stop
   does the same for every partition.
@@ -75,13 +77,15 @@ class _Attempts:
 
 
 class _Partition:
-    __slots__ = ("drained", "lanes", "offsets", "revoked", "running")
+    __slots__ = ("drained", "lanes", "not_due", "offsets", "revoked", "running")
 
     def __init__(self) -> None:
         self.offsets = PartitionOffsets()
         self.lanes: dict[bytes | None, _Lane] = {}
         self.revoked = False
         self.running = 0
+        self.not_due = 0
+        """Lanes parked until their head record is due (the partition is paused meanwhile)."""
         self.drained: asyncio.Event | None = None
         """Created by a revoke that waits for running lanes; set when the last one returns."""
 
@@ -152,6 +156,7 @@ class StreamRuntime:
         needs_for: Callable[[str], frozenset[str]] | None = None,
         destinations: Destinations | None = None,
         group_id: str | None = None,
+        due_at: Callable[[InboundMessage], float | None] | None = None,
     ) -> None:
         self._kafka = kafka
         self._limits = limits
@@ -161,6 +166,9 @@ class StreamRuntime:
         default_policy = RetryPolicy.from_settings(limits)
         self._policy_for = policy_for or (lambda _topic: default_policy)
         self._needs_for = needs_for or (lambda _topic: frozenset())
+        self._due_at = due_at
+        """Seconds since the epoch before which a record is not to be handled (None: now)."""
+        self._not_due = 0
         self.destinations = destinations if destinations is not None else Destinations()
         self.destinations.listen(self._destination_changed)
         self._group_id = group_id or kafka.group_id
@@ -348,13 +356,15 @@ class StreamRuntime:
         unavailable), and the partitions of topics that need a destination that is out; resume the rest."""
         paused = consumer.paused()
         unavailable = self.destinations.unavailable() if self.health.destinations else {}
-        if not paused and not unavailable and not self._pause_reasons & _GLOBAL_REASONS:
+        if not paused and not unavailable and not self._not_due and not self._pause_reasons & _GLOBAL_REASONS:
             return
         assignment = consumer.assignment()
         if self._pause_reasons & _GLOBAL_REASONS:
             wanted = set(assignment)
         else:
             wanted = {tp for tp in assignment if not self._needs_for(tp.topic).isdisjoint(unavailable)}
+            if self._not_due:
+                wanted |= {tp for tp, state in self._partitions.items() if state.not_due and tp in assignment}
         if wanted - paused:
             consumer.pause(*(wanted - paused))
         if paused - wanted:
@@ -446,6 +456,8 @@ class StreamRuntime:
         try:
             while queue and not state.revoked:
                 message = queue[0]
+                if self._due_at is not None and lane.attempts is None and self._park_until_due(lane, message):
+                    return
                 if self.health.destinations is not None:  # something is out: don't send it more work
                     blocked = self._blocked(message.topic)
                     if blocked is not None:
@@ -514,6 +526,26 @@ class StreamRuntime:
         lane.waiter = None
         self._retry_due(lane)
 
+    def _park_until_due(self, lane: _Lane, message: InboundMessage) -> bool:
+        """Park the lane on a timer when its head record is not due yet, and pause its partition meanwhile."""
+        assert self._due_at is not None
+        due = self._due_at(message)
+        wait = due - time.time() if due is not None else 0.0
+        if wait <= 0:
+            return False
+        lane.state.not_due += 1
+        self._not_due += 1
+        lane.timer = asyncio.get_running_loop().call_later(wait, self._now_due, lane)
+        consumer, tp = self._consumer, TopicPartition(message.topic, message.partition)
+        if consumer is not None and tp in consumer.assignment():
+            consumer.pause(tp)  # at once (a fetch in flight then returns none of its records); resumed when due
+        return True
+
+    def _now_due(self, lane: _Lane) -> None:
+        lane.state.not_due -= 1
+        self._not_due -= 1
+        self._retry_due(lane)
+
     def _retry_due(self, lane: _Lane) -> None:
         lane.timer = None
         if lane.state.revoked:
@@ -540,20 +572,21 @@ class StreamRuntime:
         if delay is not None:
             metrics.RETRIES.labels(failure.flow, failure.code).inc()
             return delay
-        await self._dead_letter(message, failure)
-        metrics.HANDLING.record(message.topic, failure.flow, "dead_lettered", time.monotonic() - attempts.started)
-        self._finished(message, "dead_lettered")
+        outcome = await self._dead_letter(message, failure) or "dead_lettered"
+        metrics.HANDLING.record(message.topic, failure.flow, outcome, time.monotonic() - attempts.started)
+        self._finished(message, outcome)
         return None
 
-    async def _dead_letter(self, message: InboundMessage, failure: Failure) -> None:
-        """Hand the record to the failure sink until the broker acknowledged it; never drop it."""
+    async def _dead_letter(self, message: InboundMessage, failure: Failure) -> str | None:
+        """Hand the record to the failure sink until the broker acknowledged it; never drop it. Returns the sink's
+        outcome (None: dead-lettered)."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                await self._failure_sink(message, failure)
+                outcome = await self._failure_sink(message, failure)
                 self.resume(PAUSE_DEAD_LETTER)
-                return
+                return outcome
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -582,6 +615,8 @@ class StreamRuntime:
             return
         for state in states.values():
             state.revoked = True
+            self._not_due -= state.not_due
+            state.not_due = 0
             for lane in list(state.lanes.values()):
                 if lane.timer is not None or lane.waiter is not None:  # parked: nothing runs, drop it
                     if lane.timer is not None:

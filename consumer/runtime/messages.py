@@ -119,5 +119,6 @@ def classify(exc: BaseException) -> Failure:
     )
 
 
-FailureSink = Callable[[InboundMessage, Failure], Awaitable[None]]
-"""Called once a record has failed for good; returns when the dead letter is acknowledged by the broker."""
+FailureSink = Callable[[InboundMessage, Failure], Awaitable[str | None]]
+"""Called once a record has failed for good; returns when the dead letter is acknowledged by the broker, with the
+record's outcome when it is not ``dead_lettered`` (e.g. handed on to a retry topic)."""

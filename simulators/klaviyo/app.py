@@ -34,6 +34,7 @@ from simulators.klaviyo.store import (
     ApiError,
     EventRecord,
     ImportJob,
+    ListRecord,
     ProfileRecord,
     Store,
     invalid,
@@ -56,6 +57,8 @@ _REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?$")
 _SECRET_FORM_KEYS = frozenset({"code", "code_verifier", "refresh_token", "token", "client_secret", "access_token"})
 _PROFILE_INCLUDES = frozenset({"conversations", "lists", "push-tokens", "segments"})
 _HTML_STATUSES = frozenset({502, 504, 524})
+_PROFILE_ADDITIONAL_FIELDS = frozenset({"subscriptions", "predictive_analytics"})
+MAX_SUBSCRIPTION_PROFILES = 1000
 
 _ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [
     (re.compile(r"^/api/profiles/?$"), {"GET": "get_profiles", "POST": "create_profile"}),
@@ -68,6 +71,13 @@ _ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [
     (
         re.compile(r"^/api/profile-bulk-import-jobs/(?P<id>[^/]+)/import-errors/?$"),
         {"GET": "get_errors_for_bulk_import_profiles_job"},
+    ),
+    (re.compile(r"^/api/profile-subscription-bulk-create-jobs/?$"), {"POST": "bulk_subscribe_profiles"}),
+    (re.compile(r"^/api/profile-subscription-bulk-delete-jobs/?$"), {"POST": "bulk_unsubscribe_profiles"}),
+    (re.compile(r"^/api/lists/?$"), {"GET": "get_lists"}),
+    (
+        re.compile(r"^/api/lists/(?P<id>[^/]+)/relationships/profiles/?$"),
+        {"POST": "add_profiles_to_list", "DELETE": "remove_profiles_from_list"},
     ),
 ]
 #: The Klaviyo operations (operationIds) the simulator answers: the vendored contract keeps these (and ENDPOINTS').
@@ -335,7 +345,7 @@ class SimulatorApp(RecordingApp[ReceivedRequest]):
         return _json_reply(429, document, headers)
 
     def _body(self, request: Request, operation: str) -> Any:
-        if request.method not in ("POST", "PATCH"):
+        if request.method not in ("POST", "PATCH", "DELETE") or (request.method == "DELETE" and not request.body):
             return None
         media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media not in _BODY_MEDIA:
@@ -424,8 +434,9 @@ class SimulatorApp(RecordingApp[ReceivedRequest]):
             records, cursor = store.list_profiles(
                 request.param("filter"), request.param("sort"), size, request.param("page[cursor]")
             )
+            with_subscriptions = "subscriptions" in (request.param("additional-fields[profile]") or "").split(",")
             return _json_reply(200, {
-                "data": [profile_resource(r, base) for r in records],
+                "data": [profile_resource(r, base, subscriptions=with_subscriptions) for r in records],
                 "links": _collection_links(base, request, cursor),
             })
         if operation == "get_profile":
@@ -433,8 +444,13 @@ class SimulatorApp(RecordingApp[ReceivedRequest]):
             bad = next((i for i in include if i not in _PROFILE_INCLUDES), None)
             if bad is not None:
                 raise invalid(f"'{bad}' is not an allowed include parameter for this resource.", parameter="include")
+            fields = [f for f in (request.param("additional-fields[profile]") or "").split(",") if f]
+            bad = next((f for f in fields if f not in _PROFILE_ADDITIONAL_FIELDS), None)
+            if bad is not None:
+                raise invalid(f"'{bad}' is not an allowed additional field.", parameter="additional-fields[profile]")
             record = store.get_profile(params["id"])
-            document: dict[str, Any] = {"data": profile_resource(record, base),
+            resource = profile_resource(record, base, subscriptions="subscriptions" in fields)
+            document: dict[str, Any] = {"data": resource,
                                         "links": {"self": f"{base}/api/profiles/{record.id}/"}}
             if include:
                 document["included"] = []
@@ -487,6 +503,29 @@ class SimulatorApp(RecordingApp[ReceivedRequest]):
             more = start + size < len(job.errors)
             cursor = str(start + size) if more else None
             return _json_reply(200, {"data": page, "links": _collection_links(base, request, cursor)})
+        if operation in ("bulk_subscribe_profiles", "bulk_unsubscribe_profiles"):
+            data = body["data"]
+            list_data = ((data.get("relationships") or {}).get("list") or {}).get("data")
+            list_id = list_data["id"] if isinstance(list_data, dict) else None
+            items = list(data["attributes"]["profiles"]["data"])
+            if not items or len(items) > MAX_SUBSCRIPTION_PROFILES:
+                raise invalid(f"Between 1 and {MAX_SUBSCRIPTION_PROFILES} profiles are accepted per job.",
+                              pointer="/data/attributes/profiles/data")
+            if operation == "bulk_subscribe_profiles":
+                store.subscribe(items, list_id)
+            else:
+                store.unsubscribe(items, list_id)
+            return Reply(202)
+        if operation == "get_lists":
+            lists = store.find_lists(request.param("filter"))
+            return _json_reply(200, {"data": [list_resource(r, base) for r in lists],
+                                     "links": _collection_links(base, request, None)})
+        if operation in ("add_profiles_to_list", "remove_profiles_from_list"):
+            if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+                raise invalid("'data' is a required property", pointer="/data")
+            ids = [item["id"] for item in body["data"]]
+            store.change_members(params["id"], ids, add=operation == "add_profiles_to_list")
+            return Reply(204)
         raise ApiError(404, "not_found", f"The path {request.path} could not be found.")  # pragma: no cover
 
     # --- admin ---------------------------------------------------------------------------------------------------
@@ -524,6 +563,11 @@ class SimulatorApp(RecordingApp[ReceivedRequest]):
                                                              payload.get("meta"))
                 return ok({"data": profile_resource(record, base)}, 201 if created else 200)
             return ok({"data": [profile_resource(r, base) for r in state.store.profiles.values()]})
+        if path == "/__admin/lists":
+            if method == "POST":
+                return ok({"data": list_resource(state.store.create_list(str(payload["name"])), base)}, 201)
+            return ok({"data": [{**list_resource(r, base), "members": sorted(r.members)}
+                                for r in state.store.lists.values()]})
         if path == "/__admin/events":
             return ok({"data": [event_admin(e) for e in state.store.events]})
         if path == "/__admin/stats":
@@ -548,8 +592,9 @@ def _single(resource: dict[str, Any]) -> dict[str, Any]:
     return {"data": resource, "links": {"self": resource["links"]["self"]}}
 
 
-def profile_resource(record: ProfileRecord, base: str) -> dict[str, Any]:
-    """A profile as Klaviyo renders it (``PostProfileResponse`` / ``GetProfileResponse`` data)."""
+def profile_resource(record: ProfileRecord, base: str, *, subscriptions: bool = False) -> dict[str, Any]:
+    """A profile as Klaviyo renders it (``PostProfileResponse`` / ``GetProfileResponse`` data); ``subscriptions``
+    when asked with ``additional-fields[profile]=subscriptions``."""
     url = f"{base}/api/profiles/{record.id}"
     attributes = dict(record.attributes)
     attributes.update(
@@ -559,6 +604,8 @@ def profile_resource(record: ProfileRecord, base: str) -> dict[str, Any]:
         updated=iso(record.updated),
         last_event_date=iso(record.last_event_date),
     )
+    if subscriptions:
+        attributes["subscriptions"] = subscriptions_of(record)
     return {
         "type": "profile",
         "id": record.id,
@@ -567,6 +614,30 @@ def profile_resource(record: ProfileRecord, base: str) -> dict[str, Any]:
             name: {"links": {"self": f"{url}/relationships/{name}/", "related": f"{url}/{name}/"}}
             for name in ("lists", "segments")
         },
+        "links": {"self": f"{url}/"},
+    }
+
+
+def subscriptions_of(record: ProfileRecord) -> dict[str, Any]:
+    """``additional-fields[profile]=subscriptions``: the email marketing consent the simulator keeps."""
+    return {"email": {"marketing": {
+        "can_receive_email_marketing": record.email_consent == "SUBSCRIBED",
+        "consent": record.email_consent,
+        "consent_timestamp": iso(record.consent_timestamp),
+        "last_updated": iso(record.consent_timestamp),
+        "method": "API" if record.consent_timestamp else None,
+        "suppression": [],
+        "list_suppressions": [],
+    }}}
+
+
+def list_resource(record: ListRecord, base: str) -> dict[str, Any]:
+    url = f"{base}/api/lists/{record.id}"
+    return {
+        "type": "list",
+        "id": record.id,
+        "attributes": {"name": record.name, "created": iso(record.created), "updated": iso(record.updated),
+                       "opt_in_process": "single_opt_in"},
         "links": {"self": f"{url}/"},
     }
 

@@ -141,6 +141,9 @@ class ProfileRecord:
     created: datetime
     updated: datetime
     last_event_date: datetime | None = None
+    email_consent: str = "NEVER_SUBSCRIBED"
+    """Email marketing consent: NEVER_SUBSCRIBED, SUBSCRIBED or UNSUBSCRIBED (only a subscribe job sets it back)."""
+    consent_timestamp: datetime | None = None
 
     def get(self, name: str) -> Any:
         if name == "id":
@@ -169,6 +172,18 @@ class EventRecord:
 
 
 @dataclass(slots=True)
+class ListRecord:
+    id: str
+    name: str
+    created: datetime
+    updated: datetime | None = None
+    members: set[str] = field(default_factory=set)
+
+    def get(self, name: str) -> Any:
+        return {"id": self.id, "name": self.name, "created": self.created, "updated": self.updated}.get(name)
+
+
+@dataclass(slots=True)
 class ImportJob:
     id: str
     items: list[dict[str, Any]]
@@ -184,6 +199,12 @@ class ImportJob:
     profile_ids: list[str] = field(default_factory=list)
 
 
+LIST_FILTERS = {
+    "name": FieldRule(frozenset({"any", "equals"})),
+    "id": FieldRule(frozenset({"any", "equals"})),
+    "created": FieldRule(frozenset({"greater-than"}), "datetime"),
+    "updated": FieldRule(frozenset({"greater-than"}), "datetime"),
+}
 PROFILE_FILTERS = {
     **{name: FieldRule(frozenset({"equals", "any"})) for name in ("id", "email", "phone_number", "external_id")},
     "_kx": FieldRule(frozenset({"equals"})),
@@ -270,6 +291,7 @@ class Store:
         self.events: list[EventRecord] = []
         self._event_keys: set[tuple[str, str, str]] = set()
         self.jobs: dict[str, ImportJob] = {}
+        self.lists: dict[str, ListRecord] = {}
 
     def now(self) -> datetime:
         return self._clock().replace(microsecond=0)
@@ -428,6 +450,84 @@ class Store:
             records = [r for r in records if predicate(r.get)]
         sort_field, descending = _sort(sort, PROFILE_SORTS, "id")
         return paginate(records, sort_field, descending, size, cursor)
+
+    # --- lists and consent ------------------------------------------------------------------------------------------
+    def create_list(self, name: str) -> ListRecord:
+        """A new list (the simulator's admin API; Klaviyo lists are made in its UI or by ``create_list``)."""
+        record = ListRecord(id=_short_id(), name=name, created=self.now())
+        self.lists[record.id] = record
+        return record
+
+    def get_list(self, list_id: str) -> ListRecord:
+        record = self.lists.get(list_id)
+        if record is None:
+            raise ApiError(404, "not_found", f"A list with id {list_id} does not exist.")
+        return record
+
+    def find_lists(self, filter_text: str | None) -> list[ListRecord]:
+        records: Iterable[ListRecord] = self.lists.values()
+        if filter_text:
+            try:
+                predicate = compile_filter(filter_text, LIST_FILTERS, "list")
+            except FilterError as exc:
+                raise invalid(str(exc), parameter="filter") from exc
+            records = [r for r in records if predicate(r.get)]
+        return sorted(records, key=lambda r: r.id)
+
+    def change_members(self, list_id: str, profile_ids: Sequence[str], *, add: bool) -> None:
+        """Add (idempotent: a member stays one member) or remove profiles; an unknown profile is a 404."""
+        record = self.get_list(list_id)
+        for profile_id in profile_ids:
+            self.get_profile(profile_id)
+        for profile_id in profile_ids:
+            if add:
+                record.members.add(profile_id)
+            else:
+                record.members.discard(profile_id)
+        record.updated = self.now()
+
+    def _consent_target(self, item: dict[str, Any], pointer: str, *, create: bool) -> ProfileRecord | None:
+        attrs = item.get("attributes") or {}
+        profile_id = item.get("id")
+        if profile_id:
+            return self.get_profile(profile_id)
+        email = attrs.get("email")
+        if not isinstance(email, str) or not email:
+            raise invalid("An email address is required for an email subscription.", pointer=f"{pointer}/attributes")
+        self.check_attributes({"email": email}, f"{pointer}/attributes")
+        owner = self.owner("email", email)
+        if owner is not None:
+            return self.profiles[owner]
+        return self._new_profile({"email": email}) if create else None
+
+    def subscribe(self, items: Sequence[dict[str, Any]], list_id: str | None) -> None:
+        """A subscription job: email marketing consent SUBSCRIBED (the profile is made when new), list joined."""
+        pointer = "/data/attributes/profiles/data"
+        if list_id is not None:
+            self.get_list(list_id)
+        targets = [self._consent_target(item, f"{pointer}/{i}", create=True) for i, item in enumerate(items)]
+        for item, record in zip(items, targets, strict=True):
+            assert record is not None
+            email = ((item.get("attributes") or {}).get("subscriptions") or {}).get("email") or {}
+            if (email.get("marketing") or {}).get("consent") == "SUBSCRIBED":
+                record.email_consent = "SUBSCRIBED"
+                record.consent_timestamp = self.now()
+            if list_id is not None:
+                self.lists[list_id].members.add(record.id)
+
+    def unsubscribe(self, items: Sequence[dict[str, Any]], list_id: str | None) -> None:
+        """An unsubscription job: email marketing consent UNSUBSCRIBED; an unknown email is skipped."""
+        pointer = "/data/attributes/profiles/data"
+        for i, item in enumerate(items):
+            record = self._consent_target(item, f"{pointer}/{i}", create=False)
+            if record is None:
+                continue
+            email = ((item.get("attributes") or {}).get("subscriptions") or {}).get("email") or {}
+            if (email.get("marketing") or {}).get("consent") == "UNSUBSCRIBED":
+                record.email_consent = "UNSUBSCRIBED"
+                record.consent_timestamp = self.now()
+            if list_id is not None and list_id in self.lists:
+                self.lists[list_id].members.discard(record.id)
 
     # --- events --------------------------------------------------------------------------------------------------
     def _metric_id(self, name: str) -> str:

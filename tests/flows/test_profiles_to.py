@@ -560,3 +560,58 @@ async def test_the_service_consumes_the_pollers_topic_end_to_end(topic_space: To
         assert emails == ["Near@Shop.test", "good@shop.test", "near@shop.test"]
         assert [r.status for r in ipaas_sim.received("create_customer")][:1] == [503]
 
+
+
+# --- subscriptions TO iPaaS.com ------------------------------------------------------------------------------------
+CONSENT_MAPPING = """
+flow: {flow}
+fields:
+  email_address: {{path: attributes.email, required: true}}
+  first_name: attributes.first_name
+  custom_fields.Consent: attributes.subscriptions.email.marketing.consent
+  custom_fields.SuppressedList: attributes.subscriptions.email.marketing.list_suppressions[0].list_id
+"""
+
+
+def consent_mappings(world: World, mapping: str = CONSENT_MAPPING) -> dict[str, MappingCollection]:
+    mappings = dict(world.mappings)
+    for flow in ("add_profile_to_ipaas", "update_profile_to_ipaas"):
+        mappings[flow] = parse_collection(mapping.format(flow=flow), f"{flow}.yaml")
+    return mappings
+
+
+async def test_the_profiles_subscription_is_mapped_into_the_customer(world: World) -> None:
+    mapping = CONSENT_MAPPING.split("  custom_fields.SuppressedList")[0]
+    profile_id = world.profile(email="consent@shop.test", first_name="Con")
+    world.klaviyo_sim.store.profiles[profile_id].email_consent = "SUBSCRIBED"
+    events = await world.poll()
+    assert events[0].record is not None and events[0].record.attributes.subscriptions is not None  # polled with them
+    await world.sync(events, mappings=consent_mappings(world, mapping))
+    (customer,) = world.customers()
+    assert {f["name"]: f["value"] for f in customer["custom_fields"]}["Consent"] == "SUBSCRIBED"
+    assert world.klaviyo_sim.received("get_profile") == []  # the listing carried them: no read per profile
+
+
+async def test_an_event_without_subscriptions_reads_them_from_klaviyo(world: World) -> None:
+    mapping = CONSENT_MAPPING.split("  custom_fields.SuppressedList")[0]
+    profile_id = world.profile(email="bare@shop.test", first_name="Bare")
+    world.klaviyo_sim.store.profiles[profile_id].email_consent = "UNSUBSCRIBED"
+    bare = decode("klaviyo_profile", profile_id.encode(),
+                  orjson.dumps({"id": profile_id, "email": "bare@shop.test"}), [])
+    await world.sync(bare, mappings=consent_mappings(world, mapping))
+    (read,) = world.klaviyo_sim.received("get_profile")
+    assert read.query["additional-fields[profile]"] == "subscriptions"
+    (customer,) = world.customers()
+    assert {f["name"]: f["value"] for f in customer["custom_fields"]}["Consent"] == "UNSUBSCRIBED"
+
+
+async def test_a_mapped_subscription_value_that_cannot_be_read_is_the_catalog_error(world: World) -> None:
+    world.profile(email="nolist@shop.test", first_name="No")
+    events = await world.poll()
+    with pytest.raises(CatalogError) as caught:
+        await world.sync(events, mappings=consent_mappings(world))
+    error = caught.value
+    assert error.entry is ADDRESS_VALUE_COULD_NOT_BE_READ and error.message == ADDRESS_NOT_READ_TEXT
+    assert error.flow is Flow.ADD_PROFILE_TO_IPAAS and not error.retryable
+    assert "list_suppressions[0]" in (error.detail or "")
+    assert world.customers() == []

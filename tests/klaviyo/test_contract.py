@@ -45,7 +45,11 @@ def respond(request: httpx.Request) -> httpx.Response:
     path = request.url.path
     if request.method == "GET" and path == "/api/profiles":
         return httpx.Response(200, json={"data": [PROFILE], "links": {"self": "x"}})
-    if path in ("/api/events", "/api/event-bulk-create-jobs"):
+    if path == "/api/lists":
+        return httpx.Response(200, json={"data": [], "links": {"self": "x"}})
+    if path.endswith("/relationships/profiles"):
+        return httpx.Response(204)
+    if path in ("/api/events", "/api/event-bulk-create-jobs") or path.startswith("/api/profile-subscription-"):
         return httpx.Response(202)
     if path.startswith("/api/profile-bulk-import-jobs"):
         if path.endswith("/import-errors"):
@@ -76,6 +80,13 @@ CALLS: dict[str, Call] = {
     "list_profiles_updated_after": lambda c: c.list_profiles_updated_after(datetime(2025, 1, 1, tzinfo=UTC)),
     "get_bulk_import_job": lambda c: c.get_bulk_import_job("01J"),
     "get_bulk_import_errors": lambda c: c.get_bulk_import_errors("01J"),
+    "subscribe_profiles": lambda c: c.subscribe_profiles("Y6nRLr", ["a@b.test", "c@d.test"]),
+    "unsubscribe_profiles": lambda c: c.unsubscribe_profiles("Y6nRLr", ["a@b.test"]),
+    "unsubscribe_profiles no list": lambda c: c.unsubscribe_profiles(None, ["a@b.test"]),
+    "get_profile_subscriptions": lambda c: c.get_profile_subscriptions("01P"),
+    "find_list_id": lambda c: c.find_list_id('VIP "gold"'),
+    "add_profiles_to_list": lambda c: c.add_profiles_to_list("Y6nRLr", ["01P", "01Q"]),
+    "remove_profiles_from_list": lambda c: c.remove_profiles_from_list("Y6nRLr", ["01P"]),
 }
 
 
@@ -122,7 +133,8 @@ async def test_every_body_taking_operation_is_covered(openapi_spec: Spec) -> Non
     with_bodies = {name for name in ENDPOINTS if openapi_spec.request_schema(name) is not None}
     assert with_bodies <= covered
     assert with_bodies == {"create_profile", "update_profile", "create_or_update_profile", "create_event",
-                           "bulk_create_events", "bulk_import_profiles"}
+                           "bulk_create_events", "bulk_import_profiles", "bulk_subscribe_profiles",
+                           "bulk_unsubscribe_profiles", "add_profiles_to_list", "remove_profiles_from_list"}
 
 
 @pytest.mark.parametrize(

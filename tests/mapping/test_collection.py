@@ -47,6 +47,7 @@ def test_example_of_the_issue(customer: dict[str, Any]) -> None:
           properties.Source: {value: "iPaaS.com"}
           properties["Full Name"]: {paths: [first_name, last_name], transforms: [trim, join]}
           properties.Tier: custom_fields[0].value
+          properties.TierByName: "custom_fields[name=Tier].value"
           properties.Cities: {path: "addresses[*].city"}
           properties.Second: addresses[1].city
         """
@@ -62,6 +63,7 @@ def test_example_of_the_issue(customer: dict[str, Any]) -> None:
             "Source": "iPaaS.com",
             "Full Name": "Ann Lee",
             "Tier": "gold",
+            "TierByName": "gold",
             "Cities": ["Shelbyville", "Springfield"],
             "Second": "Springfield",
         },

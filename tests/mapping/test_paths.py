@@ -12,7 +12,7 @@ from consumer.mapping import (
     evaluate,
     parse_path,
 )
-from consumer.mapping.paths import Index, Key, Wildcard
+from consumer.mapping.paths import Index, Key, Select, Wildcard
 
 
 def _addresses(count: int) -> dict[str, object]:
@@ -151,3 +151,53 @@ def test_quoted_keys_and_unicode() -> None:
     assert evaluate(parse_path('properties["Order Qty"]'), source) == 3
     assert evaluate(parse_path("properties.Größe"), source) == "groß"
     assert evaluate(parse_path('properties["a.b"]'), source) == 1
+
+
+CUSTOM = {"custom_fields": [{"name": "Tier", "value": "gold"}, {"name": "SubscribeProfile", "value": "true"},
+                            {"name": "LIST_VIP Club", "value": True}, {"name": None, "value": "x"}]}
+
+
+@pytest.mark.parametrize(
+    ("text", "segments"),
+    [
+        ("custom_fields[name=SubscribeProfile].value",
+         (Key("custom_fields"), Select("name", "SubscribeProfile"), Key("value"))),
+        ('custom_fields[name="LIST_VIP Club"].value',
+         (Key("custom_fields"), Select("name", "LIST_VIP Club"), Key("value"))),
+        ("custom_fields[name='a]b=c'].value", (Key("custom_fields"), Select("name", "a]b=c"), Key("value"))),
+        ("lines[*][0]", (Key("lines"), Wildcard(), Index(0))),
+    ],
+)
+def test_parse_selection(text: str, segments: tuple[object, ...]) -> None:
+    assert parse_path(text).segments == segments
+
+
+@pytest.mark.parametrize("text", ["a[=x]", "a[name=]", "a[name=x y]", "a[n.m=x]", 'a[name="x"'])
+def test_parse_refuses_a_bad_selection(text: str) -> None:
+    with pytest.raises(PathSyntaxError):
+        parse_path(text)
+
+
+def test_a_custom_field_is_read_by_its_name_wherever_it_is() -> None:
+    by_name = parse_path("custom_fields[name=SubscribeProfile].value")
+    assert evaluate(by_name, CUSTOM) == "true"
+    reordered = {"custom_fields": list(reversed(CUSTOM["custom_fields"]))}
+    assert evaluate(by_name, reordered) == "true"
+    # a position reads whatever field is there now: the reason names exist
+    assert evaluate(parse_path("custom_fields[1].value"), reordered) is True
+    assert evaluate(parse_path("custom_fields[1].value"), CUSTOM) == "true"
+
+
+def test_selection_matches_exactly_then_ignoring_case_and_is_none_when_absent() -> None:
+    assert evaluate(parse_path('custom_fields[name="LIST_VIP Club"].value'), CUSTOM) is True
+    assert evaluate(parse_path("custom_fields[name=subscribeprofile].value"), CUSTOM) == "true"
+    assert evaluate(parse_path("custom_fields[name=Missing].value"), CUSTOM) is None
+    assert evaluate(parse_path("custom_fields[name=Tier].value"), {"custom_fields": None}) is None
+    assert evaluate(parse_path("custom_fields[name=Tier].value"), {}) is None
+    assert evaluate(parse_path("groups[*].fields[name=Tier].value"),
+                    {"groups": [CUSTOM, {"fields": []}, {"fields": [{"name": "Tier", "value": "s"}]}]}) == ["s"]
+
+
+def test_selection_on_something_not_a_list_is_a_type_mismatch() -> None:
+    with pytest.raises(TypeMismatch):
+        evaluate(parse_path("custom_fields[name=Tier]"), {"custom_fields": {"name": "Tier"}})

@@ -33,6 +33,7 @@ def runtime_limits(**overrides: object) -> RuntimeSettings:
         "retry_max_delay_s": 0.05,
         "infrastructure_max_delay_s": 0.1,
         "drain_timeout_s": 5.0,
+        "retry_topic_delays_s": [],  # dead-letter at once, unless a test turns the retry topics on
         **overrides,
     }
     return RuntimeSettings.model_validate(values)

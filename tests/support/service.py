@@ -82,7 +82,10 @@ async def running_service(settings: Settings, *, routes: Sequence[Source] | None
     """Create the catalog's topics under the settings' prefix (those missing), start the service, stop it (drained)
     afterwards."""
     catalog = topics.TopicCatalog.load(settings.topics_file, settings.topic_prefix)
-    await create_catalog_topics(settings.kafka.bootstrap_servers, catalog)
+    # the retry topics only when the service uses them (fewer partitions for the broker to create)
+    wanted = [logical for logical, spec in catalog.topics.items()
+              if spec.role != "retry" or settings.runtime.retry_topic_delays_s]
+    await create_catalog_topics(settings.kafka.bootstrap_servers, catalog, wanted)
     service = Service(settings, routes=routes, catalog=catalog, **service_args)
     running = RunningService(service=service, settings=settings, catalog=catalog)
     task = asyncio.create_task(service.run())
