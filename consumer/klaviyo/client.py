@@ -63,9 +63,9 @@ from consumer.klaviyo.models import (
     ProfilePartialUpdateQuery,
     ProfileUpsertQuery,
     UpsertResult,
+    bulk_job_body,
     list_members,
     subscription_job,
-    bulk_job_body,
 )
 from consumer.klaviyo.ratelimits import ENDPOINTS, EndpointLimit, resolve_limits
 from consumer.observability.metrics import (
