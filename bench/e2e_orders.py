@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 from consumer import topics  # noqa: E402
 from consumer.app import Service  # noqa: E402
 from consumer.klaviyo import ApiKeyAuth, KlaviyoClient  # noqa: E402
+from consumer.klaviyo.batching import DirectEvents, EventBatcher  # noqa: E402
 from consumer.klaviyo.ratelimits import ENDPOINTS  # noqa: E402
 from consumer.observability.metrics import KLAVIYO_REQUESTS  # noqa: E402
 from consumer.runtime import InboundMessage  # noqa: E402
@@ -128,9 +129,10 @@ async def produce(bootstrap: str, topic: str, numbers: range) -> None:
         await producer.stop()
 
 
-def settings_for(bootstrap: str, base_url: str, *, batch: bool, prefix: str) -> Settings:
+def settings_for(bootstrap: str, base_url: str, *, batch: bool, prefix: str, in_flight: int = 256) -> Settings:
     return Settings.model_validate({
         "kafka": {"bootstrap_servers": bootstrap, "group_id": f"bench-{prefix}"},
+        "runtime": {"max_in_flight": in_flight},
         "klaviyo": {"base_url": base_url, "api_key": DEFAULT_API_KEY, "batch_events": batch},
         "http": {"host": "127.0.0.1", "port": 0},
         "topic_prefix": prefix,
@@ -201,6 +203,7 @@ def machine_busy() -> tuple[float, float]:
 @dataclass
 class Throughput:
     mode: str
+    in_flight: int
     backlog: int
     warmup_s: float
     window_s: float
@@ -238,9 +241,9 @@ def binding_resource(result: Throughput) -> str:
 
 
 async def throughput(bootstrap: str, sim: Simulator, *, batch: bool, backlog: int, warmup_s: float,
-                     window_s: float) -> Throughput:
+                     window_s: float, in_flight: int) -> Throughput:
     prefix = f"b{uuid.uuid4().hex[:8]}."
-    settings = settings_for(bootstrap, sim.base_url, batch=batch, prefix=prefix)
+    settings = settings_for(bootstrap, sim.base_url, batch=batch, prefix=prefix, in_flight=in_flight)
     catalog = topics.TopicCatalog.load(None, prefix)
     await topics.apply(catalog, settings.kafka)
     print(f"  producing {backlog} orders ...", flush=True)
@@ -265,7 +268,7 @@ async def throughput(bootstrap: str, sim: Simulator, *, batch: bool, backlog: in
     busy = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1]) if busy1[1] > busy0[1] else 0.0
     result = Throughput(
         mode="after: batched across records" if batch else "before: one bulk job per order",
-        backlog=backlog, warmup_s=warmup_s, window_s=round(elapsed, 1), records=records,
+        in_flight=in_flight, backlog=backlog, warmup_s=warmup_s, window_s=round(elapsed, 1), records=records,
         records_per_s=round(records / elapsed, 1),
         cpu_s_per_1000=round((cpu1 - cpu0) / records * 1000, 3) if records else float("nan"),
         service_cpu_share=round((cpu1 - cpu0) / elapsed, 3), machine_busy_share=round(busy, 3),
@@ -285,9 +288,38 @@ async def throughput(bootstrap: str, sim: Simulator, *, batch: bool, backlog: in
 class Trickle:
     mode: str
     records: int
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
+    e2e_p50_ms: float
+    e2e_p90_ms: float
+    e2e_max_ms: float
+    submit_p50_ms: float
+    submit_p90_ms: float
+    submit_max_ms: float
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * q))], 1)
+
+
+@contextlib.contextmanager
+def timed_submits(times_ms: list[float]) -> Any:
+    """Time every ``submit`` of the event sinks (a record's events handed over until Klaviyo accepted them)."""
+    originals = {kind: kind.submit for kind in (EventBatcher, DirectEvents)}
+
+    def timing(original: Any) -> Any:
+        async def submit(self: Any, events: Any) -> None:
+            started = time.perf_counter()
+            await original(self, events)
+            times_ms.append((time.perf_counter() - started) * 1000)
+        return submit
+
+    for kind, original in originals.items():
+        kind.submit = timing(original)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for kind, original in originals.items():
+            kind.submit = original  # type: ignore[method-assign]
 
 
 async def trickle(bootstrap: str, sim: Simulator, *, batch: bool, seconds: int) -> Trickle:
@@ -298,24 +330,27 @@ async def trickle(bootstrap: str, sim: Simulator, *, batch: bool, seconds: int) 
     await sim.reset()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await producer.start()
+    submits: list[float] = []
     try:
-        async with running(settings, catalog) as counter:
-            await asyncio.sleep(3)  # partitions assigned
-            for n in range(seconds):
-                started = time.monotonic()
-                await producer.send_and_wait(catalog.name("transaction-changes"), value=transaction(n),
-                                             key=f"t-{n}".encode())
-                await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
-            while counter.count < seconds:
-                counter.changed.clear()
-                await asyncio.wait_for(counter.changed.wait(), 30)
-            latencies = sorted(counter.latencies_ms[2:])  # the first records meet cold connections
+        with timed_submits(submits):
+            async with running(settings, catalog) as counter:
+                await asyncio.sleep(3)  # partitions assigned
+                for n in range(seconds):
+                    started = time.monotonic()
+                    await producer.send_and_wait(catalog.name("transaction-changes"), value=transaction(n),
+                                                 key=f"t-{n}".encode())
+                    await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+                while counter.count < seconds:
+                    counter.changed.clear()
+                    await asyncio.wait_for(counter.changed.wait(), 30)
+                latencies = sorted(counter.latencies_ms[2:])  # the first records meet cold connections
     finally:
         await producer.stop()
+    submits = submits[2:]  # the first records meet cold connections
     return Trickle(mode="after: batched" if batch else "before: one request per order", records=len(latencies),
-                   p50_ms=round(statistics.median(latencies), 1),
-                   p99_ms=round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
-                   max_ms=round(latencies[-1], 1))
+                   e2e_p50_ms=_quantile(latencies, 0.5), e2e_p90_ms=_quantile(latencies, 0.9),
+                   e2e_max_ms=round(max(latencies), 1), submit_p50_ms=_quantile(submits, 0.5),
+                   submit_p90_ms=_quantile(submits, 0.9), submit_max_ms=round(max(submits), 1))
 
 
 async def round_trip_ms(base_url: str) -> float:
@@ -346,44 +381,55 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         bootstrap = broker.bootstrap_servers
     load_before = load_average()
     warmup, window = (5.0, 15.0) if args.quick else (args.warmup, args.window)
-    try:
-        async with Simulator() as sim:
-            print("throughput, after (batched) ...", flush=True)
-            after = await throughput(bootstrap, sim, batch=True, backlog=args.backlog // (6 if args.quick else 1),
-                                     warmup_s=warmup, window_s=window)
-            print(json.dumps(asdict(after), indent=2), flush=True)
-            print("throughput, before (one job per order) ...", flush=True)
-            before = await throughput(bootstrap, sim, batch=False, backlog=args.before_backlog, warmup_s=warmup,
-                                      window_s=window)
-            print(json.dumps(asdict(before), indent=2), flush=True)
-            seconds = 10 if args.quick else args.trickle_s
-            print("trickle, 1 order/s ...", flush=True)
-            trickle_after = await trickle(bootstrap, sim, batch=True, seconds=seconds)
-            trickle_before = await trickle(bootstrap, sim, batch=False, seconds=seconds)
-            await sim.reset()
-            rtt = await round_trip_ms(sim.base_url)
-    finally:
-        if broker is not None:
-            localkafka.stop(broker)
-    linger_ms = Settings().klaviyo.event_linger_ms
-    added_p50 = round(trickle_after.p50_ms - trickle_before.p50_ms, 1)
-    added_p99 = round(trickle_after.p99_ms - trickle_before.p99_ms, 1)
-    return {
+    scenarios = set(args.scenarios.split(","))
+    results: dict[str, Any] = {
         "command": " ".join(["python", "bench/e2e_orders.py", *sys.argv[1:]]),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_average_before": load_before,
-                    "load_average_after": load_average()},
         "simulator": {"latency_ms": LATENCY_MS, "quotas": "Klaviyo's (create_event 350/s 3500/min; "
                                                           "bulk_create_events 10/s 150/min)", "body_validation": False},
         "transaction": {"lines": LINES, "events": LINES + 1, "profile": "guest (email)"},
-        "throughput": {"after": asdict(after), "before": asdict(before),
-                       "speedup": round(after.records_per_s / before.records_per_s, 1)},
-        "trickle": {"after": asdict(trickle_after), "before": asdict(trickle_before), "linger_ms": linger_ms,
-                    "round_trip_ms": rtt, "added_p50_ms": added_p50, "added_p99_ms": added_p99,
-                    "bound_ms": round(linger_ms + rtt, 1)},
-        "quota_ceiling_records_per_s": round(
-            (BULK_QUOTA.steady * 1000 + SINGLE_QUOTA.steady) / 60 / (LINES + 1), 1),
+        "quota_ceiling_records_per_s": round((BULK_QUOTA.steady * 1000 + SINGLE_QUOTA.steady) / 60 / (LINES + 1), 1),
         "targets": {"records_per_s": ">= 250, or CPU-bound", "trickle_added_ms": "<= linger + one round trip"},
     }
+    try:
+        async with Simulator() as sim:
+            runs: dict[str, Any] = {}
+            if "after" in scenarios:
+                print("throughput, after (batched) ...", flush=True)
+                after = await throughput(bootstrap, sim, batch=True, backlog=args.backlog // (6 if args.quick else 1),
+                                         warmup_s=warmup, window_s=window, in_flight=args.in_flight)
+                runs["after"] = asdict(after)
+                print(json.dumps(runs["after"], indent=2), flush=True)
+            if "before" in scenarios:
+                print("throughput, before (one job per order) ...", flush=True)
+                before = await throughput(bootstrap, sim, batch=False, backlog=args.before_backlog, warmup_s=warmup,
+                                          window_s=window, in_flight=args.in_flight)
+                runs["before"] = asdict(before)
+                print(json.dumps(runs["before"], indent=2), flush=True)
+            if "after" in runs and "before" in runs:
+                runs["speedup"] = round(runs["after"]["records_per_s"] / runs["before"]["records_per_s"], 1)
+            if runs:
+                results["throughput"] = runs
+            if "trickle" in scenarios:
+                seconds = 10 if args.quick else args.trickle_s
+                print("trickle, 1 order/s ...", flush=True)
+                batched = await trickle(bootstrap, sim, batch=True, seconds=seconds)
+                direct = await trickle(bootstrap, sim, batch=False, seconds=seconds)
+                await sim.reset()
+                rtt = await round_trip_ms(sim.base_url)
+                linger_ms = Settings().klaviyo.event_linger_ms
+                results["trickle"] = {
+                    "after": asdict(batched), "before": asdict(direct), "linger_ms": linger_ms, "round_trip_ms": rtt,
+                    "bound_ms": round(linger_ms + rtt, 1),
+                    "added_submit_p50_ms": round(batched.submit_p50_ms - direct.submit_p50_ms, 1),
+                    "added_submit_p90_ms": round(batched.submit_p90_ms - direct.submit_p90_ms, 1),
+                    "added_e2e_p50_ms": round(batched.e2e_p50_ms - direct.e2e_p50_ms, 1),
+                }
+    finally:
+        if broker is not None:
+            localkafka.stop(broker)
+    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "load_average_before": load_before, "load_average_after": load_average()}
+    return results
 
 
 if __name__ == "__main__":
@@ -394,7 +440,9 @@ if __name__ == "__main__":
     parser.add_argument("--warmup", type=float, default=15.0)
     parser.add_argument("--window", type=float, default=120.0,
                         help="measured seconds (>= 70 so the minute binds; whole minutes average its pattern)")
-    parser.add_argument("--trickle-s", type=int, default=40, help="seconds (= orders) of the 1 order/s trickle")
+    parser.add_argument("--trickle-s", type=int, default=60, help="seconds (= orders) of the 1 order/s trickle")
+    parser.add_argument("--in-flight", type=int, default=256, help="runtime.max_in_flight of the throughput runs")
+    parser.add_argument("--scenarios", default="after,before,trickle", help="which of after,before,trickle to run")
     parser.add_argument("--output", type=Path, default=RESULTS)
     arguments = parser.parse_args()
     results = asyncio.run(main(arguments))
