@@ -1,9 +1,9 @@
 """Vendor Klaviyo's OpenAPI contract: trim the full ``openapi-stable.json`` to what this project uses.
 
-    python scripts/vendor_klaviyo_spec.py [SOURCE] [--output PATH] [--check]
+    python scripts/vendor_klaviyo_spec.py SOURCE [--output PATH] [--check]
 
-SOURCE is Klaviyo's full public spec (default: the reference copy beside the repository, read only when
-refreshing). The output (default ``simulators/klaviyo/contract/openapi-klaviyo.json``, package data of the
+SOURCE is Klaviyo's full public spec (``openapi-stable.json`` from Klaviyo's public OpenAPI repository), read only
+when refreshing. The output (default ``simulators/klaviyo/contract/openapi-klaviyo.json``, package data of the
 simulator) keeps:
 
 - the paths/methods of the operations the client uses (``consumer.klaviyo.ratelimits.ENDPOINTS``) and the
@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SOURCE = "../shared/reference/klaviyo/openapi-stable.json"  # relative to REPO; read only when refreshing
 DEFAULT_OUTPUT = REPO / "simulators" / "klaviyo" / "contract" / "openapi-klaviyo.json"
 
 PROSE = frozenset({"description", "summary", "example", "examples", "externalDocs"})
@@ -202,8 +201,7 @@ def vendor(source: Path, output: Path, *, today: str | None = None) -> tuple[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Vendor a trimmed copy of Klaviyo's OpenAPI contract.")
-    parser.add_argument("source", nargs="?", type=Path, default=REPO / DEFAULT_SOURCE,
-                        help="Klaviyo's full openapi-stable.json (default: the reference copy beside the repo)")
+    parser.add_argument("source", type=Path, help="Klaviyo's full openapi-stable.json")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the vendored file to write")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when the output is out of date")
     args = parser.parse_args(argv)
