@@ -176,31 +176,13 @@ def _parse_bracket(text: str, start: int) -> tuple[Segment, int]:
     n = len(text)
     if i >= n:
         raise PathSyntaxError(text, start + 1, "unclosed '['")
-    char = text[i]
-    if char in "\"'":
-        quote = char
-        i += 1
-        chars: list[str] = []
-        while True:
-            if i >= n:
-                raise PathSyntaxError(text, start + 1, "unclosed quote")
-            char = text[i]
-            if char == "\\":
-                if i + 1 >= n:
-                    raise PathSyntaxError(text, i + 1, "a backslash ends the path")
-                chars.append(text[i + 1])
-                i += 2
-                continue
-            if char == quote:
-                i += 1
-                break
-            chars.append(char)
-            i += 1
+    if text[i] in "\"'":
+        key, i = _read_quoted(text, start, i)
         if i >= n or text[i] != "]":
             raise PathSyntaxError(text, i + 1, "expected ']' after the quoted key")
-        if not chars:
+        if not key:
             raise PathSyntaxError(text, start + 1, "empty quoted key")
-        return Key("".join(chars)), i + 1
+        return Key(key), i + 1
     close = text.find("]", i)
     if close < 0:
         raise PathSyntaxError(text, start + 1, "unclosed '['")
@@ -218,6 +200,28 @@ def _parse_bracket(text: str, start: int) -> tuple[Segment, int]:
     return Index(int(inner)), close + 1
 
 
+def _read_quoted(text: str, start: int, i: int) -> tuple[str, int]:
+    """The quoted string opening at ``i`` (backslash escapes anything) and the index after its closing quote;
+    ``start`` is the bracket, for the error of an unclosed quote."""
+    quote, n = text[i], len(text)
+    i += 1
+    chars: list[str] = []
+    while True:
+        if i >= n:
+            raise PathSyntaxError(text, start + 1, "unclosed quote")
+        char = text[i]
+        if char == "\\":
+            if i + 1 >= n:
+                raise PathSyntaxError(text, i + 1, "a backslash ends the path")
+            chars.append(text[i + 1])
+            i += 2
+            continue
+        if char == quote:
+            return "".join(chars), i + 1
+        chars.append(char)
+        i += 1
+
+
 def _plain_name(name: str) -> bool:
     return bool(name) and all(_plain_char(char) for char in name)
 
@@ -230,27 +234,10 @@ def _parse_select(text: str, start: int, i: int, equals: int) -> tuple[Segment, 
     j = equals + 1
     n = len(text)
     if j < n and text[j] in "\"'":
-        quote = text[j]
-        j += 1
-        chars: list[str] = []
-        while True:
-            if j >= n:
-                raise PathSyntaxError(text, start + 1, "unclosed quote")
-            char = text[j]
-            if char == "\\":
-                if j + 1 >= n:
-                    raise PathSyntaxError(text, j + 1, "a backslash ends the path")
-                chars.append(text[j + 1])
-                j += 2
-                continue
-            if char == quote:
-                j += 1
-                break
-            chars.append(char)
-            j += 1
+        value, j = _read_quoted(text, start, j)
         if j >= n or text[j] != "]":
             raise PathSyntaxError(text, j + 1, "expected ']' after the quoted value")
-        return Select(field, "".join(chars)), j + 1
+        return Select(field, value), j + 1
     close = text.find("]", j)
     if close < 0:
         raise PathSyntaxError(text, start + 1, "unclosed '['")
