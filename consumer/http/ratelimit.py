@@ -167,6 +167,10 @@ class SlidingWindowLimiter:
                 wait = max(wait, log[-window.limit] + window.seconds + self._margin - now)
         return max(wait, 0.0)
 
+    def would_wait(self) -> bool:
+        """Whether ``acquire()`` would wait now (others wait already, or a window is full)."""
+        return self._lock.locked() or self._delay(self._clock()) > 0
+
     async def acquire(self) -> float:
         """Wait for room in every window, take it, and return the seconds waited."""
         start = self._clock()

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
+from consumer import admission
 from consumer.errors import IntegrationError, Outage
 from consumer.http.backoff import Backoff
 from consumer.http.content import summarize_non_json
@@ -220,7 +221,8 @@ class Sender:
                 if attempt < max_retries:
                     self._log_retry(call, status, attempt, wait, "throttled")
                     if not call.limiters:
-                        await self._sleep(wait)
+                        with admission.waiting():
+                            await self._sleep(wait)
                     attempt += 1
                     continue
                 raise self._rejected(response, call, retryable=True, retry_after=wait)
@@ -249,7 +251,11 @@ class Sender:
 
     async def _admit(self, call: Call) -> None:
         for endpoint_class, limiter in call.limiters:
-            waited = await limiter.acquire()
+            if not limiter.would_wait():
+                waited = await limiter.acquire()
+            else:
+                with admission.waiting():  # holds no worker while it waits for the quota
+                    waited = await limiter.acquire()
             if waited > 0 and self._metrics.limiter_waits is not None:
                 self._metrics.limiter_waits.labels(endpoint_class).inc()
                 self._metrics.limiter_wait_seconds.labels(endpoint_class).inc(waited)
@@ -295,7 +301,8 @@ class Sender:
 
     async def _retry_later(self, call: Call, status: int | None, attempt: int, delay: float, reason: str) -> None:
         self._log_retry(call, status, attempt, delay, reason)
-        await self._sleep(delay)
+        with admission.waiting():
+            await self._sleep(delay)
 
     def _log_retry(self, call: Call, status: int | None, attempt: int, delay: float, reason: str) -> None:
         self._log.info("retrying %s request", self._dialect.destination,

@@ -44,6 +44,7 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Protocol, Self
 
+from consumer import admission
 from consumer.errors import IntegrationError
 from consumer.klaviyo.client import LIMITER_MARGIN_S
 from consumer.klaviyo.errors import ErrorBody, EventRejected, KlaviyoRejected, describe_response
@@ -145,6 +146,8 @@ class _Record:
     future: asyncio.Future[None]
     waiting: int
     arrived: float
+    slot: admission.Slot | None
+    """The handler call's hold on its runtime worker: told when its events go into a request."""
 
 
 @dataclass(eq=False, slots=True)
@@ -159,6 +162,12 @@ class _Queued:
     @property
     def live(self) -> bool:
         return not self.record.future.done()
+
+
+def _sending(items: Sequence[_Queued]) -> None:
+    for item in items:
+        if item.record.slot is not None:
+            item.record.slot.sending()
 
 
 def _own(error: BaseException) -> BaseException:
@@ -274,7 +283,7 @@ class EventBatcher:
         if not events:
             return
         loop = asyncio.get_running_loop()
-        record = _Record(loop.create_future(), len(events), self._clock())
+        record = _Record(loop.create_future(), len(events), self._clock(), admission.current())
         queued: list[_Queued] = []
         keys: set[DedupeKey] = set()
         for index, event in enumerate(events):
@@ -296,7 +305,8 @@ class EventBatcher:
             self._runner = loop.create_task(self._run(), name="klaviyo-event-batcher")
         if was_empty or self._full():
             self._wake.set()
-        await record.future
+        with admission.waiting(record.slot):  # queued for a request: the worker takes other records meanwhile
+            await record.future
 
     async def aclose(self) -> None:
         """Stop sending; records still queued or in flight are abandoned (their ``submit`` is cancelled)."""
@@ -429,6 +439,7 @@ class EventBatcher:
 
     async def _send_singles(self, items: list[_Queued]) -> None:
         """One record's events as single events, at once; its failure is that of its first event that failed."""
+        _sending(items)
         results = await asyncio.gather(*(self._api.create_event(item.encoded.event) for item in items),
                                        return_exceptions=True)
         accepted = [item for item, result in zip(items, results, strict=True) if result is None]
@@ -451,6 +462,7 @@ class EventBatcher:
         job = [item for item in job if item.live]
         if not job:
             return
+        _sending(job)
         try:
             await self._api.send_event_job([item.encoded for item in job])
         except Exception as exc:

@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from consumer import admission
 from consumer.destinations import Change, Destination, Destinations, DestinationState
 from consumer.kafka import connection_options
 from consumer.observability import metrics
@@ -97,11 +98,13 @@ class _Lane:
     parked on a timer while its head record waits for a retry.
     """
 
-    __slots__ = ("attempts", "key", "queue", "scheduled", "state", "timer", "waiter", "worker")
+    __slots__ = ("attempts", "key", "queue", "scheduled", "slot", "state", "timer", "waiter", "worker")
 
-    def __init__(self, state: _Partition, key: bytes | None) -> None:
+    def __init__(self, state: _Partition, key: bytes | None, slot: admission.Slot) -> None:
         self.state = state
         self.key = key
+        self.slot = slot
+        """The running record's hold on its worker (``consumer.admission``): parked while it waits for quota."""
         self.queue: deque[InboundMessage] = deque()
         self.scheduled = False
         self.attempts: _Attempts | None = None
@@ -173,6 +176,8 @@ class StreamRuntime:
         self.destinations.listen(self._destination_changed)
         self._group_id = group_id or kafka.group_id
         self._running = 0
+        self._parked = 0
+        """Running handler calls that wait for quota or a backoff (``consumer.admission``): they hold no worker."""
         self._ready: deque[_Lane] = deque()
         self._idle_workers: list[asyncio.Future[None]] = []
         self._workers: set[asyncio.Task[None]] = set()
@@ -294,7 +299,8 @@ class StreamRuntime:
         self._consumer = consumer
         await consumer.start()
         self.health.started = True
-        metrics.IN_FLIGHT.set_function(lambda: self._running)
+        metrics.IN_FLIGHT.set_function(lambda: self._running - self._parked)
+        metrics.WAITING_FOR_QUOTA.set_function(lambda: self._parked)
         metrics.BUFFERED.set_function(lambda: self._buffered)
         log.info("consumer started", extra={"topics": self._topics, "group_id": self._group_id})
         next_commit = time.monotonic() + self._limits.commit_interval_s
@@ -308,7 +314,18 @@ class StreamRuntime:
                 self._apply_pauses(consumer)
                 room = self._limits.max_buffered - self._buffered
                 if room <= 0:
-                    if await self._wait_for_room() or time.monotonic() - last_fetch < poll_every_s:
+                    starved, wanted = self._starved(consumer)
+                    if starved:  # a source with less than its share of the buffer is still read
+                        with contextlib.suppress(IllegalStateError):  # a rebalance took one of them meanwhile
+                            batch = await consumer.getmany(*starved, timeout_ms=0, max_records=wanted)
+                            if batch:
+                                self.health.last_poll = last_fetch = time.monotonic()
+                                for tp, records in batch.items():
+                                    self._received(tp.topic).inc(len(records))
+                                    self._enqueue(tp, records)
+                                continue
+                    if (await self._wait_for_room(0.2 if starved else 1.0)
+                            or time.monotonic() - last_fetch < poll_every_s):
                         continue
                     # still full for long: take one record, or the group would count this member as gone after
                     # max_poll_interval_ms (the buffer goes over by one; nothing fetched is dropped)
@@ -337,13 +354,32 @@ class StreamRuntime:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
 
-    async def _wait_for_room(self) -> bool:
-        """Backpressure: stop fetching until a quarter of the buffer finished; False when a second passed first."""
+    def _starved(self, consumer: AIOKafkaConsumer) -> tuple[list[TopicPartition], int]:
+        """With the buffer full: the partitions of topics holding less than their fair share of it, and how many
+        records they may still take. One source's backlog (orders, say) never keeps another's records unread."""
+        by_topic: dict[str, int] = {}
+        for tp, state in self._partitions.items():
+            by_topic[tp.topic] = by_topic.get(tp.topic, 0) + state.offsets.unfinished
+        if len(by_topic) < 2:
+            return [], 0
+        share = max(self._limits.max_buffered // len(by_topic), 1)
+        paused = consumer.paused()
+        starved = [
+            tp for tp, state in self._partitions.items()
+            if by_topic[tp.topic] < share and not state.revoked and tp not in paused
+        ]
+        if not starved:
+            return [], 0
+        return starved, max(share - min(by_topic[tp.topic] for tp in starved), 1)
+
+    async def _wait_for_room(self, timeout_s: float = 1.0) -> bool:
+        """Backpressure: stop fetching until a quarter of the buffer finished; False when ``timeout_s`` passed
+        first."""
         self.pause(PAUSE_BACKPRESSURE)
         self._drained.clear()
         self._room_wanted = True
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drained.wait(), 1.0)
+            await asyncio.wait_for(self._drained.wait(), timeout_s)
         self.health.last_poll = time.monotonic()  # the loop is alive (liveness), though it takes nothing
         if self._buffered <= self._limits.max_buffered * 3 // 4:
             self.resume(PAUSE_BACKPRESSURE)
@@ -386,7 +422,7 @@ class StreamRuntime:
             add_offset(record.offset)
             lane = lanes.get(record.key)
             if lane is None:
-                lane = lanes[record.key] = _Lane(state, record.key)
+                lane = lanes[record.key] = _Lane(state, record.key, admission.Slot(self._park, self._unpark))
             lane.queue.append(record)
             if not lane.scheduled:
                 lane.scheduled = True
@@ -405,7 +441,7 @@ class StreamRuntime:
             return
         if self._idle_workers:
             self._idle_workers.pop().set_result(None)
-        elif len(self._workers) < self._limits.max_in_flight:
+        elif len(self._workers) - self._parked < self._limits.max_in_flight:
             worker = asyncio.get_running_loop().create_task(self._work())
             self._workers.add(worker)
             worker.add_done_callback(self._workers.discard)
@@ -442,6 +478,8 @@ class StreamRuntime:
                 return
             finally:
                 lane.worker = None
+            if len(self._workers) - self._parked > self._limits.max_in_flight:
+                return  # parked calls came back: more workers run than allowed, so this one ends
 
     async def _run_lane(self, lane: _Lane) -> None:
         """Run a lane's records in order until it is empty, parked for a retry, or its partition is revoked.
@@ -453,6 +491,7 @@ class StreamRuntime:
         processor, clock = self._processor, time.monotonic
         state.running += 1
         self._running += 1  # in flight: lanes a worker is running (each runs one handler call at a time)
+        slot_token = admission.enter(lane.slot)
         try:
             while queue and not state.revoked:
                 message = queue[0]
@@ -494,10 +533,20 @@ class StreamRuntime:
                     self._release(0)
             self._retire(lane)
         finally:
+            admission.leave(slot_token)
             self._running -= 1
             state.running -= 1
             if state.running == 0 and state.drained is not None:
                 state.drained.set()
+
+    def _park(self) -> None:
+        """A running handler call waits for quota: its worker may take other lanes (another worker starts)."""
+        self._parked += 1
+        if self._ready and not self._waking:
+            self._wake_worker()
+
+    def _unpark(self) -> None:
+        self._parked -= 1
 
     def _retire(self, lane: _Lane) -> None:
         """The lane has no work (or its partition is gone); an idle lane stays for reuse until the next prune."""
@@ -626,6 +675,14 @@ class StreamRuntime:
                         lane.waiter.cancel()
                         lane.waiter = None
                     self._retire(lane)
+        abandoned = [
+            lane.worker for state in states.values() for lane in state.lanes.values()
+            if lane.worker is not None and lane.slot.parked and lane.slot.abandonable
+        ]
+        for worker in abandoned:  # waiting for quota, nothing sent: stop now rather than at the drain deadline
+            worker.cancel()
+        if abandoned:
+            log.info("unsent records abandoned; they will be read again", extra={"records": len(abandoned)})
         for state in states.values():
             state.drained = asyncio.Event()
             if not state.running:

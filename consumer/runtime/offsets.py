@@ -25,6 +25,10 @@ class PartitionOffsets:
     def __len__(self) -> int:
         return len(self._pending)
 
+    @property
+    def unfinished(self) -> int:
+        return len(self._pending) - len(self._done)
+
     def finish(self, offset: int) -> None:
         pending, done = self._pending, self._done
         if pending and pending[0] == offset:  # the common case: the oldest record finished
