@@ -13,9 +13,12 @@
   the records of those topics already fetched wait the same way without being tried: only probes reach it.
 - A record that is not due yet (``due_at``: a retry topic's backoff timestamp) is parked on a timer, holding no
   worker, and its partition pauses until every such record of it is due; it is committed only once handled.
+- A handler call that waits for quota, a batch or a backoff (``consumer.admission``) holds no worker: only
+  working calls count against ``max_in_flight``. With the buffer full, topics holding less than their share of
+  it are still read (``getmany`` of their partitions only: nothing fetched for the others is dropped).
 - On revoke (aiokafka awaits the listener before re-joining; its #929) lanes of the lost partitions stop
-  taking records, in-flight records get ``drain_timeout_s`` to finish, and what finished is committed. Stop
-  does the same for every partition.
+  taking records, calls waiting with nothing sent are cancelled at once, in-flight records get
+  ``drain_timeout_s`` to finish, and what finished is committed. Stop does the same for every partition.
 """
 
 from __future__ import annotations
