@@ -102,7 +102,7 @@ class RuntimeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_in_flight: int = Field(256, ge=1, description="handler calls working at once, over all keys (waiting ones do not count)")
+    max_in_flight: int = Field(256, ge=1, description="handler calls working at once (waiting ones do not count)")
     max_buffered: int = Field(2048, ge=1, description="records fetched but not finished; above it, pause")
     fetch_max_records: int = Field(500, ge=1)
     fetch_max_bytes: int = Field(

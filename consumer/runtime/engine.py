@@ -81,9 +81,10 @@ class _Attempts:
 
 
 class _Partition:
-    __slots__ = ("drained", "lanes", "not_due", "offsets", "revoked", "running")
+    __slots__ = ("drained", "lanes", "not_due", "offsets", "revoked", "running", "topic")
 
-    def __init__(self) -> None:
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
         self.offsets = PartitionOffsets()
         self.lanes: dict[bytes | None, _Lane] = {}
         self.revoked = False
@@ -115,6 +116,41 @@ class _Lane:
         self.worker: asyncio.Task[None] | None = None
         self.waiter: asyncio.Task[None] | None = None
         """Waits for a destination to come back before the head record is tried again."""
+
+
+class _ReadyLanes:
+    """Lanes with work waiting for a worker: one first-in-first-out queue per topic, served in turns, so a
+    burst of one source (an order backlog) never queues ahead of another source's records."""
+
+    __slots__ = ("_count", "_queues", "_turns")
+
+    def __init__(self) -> None:
+        self._queues: dict[str, deque[_Lane]] = {}
+        self._turns: deque[deque[_Lane]] = deque()
+        self._count = 0
+
+    def __bool__(self) -> bool:
+        return self._count > 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def append(self, lane: _Lane) -> None:
+        queue = self._queues.get(lane.state.topic)
+        if queue is None:
+            queue = self._queues[lane.state.topic] = deque()
+        if not queue:
+            self._turns.append(queue)
+        queue.append(lane)
+        self._count += 1
+
+    def popleft(self) -> _Lane:
+        queue = self._turns.popleft()
+        lane = queue.popleft()
+        if queue:
+            self._turns.append(queue)
+        self._count -= 1
+        return lane
 
 
 @dataclass(slots=True)
@@ -181,7 +217,7 @@ class StreamRuntime:
         self._running = 0
         self._parked = 0
         """Running handler calls that wait for quota or a backoff (``consumer.admission``): they hold no worker."""
-        self._ready: deque[_Lane] = deque()
+        self._ready = _ReadyLanes()
         self._idle_workers: list[asyncio.Future[None]] = []
         self._workers: set[asyncio.Task[None]] = set()
         self._waking = 0
@@ -318,21 +354,23 @@ class StreamRuntime:
                 room = self._limits.max_buffered - self._buffered
                 if room <= 0:
                     starved, wanted = self._starved(consumer)
-                    if starved:  # a source with less than its share of the buffer is still read
+                    if starved:  # a source with less than its share of the buffer is still read, at once
+                        self.pause(PAUSE_BACKPRESSURE)
+                        self._backpressured.set()
                         with contextlib.suppress(IllegalStateError):  # a rebalance took one of them meanwhile
-                            batch = await consumer.getmany(*starved, timeout_ms=0, max_records=wanted)
-                            if batch:
-                                self.health.last_poll = last_fetch = time.monotonic()
-                                for tp, records in batch.items():
-                                    self._received(tp.topic).inc(len(records))
-                                    self._enqueue(tp, records)
-                                continue
-                    if (await self._wait_for_room(0.2 if starved else 1.0)
-                            or time.monotonic() - last_fetch < poll_every_s):
+                            batch = await consumer.getmany(*starved, timeout_ms=200, max_records=wanted)
+                            self.health.last_poll = last_fetch = time.monotonic()
+                            for tp, records in batch.items():
+                                self._received(tp.topic).inc(len(records))
+                                self._enqueue(tp, records)
+                        continue
+                    if await self._wait_for_room() or time.monotonic() - last_fetch < poll_every_s:
                         continue
                     # still full for long: take one record, or the group would count this member as gone after
                     # max_poll_interval_ms (the buffer goes over by one; nothing fetched is dropped)
                     room = 1
+                if PAUSE_BACKPRESSURE in self._pause_reasons:
+                    self.resume(PAUSE_BACKPRESSURE)
                 batch = await consumer.getmany(timeout_ms=200, max_records=min(self._limits.fetch_max_records, room))
                 self.health.last_poll = last_fetch = time.monotonic()
                 for tp, records in batch.items():
@@ -649,7 +687,7 @@ class StreamRuntime:
     # --- rebalance, commits, lag ---------------------------------------------------------------------------
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
-            self._partitions.setdefault(tp, _Partition())
+            self._partitions.setdefault(tp, _Partition(tp.topic))
         metrics.REBALANCES.labels("assigned").inc()
         self.health.partitions = len(self._partitions)
         if self._partitions:
