@@ -187,3 +187,18 @@ async def test_a_task_started_by_a_handler_does_not_park_the_handlers_slot() -> 
 
     await handler()
     assert parked == ["park", "unpark"] and not slot.parked
+
+
+def test_ready_lanes_of_different_topics_are_served_in_turns() -> None:
+    from types import SimpleNamespace
+
+    from consumer.runtime.engine import _ReadyLanes
+
+    ready = _ReadyLanes()
+    lanes = [SimpleNamespace(name=f"order-{i}", state=SimpleNamespace(topic="orders")) for i in range(3)]
+    lanes.append(SimpleNamespace(name="customer-0", state=SimpleNamespace(topic="customers")))
+    for lane in lanes:
+        ready.append(lane)  # type: ignore[arg-type]
+    served = [ready.popleft().name for _ in range(len(ready))]  # type: ignore[attr-defined]
+    assert served == ["order-0", "customer-0", "order-1", "order-2"]
+    assert not ready
