@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -131,6 +131,11 @@ class FieldMapping:
     keep_null: bool = False
     on_missing_position: MissingPosition = "error"
     line: int | None = None
+    _read: Callable[[Mapping[str, Any]], Any] = field(init=False, repr=False, compare=False)
+    """The source value's reader, built once from ``path``, ``paths`` or ``value`` (see ``_reader``)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_read", _reader(self))
 
     @property
     def is_constant(self) -> bool:
@@ -166,24 +171,63 @@ class FieldMapping:
             raise RequiredValueMissing(self.target, path=self.source_text)
         return value
 
-    def _read(self, source: Mapping[str, Any]) -> Any:
-        if self.path is not None:
-            return self._read_one(self.path, source)
-        if self.paths:
-            values = (self._read_one(path, source) for path in self.paths)
-            return [value for value in values if value is not None]
-        return copy.deepcopy(self.value)
 
-    def _read_one(self, path: SourcePath, source: Mapping[str, Any]) -> Any:
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
+
+
+def _copy(value: Any) -> Any:
+    """A copy the target may own (the source's lists and dicts are never shared with it); cheap for plain values."""
+    kind = type(value)
+    if kind in _IMMUTABLE:
+        return value
+    if kind is list and all(type(item) in _IMMUTABLE for item in value):
+        return list(value)
+    if isinstance(value, dict | list):
+        return copy.deepcopy(value)
+    return value
+
+
+def _reader(mapping: FieldMapping) -> Callable[[Mapping[str, Any]], Any]:
+    """How ``mapping`` reads its value: one path, several (a list without their nulls), or a constant (a copy)."""
+    lenient = mapping.on_missing_position == "null"
+    if mapping.path is not None:
+        return _path_reader(mapping.path, lenient)
+    if mapping.paths:
+        readers = tuple(_path_reader(path, lenient) for path in mapping.paths)
+
+        def read_all(source: Mapping[str, Any]) -> Any:
+            values = [read(source) for read in readers]
+            return [value for value in values if value is not None]
+
+        return read_all
+    constant = mapping.value
+    if type(constant) in _IMMUTABLE:
+        return lambda source: constant
+    return lambda source: copy.deepcopy(constant)
+
+
+def _path_reader(path: SourcePath, lenient: bool) -> Callable[[Mapping[str, Any]], Any]:
+    """A reader of one path; a missing list position gives None when ``lenient``."""
+    names = path.names
+    if names is not None and len(names) == 1:  # the commonest path: one field of the source
+        name = names[0]
+
+        def read_field(source: Mapping[str, Any]) -> Any:
+            value = source.get(name) if type(source) is dict else evaluate(path, source)
+            return value if type(value) in _IMMUTABLE else _copy(value)
+
+        return read_field
+
+    def read_path(source: Mapping[str, Any]) -> Any:
         try:
             value = evaluate(path, source)
         except ListPositionMissing:
-            if self.on_missing_position == "error":
+            if not lenient:
                 raise
             return None
-        if isinstance(value, dict | list):
-            return copy.deepcopy(value)
-        return value
+        return value if type(value) in _IMMUTABLE else _copy(value)
+
+    return read_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,13 +260,17 @@ class MappingCollection:
             value = mapping.evaluate(source)
             if value is None and not mapping.keep_null:
                 continue
+            keys = mapping.target_keys
+            if len(keys) == 1:
+                result[keys[0]] = value
+                continue
             node = result
-            for key in mapping.target_keys[:-1]:
+            for key in keys[:-1]:
                 child = node.get(key)
                 if not isinstance(child, dict):
                     child = node[key] = {}
                 node = child
-            node[mapping.target_keys[-1]] = value
+            node[keys[-1]] = value
         return result
 
     def build(self, source: Mapping[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ Evaluation
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ListPositionMissing, PathSyntaxError, TypeMismatch
@@ -110,6 +110,13 @@ class Path:
 
     text: str
     segments: tuple[Segment, ...]
+    names: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
+    """The key names of a path made of keys only (most paths), which ``evaluate`` reads in a tight loop."""
+
+    def __post_init__(self) -> None:
+        keys_only = all(type(segment) is Key for segment in self.segments)
+        names = tuple(segment.name for segment in self.segments if type(segment) is Key) if keys_only else None
+        object.__setattr__(self, "names", names)
 
     @property
     def has_wildcard(self) -> bool:
@@ -261,16 +268,31 @@ def _kind(value: Any) -> str:
     return "a value"
 
 
-def _is_list(value: Any) -> bool:
+_SCALARS = frozenset({str, int, float, bool, type(None), dict})
+"""Types that are surely not lists, told apart without an abstract-class check (records are JSON-like)."""
+
+
+def is_list(value: Any) -> bool:
+    """A list-like value (a ``Sequence`` other than text or bytes)."""
+    kind = type(value)
+    if kind is list:
+        return True
+    if kind in _SCALARS:
+        return False
     return isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray)
 
 
+
 def _key_step(path: Path, current: Any, segment: Key) -> Any:
+    return _read_key(path, current, segment.name)
+
+
+def _read_key(path: Path, current: Any, name: str) -> Any:
     if current is None:
         return None
-    if isinstance(current, Mapping):
-        return current.get(segment.name)
-    raise TypeMismatch(f"cannot read key {segment.name!r}: the value there is {_kind(current)}", path=path.text)
+    if type(current) is dict or isinstance(current, Mapping):
+        return current.get(name)
+    raise TypeMismatch(f"cannot read key {name!r}: the value there is {_kind(current)}", path=path.text)
 
 
 def _index_step(path: Path, current: Any, segment: Index, *, lenient: bool) -> tuple[bool, Any]:
@@ -279,7 +301,7 @@ def _index_step(path: Path, current: Any, segment: Index, *, lenient: bool) -> t
         if lenient:
             return False, None
         raise ListPositionMissing(path.text, segment.position, 0)
-    if not _is_list(current):
+    if not is_list(current):
         raise TypeMismatch(
             f"cannot read position {segment.position}: the value there is {_kind(current)}, not a list",
             path=path.text,
@@ -295,7 +317,7 @@ def _index_step(path: Path, current: Any, segment: Index, *, lenient: bool) -> t
 def _select_step(path: Path, current: Any, segment: Select) -> Any:
     if current is None:
         return None
-    if not _is_list(current):
+    if not is_list(current):
         raise TypeMismatch(f"cannot select {segment}: the value there is {_kind(current)}, not a list", path=path.text)
     return segment.pick(current)
 
@@ -303,6 +325,16 @@ def _select_step(path: Path, current: Any, segment: Select) -> Any:
 def evaluate(path: Path, source: Any) -> Any:
     """Read ``path`` from ``source`` (see the module docstring for the rules)."""
     current: Any = source
+    names = path.names
+    if names is not None:
+        for name in names:
+            if type(current) is dict:
+                current = current.get(name)
+            elif current is None:
+                return None
+            else:
+                current = _read_key(path, current, name)
+        return current
     segments = path.segments
     for position, segment in enumerate(segments):
         if isinstance(segment, Key):
@@ -340,7 +372,7 @@ def _evaluate_many(path: Path, matches: list[Any], segments: tuple[Segment, ...]
             for match in matches:
                 if match is None:
                     continue
-                if not _is_list(match):
+                if not is_list(match):
                     raise TypeMismatch(
                         f"cannot read every entry ([*]): the value there is {_kind(match)}, not a list",
                         path=path.text,

@@ -42,7 +42,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import InvalidValue
-from .paths import Path, evaluate, parse_path
+from .paths import Path, evaluate, is_list, parse_path
 
 __all__ = ["TRANSFORMS", "Transform", "TransformConfigError", "build_transform", "is_empty"]
 
@@ -62,13 +62,11 @@ def is_empty(value: Any) -> bool:
         return True
     if isinstance(value, str):
         return not value.strip()
+    if type(value) in (list, dict):
+        return not value
     if isinstance(value, Sequence | Mapping) and not isinstance(value, bytes | bytearray):
         return len(value) == 0
     return False
-
-
-def _is_list(value: Any) -> bool:
-    return isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray)
 
 
 class Transform:
@@ -83,7 +81,7 @@ class Transform:
 
     def apply(self, value: Any, source: Mapping[str, Any]) -> Any:
         """Transform ``value``; a list is transformed entry by entry when ``elementwise``."""
-        if self.elementwise and _is_list(value):
+        if self.elementwise and type(value) is not str and value is not None and is_list(value):
             results = (self.one(entry, source) for entry in value)
             return [result for result in results if result is not None]
         return self.one(value, source)
@@ -247,7 +245,7 @@ class Join(Transform):
     def one(self, value: Any, source: Mapping[str, Any]) -> Any:
         if value is None:
             return None
-        if not _is_list(value):
+        if not is_list(value):
             return value
         parts = [_text(entry) for entry in _flatten(value)]
         kept = [part for part in parts if part is not None and part.strip()]
@@ -257,7 +255,7 @@ class Join(Transform):
 def _flatten(values: Sequence[Any]) -> list[Any]:
     flat: list[Any] = []
     for value in values:
-        if _is_list(value):
+        if is_list(value):
             flat.extend(_flatten(value))
         else:
             flat.append(value)
