@@ -160,6 +160,9 @@ class Sender:
         self._log = logger
         self._rng = rng or random.Random()
         self._sleep = sleep
+        self._counted: dict[tuple[str, str, str], Any] = {}
+        self._timed: dict[str, Any] = {}
+        """The metric children by label values: ``labels()`` costs more than the update itself."""
 
     async def send(self, call: Call, *, retries: int | None = None) -> httpx.Response:
         """The response of a documented success; raises the dialect's ``IntegrationError`` otherwise.
@@ -174,7 +177,7 @@ class Sender:
             try:
                 async with asyncio.timeout(rules.total_timeout_s):
                     response = await self._http.request(
-                        call.method, call.path, params=call.params, content=call.body, headers=dict(call.headers))
+                        call.method, call.path, params=call.params, content=call.body, headers=call.headers)
             except (httpx.TransportError, TimeoutError) as exc:
                 self._record(call, "error", started)
                 detail = self._scrub(f"{describe_transport_error(exc)} on {call.method} {call.route}")
@@ -269,8 +272,15 @@ class Sender:
 
     def _record(self, call: Call, status: str, started: float) -> None:
         elapsed = time.perf_counter() - started
-        self._metrics.requests.labels(call.operation, call.method, status).inc()
-        self._metrics.seconds.labels(call.operation).observe(elapsed)
+        key = (call.operation, call.method, status)
+        counter = self._counted.get(key)
+        if counter is None:
+            counter = self._counted[key] = self._metrics.requests.labels(*key)
+        counter.inc()
+        timer = self._timed.get(call.operation)
+        if timer is None:
+            timer = self._timed[call.operation] = self._metrics.seconds.labels(call.operation)
+        timer.observe(elapsed)
 
     def _throttle_wait(self, response: httpx.Response, attempt: int) -> float:
         hinted = parse_retry_after(response.headers.get("retry-after"))

@@ -52,19 +52,17 @@ from consumer.klaviyo.models import (
     BulkImportError,
     BulkImportJob,
     EncodedEvent,
-    EventCreateQuery,
     NewEvent,
     PatchProperties,
     Profile,
     ProfileAttributes,
-    ProfileCreateQuery,
     ProfileImportJobCreateQuery,
     ProfilePage,
-    ProfilePartialUpdateQuery,
-    ProfileUpsertQuery,
     UpsertResult,
     bulk_job_body,
+    event_body,
     list_members,
+    profile_body,
     subscription_job,
 )
 from consumer.klaviyo.ratelimits import ENDPOINTS, EndpointLimit, resolve_limits
@@ -221,18 +219,15 @@ class KlaviyoClient:
 
     async def create_profile(self, attributes: ProfileAttributes) -> Profile:
         """Create a profile; an identifier another profile holds raises 409 with ``duplicate_profile_id``."""
-        body = ProfileCreateQuery.build(attributes)
-        response = await self._send("create_profile", "/api/profiles", body=body.to_json())
+        response = await self._send("create_profile", "/api/profiles", body=profile_body(attributes))
         return Profile.model_validate(self._data(response, "create_profile"))
 
     async def update_profile(
         self, profile_id: str, attributes: ProfileAttributes, *, patch_properties: PatchProperties | None = None
     ) -> Profile:
         """PATCH a profile: attributes set to None are cleared, attributes never set are kept."""
-        body = ProfilePartialUpdateQuery.build(profile_id, attributes, patch_properties)
-        response = await self._send(
-            "update_profile", f"/api/profiles/{quote(profile_id, safe='')}", body=body.to_json()
-        )
+        body = profile_body(attributes, profile_id=profile_id, patch_properties=patch_properties)
+        response = await self._send("update_profile", f"/api/profiles/{quote(profile_id, safe='')}", body=body)
         return Profile.model_validate(self._data(response, "update_profile"))
 
     async def upsert_profile(
@@ -243,8 +238,8 @@ class KlaviyoClient:
         patch_properties: PatchProperties | None = None,
     ) -> UpsertResult:
         """Create or update by identifier (profile-import); ``created`` tells which one happened."""
-        body = ProfileUpsertQuery.build(attributes, profile_id=profile_id, patch_properties=patch_properties)
-        response = await self._send("create_or_update_profile", "/api/profile-import", body=body.to_json())
+        body = profile_body(attributes, profile_id=profile_id, patch_properties=patch_properties)
+        response = await self._send("create_or_update_profile", "/api/profile-import", body=body)
         profile = Profile.model_validate(self._data(response, "create_or_update_profile"))
         return UpsertResult(profile=profile, created=response.status_code == 201)
 
@@ -285,7 +280,7 @@ class KlaviyoClient:
     # --- events --------------------------------------------------------------------------------------------------
     async def create_event(self, event: NewEvent) -> None:
         """Submit one event (202: validated and queued; Klaviyo de-duplicates by profile, metric, unique_id)."""
-        await self._send("create_event", "/api/events", body=EventCreateQuery.build(event).to_json())
+        await self._send("create_event", "/api/events", body=event_body(event))
 
     async def bulk_create_events(self, events: Sequence[NewEvent]) -> int:
         """Submit events through bulk jobs of at most 1000 events; returns the number of jobs sent."""

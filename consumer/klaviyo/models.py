@@ -28,6 +28,11 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
+def _json(value: Any) -> bytes:
+    """JSON as pydantic's json mode writes it (dates, decimals ...), at orjson's speed."""
+    return orjson.dumps(value, default=to_jsonable_python, option=orjson.OPT_PASSTHROUGH_DATETIME)
+
+
 # --- profiles ---------------------------------------------------------------------------------------------------
 class Location(BaseModel):
     """A profile's one postal address (``ProfileLocation``)."""
@@ -73,10 +78,13 @@ class ProfileAttributes(BaseModel):
 
     def to_request(self) -> dict[str, Any]:
         """The writable attributes that were set (``None`` included: it clears the field)."""
-        return self.model_dump(mode="json", exclude_unset=True, exclude=set(self.READ_ONLY))
+        return self.model_dump(mode="json", exclude_unset=True, exclude=_READ_ONLY)
 
     def has_identifier(self) -> bool:
         return any(getattr(self, name) for name in IDENTIFIERS)
+
+
+_READ_ONLY = set(ProfileAttributes.READ_ONLY)
 
 
 class PatchProperties(BaseModel):
@@ -165,11 +173,12 @@ class NewEvent(BaseModel):
                 attrs[name] = value
         return attrs
 
-    def profile_resource(self) -> ProfileResource:
-        resource = ProfileResource(type="profile", attributes=self.profile.to_request())
-        if self.profile_id is not None:
-            resource.id = self.profile_id
-        return resource
+    def profile_data(self) -> dict[str, Any]:
+        """The event's profile as the resource of its ``profile`` relationship (``ProfileResource.to_dict()``): its id
+        when known, and the attributes that were set."""
+        if self.profile_id is None:
+            return {"type": "profile", "attributes": self.profile.to_request()}
+        return {"type": "profile", "id": self.profile_id, "attributes": self.profile.to_request()}
 
 
 # --- request envelopes ------------------------------------------------------------------------------------------
@@ -183,6 +192,22 @@ class _Body(BaseModel):
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict())
+
+
+def profile_body(
+    attributes: ProfileAttributes, *, profile_id: str | None = None, patch_properties: PatchProperties | None = None,
+) -> bytes:
+    """The body of ``POST /api/profiles`` (no id), ``PATCH /api/profiles/{id}`` or ``POST /api/profile-import``:
+    the bytes ``ProfileCreateQuery``, ``ProfilePartialUpdateQuery`` and ``ProfileUpsertQuery`` write, without
+    building and validating them (the attributes are a validated model already)."""
+    resource: dict[str, Any] = {"type": "profile"}
+    if profile_id is not None:
+        resource["id"] = profile_id
+    resource["attributes"] = attributes.to_request()
+    meta = _meta(patch_properties)
+    if meta is not None:
+        resource["meta"] = meta
+    return _json({"data": resource})
 
 
 class ProfileResource(_Body):
@@ -259,8 +284,16 @@ class EventCreateQuery(_Body):
     @classmethod
     def build(cls, event: NewEvent) -> EventCreateQuery:
         attributes = event.event_attributes()
-        attributes["profile"] = {"data": event.profile_resource().to_dict()}
+        attributes["profile"] = {"data": event.profile_data()}
         return cls(data=EventResource(type="event", attributes=attributes))
+
+
+def event_body(event: NewEvent) -> bytes:
+    """The body of ``POST /api/events``: the bytes ``EventCreateQuery.build(event).to_json()`` writes, without building
+    and validating the envelope (the event is a validated model already)."""
+    attributes = event.event_attributes()
+    attributes["profile"] = {"data": event.profile_data()}
+    return _json({"data": {"type": "event", "attributes": attributes}})
 
 
 class _ProfileList(_Body):
@@ -332,11 +365,6 @@ class EventsBulkCreateJobResource(_Body):
     attributes: _BulkJobAttributes
 
 
-def _json(value: Any) -> bytes:
-    """JSON as pydantic's json mode writes it (dates, decimals ...), at orjson's speed."""
-    return orjson.dumps(value, default=to_jsonable_python, option=orjson.OPT_PASSTHROUGH_DATETIME)
-
-
 _ENTRY_BYTES = 116
 """The most a job spends on an event besides its attributes and profile: the JSON:API wrapping of an entry of its
 own (85 bytes with its comma) and of the event (31)."""
@@ -356,7 +384,7 @@ class EncodedEvent:
 
     @classmethod
     def of(cls, event: NewEvent) -> EncodedEvent:
-        return cls(event, _json(event.event_attributes()), _json(event.profile_resource().to_dict()))
+        return cls(event, _json(event.event_attributes()), _json(event.profile_data()))
 
     @property
     def size(self) -> int:

@@ -25,6 +25,8 @@ from consumer.klaviyo.models import (
     ProfileUpsertQuery,
     bulk_job_body,
     bulk_job_layout,
+    event_body,
+    profile_body,
 )
 
 
@@ -133,3 +135,23 @@ def test_a_bulk_job_writes_each_event_as_a_single_event_request_would() -> None:
             assert written == {"type": "event", "attributes": single}
     assert sum(e.size for e in encoded) + BULK_JOB_OVERHEAD >= len(bulk_job_body(encoded))
     assert 0 <= encoded[2].size + BULK_JOB_OVERHEAD - len(bulk_job_body(encoded[2:])) <= 2  # its commas
+
+
+def test_the_fast_bodies_are_the_bytes_the_envelope_models_write() -> None:
+    attrs = ProfileAttributes(email="a@b.test", first_name="Å", phone_number=None, location=Location(city="Oslo"),
+                              properties={"n": Decimal("1.50"), "at": datetime(2025, 1, 2, tzinfo=UTC)},
+                              created=datetime(2024, 1, 1, tzinfo=UTC))
+    patch = PatchProperties(append={"tags": "x"}, unset="old")
+    assert profile_body(attrs) == ProfileCreateQuery.build(attrs).to_json()
+    assert profile_body(attrs, profile_id="01P", patch_properties=patch) == ProfilePartialUpdateQuery.build(
+        "01P", attrs, patch).to_json()
+    assert profile_body(attrs, profile_id="01P") == ProfileUpsertQuery.build(attrs, profile_id="01P").to_json()
+    assert profile_body(ProfileAttributes()) == ProfileCreateQuery.build(ProfileAttributes()).to_json()
+    when = datetime(2025, 3, 4, 5, 6, 7)
+    for event in (
+        NewEvent(metric="Placed Order", profile_id="01P", unique_id="T1", time=when, value=25.5, value_currency="USD",
+                 properties={"Total": Decimal("25.50"), "At": when, "Items": [{"SKU": "A", "Qty": 2.0}], "é": "ü"}),
+        NewEvent(metric="M", profile=ProfileAttributes(email="g@b.test", location=Location(zip="0150")),
+                 backfill=False, value=float("inf")),
+    ):
+        assert event_body(event) == EventCreateQuery.build(event).to_json()
