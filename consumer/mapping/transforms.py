@@ -34,6 +34,7 @@ dropped); ``join`` and ``default`` act on the value as a whole.
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, tzinfo
@@ -116,6 +117,11 @@ def _options(name: str, arguments: Any, allowed: set[str], short: str | None) ->
 class Trim(Transform):
     name = "trim"
 
+    def apply(self, value: Any, source: Mapping[str, Any]) -> Any:
+        if type(value) is str:  # the common case, in one call
+            return value.strip() or None
+        return super().apply(value, source)
+
     def one(self, value: Any, source: Mapping[str, Any]) -> Any:
         if isinstance(value, str):
             stripped = value.strip()
@@ -144,6 +150,11 @@ _E164 = re.compile(r"^[1-9]\d{6,14}$")
 
 class Text(Transform):
     name = "text"
+
+    def apply(self, value: Any, source: Mapping[str, Any]) -> Any:
+        if value is None or type(value) is str:  # the common cases, in one call
+            return value
+        return super().apply(value, source)
 
     def one(self, value: Any, source: Mapping[str, Any]) -> Any:
         if value is None or isinstance(value, str):
@@ -332,6 +343,7 @@ class Number(Transform):
                 raise TransformConfigError("places does not apply to type int", "places")
         self.kind: str = kind
         self.places: int | None = places
+        self._quantum = Decimal(1).scaleb(-places) if places is not None else None
 
     def one(self, value: Any, source: Mapping[str, Any]) -> Any:
         if value is None:
@@ -342,13 +354,13 @@ class Number(Transform):
         try:
             if self.kind == "int":
                 return int(number.quantize(Decimal(1), rounding=ROUND_HALF_UP))
-            if self.places is not None:
-                number = number.quantize(Decimal(1).scaleb(-self.places), rounding=ROUND_HALF_UP)
+            if self._quantum is not None:
+                number = number.quantize(self._quantum, rounding=ROUND_HALF_UP)
         except InvalidOperation:
             raise InvalidValue("number is too large to round") from None
         if self.kind == "float":
             result = float(number)
-            if result in (float("inf"), float("-inf")):
+            if math.isinf(result):
                 raise InvalidValue("number is too large")
             return result
         return format(number, "f")

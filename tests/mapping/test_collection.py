@@ -415,7 +415,7 @@ def test_an_unforeseen_conversion_failure_is_still_an_evaluation_error(
         raise ValueError(f"secret {value}")
 
     collection = parse("flow: add_profile_from_ipaas\nfields:\n  first_name: {path: first_name, transforms: [trim]}\n")
-    monkeypatch.setattr(transforms.Trim, "one", explode)
+    monkeypatch.setattr(transforms.Trim, "apply", explode)
     with pytest.raises(InvalidValue) as caught:
         collection.apply(customer)
     assert caught.value.target == "first_name" and "trim" in caught.value.reason
