@@ -256,20 +256,23 @@ class MappingCollection:
         """Build the target from ``source``: dotted targets become nested dicts; null values are left out
         unless the field says ``keep_null: true``. Raises a ``MappingEvaluationError`` on the first failure."""
         result: dict[str, Any] = {}
+        # the nested objects made so far, by their keys (targets never overlap: the parser refuses it)
+        nodes: dict[tuple[str, ...], dict[str, Any]] = {(): result}
         for mapping in self.fields:
             value = mapping.evaluate(source)
             if value is None and not mapping.keep_null:
                 continue
             keys = mapping.target_keys
-            if len(keys) == 1:
-                result[keys[0]] = value
-                continue
-            node = result
-            for key in keys[:-1]:
-                child = node.get(key)
-                if not isinstance(child, dict):
-                    child = node[key] = {}
-                node = child
+            parents = keys[:-1]
+            node = nodes.get(parents)
+            if node is None:
+                node = result
+                for key in parents:
+                    child = node.get(key)
+                    if not isinstance(child, dict):
+                        child = node[key] = {}
+                    node = child
+                nodes[parents] = node
             node[keys[-1]] = value
         return result
 

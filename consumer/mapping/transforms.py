@@ -118,8 +118,10 @@ class Trim(Transform):
     name = "trim"
 
     def apply(self, value: Any, source: Mapping[str, Any]) -> Any:
-        if type(value) is str:  # the common case, in one call
+        if type(value) is str:  # the common cases, in one call
             return value.strip() or None
+        if value is None:
+            return None
         return super().apply(value, source)
 
     def one(self, value: Any, source: Mapping[str, Any]) -> Any:
