@@ -188,9 +188,14 @@ DictList = Annotated[list[dict[str, Any]], BeforeValidator(_list_or_empty)]
 
 
 class _Model(BaseModel):
-    """Base of every record: extras kept, numbers accepted as text, lenient datetimes (see the module doc)."""
+    """Base of every record: extras kept, numbers accepted as text (see the module doc)."""
 
     model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True, populate_by_name=True)
+
+
+class _Prepared(_Model):
+    """A record with datetimes read leniently or computed fields (a validator of its own runs on every one, so the
+    records that have neither, such as lines and addresses, go without it)."""
 
     _datetime_fields: ClassVar[tuple[str, ...]] = ()
 
@@ -252,7 +257,7 @@ class CustomerAddress(_PostalAddress):
     customer_id: OptStr = None
 
 
-class Customer(_Model):
+class Customer(_Prepared):
     """An iPaaS.com Customer (``CustomerResponse``), with its addresses when the stream carries them."""
 
     _datetime_fields = ("created_datetime", "updated_datetime")
@@ -341,7 +346,7 @@ def _pick_address(
     return None
 
 
-class Transaction(_Model):
+class Transaction(_Prepared):
     """An iPaaS.com Transaction (``TransactionResponse``) with its child collections."""
 
     _datetime_fields = ("created_datetime", "updated_datetime")
@@ -400,7 +405,7 @@ class KlaviyoLocation(_Model):
     ip: OptStr = None
 
 
-class KlaviyoProfileAttributes(_Model):
+class KlaviyoProfileAttributes(_Prepared):
     """The ``attributes`` of a Klaviyo profile resource."""
 
     _datetime_fields = ("created", "updated", "last_event_date")
