@@ -172,14 +172,45 @@ def ipaas_customer(n: int, tag: str) -> tuple[dict[str, Any], list[dict[str, Any
 
 
 # --------------------------------------------------------------------------------------------- in-process ports
+_PROFILE_ANSWER = (
+    b'{"data":{"type":"profile","id":"@ID@","attributes":{"email":"ada@example.com","phone_number":"+12122000001",'
+    b'"external_id":"c-1","anonymous_id":null,"first_name":"Ada","last_name":"Lovelace","organization":"Analytical '
+    b'Engines","locale":null,"title":null,"image":null,"location":{"address1":"12 St James\'s Sq","address2":"Floor 2",'
+    b'"city":"London","region":"LND","country":"GB","zip":"SW1Y 4JH"},"properties":{},'
+    b'"created":"2026-11-27T10:00:00+00:00","updated":"2026-11-27T10:00:00+00:00","last_event_date":null},'
+    b'"relationships":{"lists":{"links":{"self":"https://a.klaviyo.com/api/profiles/@ID@/relationships/lists/",'
+    b'"related":"https://a.klaviyo.com/api/profiles/@ID@/lists/"}},"segments":{"links":{"self":'
+    b'"https://a.klaviyo.com/api/profiles/@ID@/relationships/segments/","related":'
+    b'"https://a.klaviyo.com/api/profiles/@ID@/segments/"}}},"links":{"self":"https://a.klaviyo.com/api/profiles/@ID@/"}}}'
+)
+"""Klaviyo's answer to a profile write (the simulator's shape), with ``@ID@`` for the profile id."""
+
+
+def _client_bodies() -> tuple[Callable[..., bytes], Callable[[Any], bytes]]:
+    """How the measured checkout's ``KlaviyoClient`` writes profile and event bodies."""
+    from consumer.klaviyo import models
+
+    if hasattr(models, "profile_body"):
+        return models.profile_body, models.event_body
+
+    def profile_body(attributes: Any, *, profile_id: str | None = None, patch_properties: Any = None) -> bytes:
+        if profile_id is None:
+            return models.ProfileCreateQuery.build(attributes).to_json()
+        return models.ProfilePartialUpdateQuery.build(profile_id, attributes, patch_properties).to_json()
+
+    return profile_body, lambda event: models.EventCreateQuery.build(event).to_json()
+
+
 class FakeKlaviyo:
-    """``KlaviyoPort`` and the batcher's ``EventsApi`` in process: every request body is built and encoded with the
-    client's models, every answer is a canned document of the simulator's shape decoded with the client's models."""
+    """``KlaviyoPort`` and the batcher's ``EventsApi`` in process: every request body is written as the measured
+    checkout's ``KlaviyoClient`` writes it, every answer is a canned document of the simulator's shape read as the
+    client reads it (decoded once to accept it, once to read it, the profile validated)."""
 
     def __init__(self) -> None:
         from consumer.klaviyo.ratelimits import ENDPOINTS
 
         self._limits = {name: endpoint.limit for name, endpoint in ENDPOINTS.items()}
+        self._profile_body, self._event_body = _client_bodies()
         self._next = 0
         self.requests = 0
         self.body_bytes = 0
@@ -196,49 +227,24 @@ class FakeKlaviyo:
         self.requests += 1
         self.body_bytes += len(body)
 
-    def _answer(self, body: bytes, profile_id: str) -> Any:
-        """What the client does with Klaviyo's answer: the document decoded (once to accept it, once to read it)
-        and the profile validated."""
-        import orjson
-
-
-        sent = orjson.loads(body)["data"]["attributes"]
-        url = f"https://a.klaviyo.com/api/profiles/{profile_id}"
-        attributes = {"email": None, "phone_number": None, "external_id": None, "anonymous_id": None,
-                      "first_name": None, "last_name": None, "organization": None, "locale": None, "title": None,
-                      "image": None, **sent, "location": sent.get("location") or {},
-                      "properties": sent.get("properties") or {}, "created": "2026-11-27T10:00:00+00:00",
-                      "updated": "2026-11-27T10:00:00+00:00", "last_event_date": None}
-        answer = orjson.dumps({"data": {"type": "profile", "id": profile_id, "attributes": attributes,
-                                        "relationships": {name: {"links": {"self": f"{url}/relationships/{name}/",
-                                                                           "related": f"{url}/{name}/"}}
-                                                          for name in ("lists", "segments")},
-                                        "links": {"self": f"{url}/"}}})
-        return self._decode(answer)
-
     @staticmethod
-    def _decode(answer: bytes) -> Any:
+    def _answer(profile_id: str) -> Any:
         import orjson
 
         from consumer.klaviyo.models import Profile
 
+        answer = _PROFILE_ANSWER.replace(b"@ID@", profile_id.encode())
         orjson.loads(answer)  # the sender's check that the body is the documented JSON:API document
         return Profile.model_validate(orjson.loads(answer)["data"])
 
     async def create_profile(self, attributes: Any) -> Any:
-        from consumer.klaviyo.models import ProfileCreateQuery
-
-        body = ProfileCreateQuery.build(attributes).to_json()
-        self._sent(body)
+        self._sent(self._profile_body(attributes))
         self._next += 1
-        return self._answer(body, f"01FAKE{self._next:020d}")
+        return self._answer(f"01FAKE{self._next:020d}")
 
     async def update_profile(self, profile_id: str, attributes: Any, *, patch_properties: Any = None) -> Any:
-        from consumer.klaviyo.models import ProfilePartialUpdateQuery
-
-        body = ProfilePartialUpdateQuery.build(profile_id, attributes, patch_properties).to_json()
-        self._sent(body)
-        return self._answer(body, profile_id)
+        self._sent(self._profile_body(attributes, profile_id=profile_id, patch_properties=patch_properties))
+        return self._answer(profile_id)
 
     async def find_profile_by_external_id(self, external_id: str) -> Any:
         self.requests += 1
@@ -254,9 +260,7 @@ class FakeKlaviyo:
         self._sent(bulk_job_body(events))
 
     async def create_event(self, event: Any) -> None:
-        from consumer.klaviyo.models import EventCreateQuery
-
-        self._sent(EventCreateQuery.build(event).to_json())
+        self._sent(self._event_body(event))
 
 
 class FakeIpaas:
