@@ -20,16 +20,17 @@ Scenarios (CPU seconds of this process per 1,000 records, user + system, ``resou
 
 Modes:
 
-* ``flow``: the flows alone, against in-process ports that do what the clients do around the HTTP exchange
-  (build and encode the request body with the same models, decode a canned answer of the simulator's shape with
-  the same models), and the real ``EventBatcher`` over a fake ``send_event_job`` that builds the job body;
+* ``flow``: the flows alone, against in-process ports that do what the measured checkout's clients do around the
+  HTTP exchange (write the request body as its client writes it, read a canned answer of the simulator's shape as
+  its client reads it), and the real ``EventBatcher`` over a fake ``send_event_job`` that builds the job body;
 * ``http``: the real ``KlaviyoClient`` (and ``IpaasClient`` for the hooks) against the simulators in a child
   process, with Klaviyo's limits off (the simulator's and the client's), no added latency, no body validation
   (the simulator's CPU is not ours; it shares the cores though).
 
 Records are handled 64 at a time (``--concurrency``) by the real ``Dispatcher`` (as the runtime's workers call it),
 after a warm-up of 200 records. Each measurement runs in a fresh child process (``--once``), so before and after
-load their own code: ``--code DIR`` puts DIR first on ``sys.path``.
+load their own code: ``--code DIR`` puts DIR first on ``sys.path``. ``--once --profile FILE`` profiles the measured
+part (cProfile; with ``--sample``, the stack every 0.5 ms of CPU, as text).
 """
 
 from __future__ import annotations
