@@ -61,8 +61,10 @@ class Finished:
         self.count: dict[str, int] = {}
         self.latencies_ms: dict[str, list[float]] = {}
         self.failed = 0
+        self.changed = asyncio.Event()
 
     def __call__(self, message: InboundMessage, outcome: str) -> None:
+        self.changed.set()
         self.count[message.topic] = self.count.get(message.topic, 0) + 1
         self.latencies_ms.setdefault(message.topic, []).append(time.time() * 1000 - message.timestamp)
         if outcome != "succeeded":
@@ -119,9 +121,11 @@ async def fairness(bootstrap: str, sim: orders.Simulator, *, backlog: int, warmu
                 sent += 1
                 await asyncio.sleep(max(0.0, t0 + sent / CUSTOMERS_PER_S - time.monotonic()))
             orders1, t1 = finished.count.get(order_topic, 0), time.monotonic()
-            deadline = time.monotonic() + 60
-            while finished.count.get(customer_topic, 0) < sent and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(60):
+                    while finished.count.get(customer_topic, 0) < sent:
+                        finished.changed.clear()
+                        await finished.changed.wait()
             latencies = finished.latencies_ms.get(customer_topic, [])
             failed = finished.failed
     finally:

@@ -41,10 +41,11 @@ from pydantic import SecretStr
 from consumer.errors import Outage
 from consumer.http.backoff import Backoff
 from consumer.http.content import is_json_content_type
+from consumer.http.lanes import LaneTransport
 from consumer.http.ratelimit import LimiterRegistry, Sleep, SlidingWindowLimiter, Window
 from consumer.http.redact import Redactor
 from consumer.http.sender import Call, RequestMetrics, RetryRules, Sender
-from consumer.http.transport import build_limits, build_timeout
+from consumer.http.transport import build_timeout
 from consumer.ipaas.errors import (
     DESTINATION,
     IpaasConnectionError,
@@ -154,8 +155,8 @@ class IpaasClient:
         self._http = httpx.AsyncClient(
             base_url=settings.base_url.rstrip("/"),
             timeout=build_timeout(settings.connect_timeout_s, settings.read_timeout_s),
-            limits=build_limits(settings.max_connections),
-            transport=transport,
+            # httpcore's own pool re-scans every connection on each request: lanes stay cheap at 50 in flight
+            transport=transport if transport is not None else LaneTransport(settings.max_connections),
             auth=_BearerToken(self._token),
             follow_redirects=False,
             headers={"accept": JSON, "user-agent": USER_AGENT},
