@@ -75,7 +75,8 @@ async def run_checks(settings: Settings, *, for_run: bool = False) -> list[Check
     broker = await check_kafka(settings.kafka)
     checks.append(broker)
     if broker.status == "ok" and catalog is not None:
-        checks.append(await check_topics(catalog, settings.kafka))
+        retry_topics = len(settings.runtime.retry_topic_delays_s)
+        checks.append(await check_topics(catalog, settings.kafka, retry_topics=retry_topics))
     return checks
 
 
@@ -252,14 +253,26 @@ async def check_kafka(kafka: KafkaSettings, timeout_s: float = KAFKA_TIMEOUT_S) 
     return Check.ok("kafka", f"{kafka.bootstrap_servers} ({kafka.security_protocol}): {brokers} broker(s) answer")
 
 
-async def check_topics(catalog: TopicCatalog, kafka: KafkaSettings, timeout_s: float = KAFKA_TIMEOUT_S) -> Check:
-    """Do the catalog's topics exist? Missing ones are named, with the command that creates them."""
+def topics_in_use(catalog: TopicCatalog, retry_topics: int | None = None) -> list[str]:
+    """The logical ids of the catalog's topics the service uses: every one, but of each source's retry topics only
+    the first ``retry_topics`` (one per delay of ``runtime.retry_topic_delays_s``; None: all)."""
+    from consumer.topics import retry_topic_id
+
+    used = {retry_topic_id(source, index) for source, spec in catalog.sources().items()
+            for index in range(spec.retry_topics if retry_topics is None else min(retry_topics, spec.retry_topics))}
+    return [logical for logical, spec in catalog.topics.items() if spec.role != "retry" or logical in used]
+
+
+async def check_topics(catalog: TopicCatalog, kafka: KafkaSettings, timeout_s: float = KAFKA_TIMEOUT_S, *,
+                       retry_topics: int | None = None) -> Check:
+    """Do the topics the service uses exist (``topics_in_use``)? Missing ones are named, with the command that
+    creates them."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
     from consumer.kafka import connection_options
 
-    names = sorted(catalog.name(logical) for logical in catalog.topics)
+    names = sorted(catalog.name(logical) for logical in topics_in_use(catalog, retry_topics))
     with _quiet_kafka_client():
         admin = AIOKafkaAdminClient(**connection_options(kafka), request_timeout_ms=int(timeout_s * 1000))
         try:
@@ -276,7 +289,7 @@ async def check_topics(catalog: TopicCatalog, kafka: KafkaSettings, timeout_s: f
     missing = sorted(topic["topic"] for topic in described
                      if topic["error_code"] == UnknownTopicOrPartitionError.errno)
     if not missing:
-        return Check.ok("topics", f"all {len(names)} topics of the catalog exist")
+        return Check.ok("topics", f"all {len(names)} topics the service uses exist")
     if len(missing) == len(names) and catalog.prefix:
         return Check.fail("topics", f"none of the catalog's {len(names)} topics exists under topic_prefix "
                                     f"{catalog.prefix!r} ({env_name('topic_prefix')}; e.g. {missing[0]}): is the "
