@@ -14,12 +14,13 @@ import logging
 import os
 import socket
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from consumer.settings import Settings, env_name, settings_file
 
 if TYPE_CHECKING:
+    from consumer.catalog import CatalogError
     from consumer.settings import KafkaSettings
     from consumer.topics import TopicCatalog
 
@@ -30,12 +31,14 @@ Status = Literal["ok", "warn", "fail"]
 
 @dataclass(frozen=True)
 class Check:
-    """One check's outcome; a failed check carries its exit code (``CONFIGURATION`` or ``UNAVAILABLE``)."""
+    """One check's outcome; a failed check carries its exit code (``CONFIGURATION`` or ``UNAVAILABLE``), and the
+    catalog error behind it when the catalog has one (``run`` writes it to the error log)."""
 
     name: str
     status: Status
     text: str
     exit_code: int = 0
+    error: CatalogError | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def ok(cls, name: str, text: str) -> Check:
@@ -46,8 +49,8 @@ class Check:
         return cls(name, "warn", text)
 
     @classmethod
-    def fail(cls, name: str, text: str, exit_code: int = CONFIGURATION) -> Check:
-        return cls(name, "fail", text, exit_code)
+    def fail(cls, name: str, text: str, exit_code: int = CONFIGURATION, error: CatalogError | None = None) -> Check:
+        return cls(name, "fail", text, exit_code, error)
 
 
 class PreflightFailed(Exception):
@@ -85,6 +88,13 @@ async def require_kafka(settings: Settings) -> None:
     for check in [*_kafka_security(settings), await check_kafka(settings.kafka)]:
         if check.status == "fail":
             raise PreflightFailed(check)
+
+
+def error_log_ready(checks: Sequence[Check]) -> bool:
+    """Whether the broker answered and the catalog's topics (the error log's among them) exist."""
+    passed = {check.name for check in checks if check.status == "ok"}
+    return {"kafka", "topics"} <= passed and not any(
+        check.status == "fail" for check in checks if check.name in ("kafka", "topics"))
 
 
 def format_report(checks: Sequence[Check]) -> str:
@@ -130,7 +140,9 @@ def _klaviyo(settings: Settings) -> Check:
         klaviyo_auth(settings)
         if settings.klaviyo.api_key is None:  # the tokens must also be readable with oauth.token_key
             TokenStore(settings.oauth.token_file, settings.oauth.token_key).load()
-    except (ConfigurationError, ValueError) as exc:
+    except ConfigurationError as exc:
+        return Check.fail("klaviyo", str(exc), error=exc.error)
+    except ValueError as exc:
         return Check.fail("klaviyo", str(exc))
     kind = "private API key" if settings.klaviyo.api_key is not None else f"OAuth tokens in {settings.oauth.token_file}"
     return Check.ok("klaviyo", f"{settings.klaviyo.base_url} with a {kind}")
