@@ -14,6 +14,7 @@ import pytest
 
 from consumer import catalog
 from consumer.failures import headers as dl
+from consumer.failures.errorlog import read_error_log
 from simulators.klaviyo import DEFAULT_API_KEY, Faults, KlaviyoSimulator, SimulatorConfig, Spec
 from tests.support.service import RunningService, running_service, service_settings
 from tests.support.topic_space import TopicSpace
@@ -175,6 +176,33 @@ async def test_a_near_duplicate_profile_is_a_warning_and_the_transfer_goes_on(
     assert warning["dead_lettered"] is False
     assert warning["transfer"]["id"] == "c-g"
     assert len(klaviyo_sim.state.store.profiles) == 2
+
+
+async def test_a_success_without_its_body_is_error_calling_klaviyo_for_the_record_and_pauses_nothing(
+    topic_space: TopicSpace, unique: str, klaviyo_sim: KlaviyoSimulator
+):
+    async with running_service(_settings(topic_space, unique, klaviyo_sim)) as svc:
+        # the create happened but came back empty: the retry finds the profile (409) and links it
+        klaviyo_sim.faults = Faults(hollow_next=1, operations=["create_profile"])
+        await svc.send("customer-changes", [(b"c-h", _debezium("c", _customer("c-h")))])
+        await svc.wait_finished(1)
+        # the search of an update keeps coming back empty: every attempt fails, then the dead letter
+        klaviyo_sim.faults = Faults(hollow_next=10, operations=["get_profiles"])
+        await svc.send("customer-changes", [
+            (b"c-u", orjson.dumps(_customer("c-u")), [("scope", b"customer/updated")])])
+        finished = await svc.wait_finished(2)
+        letters = await svc.dead_letters("customer-changes", expected=1)
+        errors = await svc.error_log(expected=1)
+
+    assert [outcome for _, outcome in finished] == ["succeeded", "dead_lettered"]
+    assert len(klaviyo_sim.state.store.profiles) == 1
+    record = await _expect_failure(svc, "customer-changes", letters, errors, b"c-u",
+                                   catalog.KLAVIYO_REJECTED_REQUEST, catalog.Flow.UPDATE_PROFILE_FROM_IPAAS)
+    assert record["message"] == ("Error calling Klaviyo (Klaviyo answered 200 to GET /api/profiles without the "
+                                 "list of profiles it should return)")
+    logged = [e.record["code"] for e in await read_error_log(svc.settings.kafka, svc.topic("error-log"))]
+    assert logged == [catalog.KLAVIYO_REJECTED_REQUEST.code]  # no outage, no recovery record
+    assert [r.fault for r in klaviyo_sim.received("get_profiles")] == ["hollow"] * 2  # retry_attempts: 2
 
 
 async def test_klaviyo_unreachable_pauses_then_every_record_goes_through(

@@ -190,6 +190,10 @@ class SimulatorApp(RecordingApp[ReceivedRequest]):
             faults.garble_next -= 1
             received.fault = "garbled"
             return Reply(200, html_page(200, "Service Gateway"), "text/html; charset=utf-8")
+        if faults.hollow_next > 0 and 200 <= reply.status < 300 and operation_targeted(faults, operation):
+            faults.hollow_next -= 1
+            received.fault = "hollow"
+            reply.body, reply.content_type = b"", None
         reply.headers.extend(headers)
         return reply
 

@@ -287,6 +287,11 @@ class SimulatorApp(RecordingApp[ReceivedRequest]):
                 exc.pointer = exc.parameter = None
             return error_reply(exc, headers)
         reply.headers.extend(headers)
+        faults = self.state.faults
+        if faults.hollow_next > 0 and 200 <= reply.status < 300 and operation_targeted(faults, operation):
+            faults.hollow_next -= 1
+            received.fault = "hollow"
+            reply.body, reply.content_type = b"", None
         return reply
 
     def _route(self, request: Request) -> tuple[str, dict[str, str]]:

@@ -75,6 +75,16 @@ async def test_an_injected_client_error_has_the_body_klaviyo_gives_its_status(
     assert (missing["code"], broken["code"], broken["detail"]) == ("not_found", "error", "A server error occurred.")
 
 
+async def test_a_hollow_answer_is_carried_out_and_answered_without_its_body(
+    http: httpx.AsyncClient, simulator: KlaviyoSimulator
+) -> None:
+    simulator.faults = Faults(hollow_next=1)
+    created = await http.post("/api/profiles", content=profile_body(email="hollow@shop.test"))
+    assert (created.status_code, created.content) == (201, b"")
+    assert len(simulator.store.profiles) == 1 and simulator.received()[0].fault == "hollow"
+    assert (await http.get("/api/profiles")).json()["data"]
+
+
 async def test_error_rates_and_operation_filter(http: httpx.AsyncClient, simulator: KlaviyoSimulator) -> None:
     simulator.faults = Faults(error_rates={500: 1.0}, operations=["create_event"])
     assert (await http.get("/api/profiles")).status_code == 200
