@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -384,6 +385,71 @@ async def test_order_mapping_without_name_or_id_is_order_event_could_not_be_crea
     assert simulator.received() == []
 
 
+# --- the event's time: Klaviyo's window, and never "now" -------------------------------------------------------
+IN_THE_FUTURE = (datetime.now(UTC) + timedelta(days=366)).isoformat()
+
+
+@pytest.mark.parametrize(("created", "problem"), [
+    ("1989-12-31T23:59:59Z", "the date is not after 1990-01-01, the earliest event time Klaviyo takes"),
+    ("1990-01-01T00:00:00.900Z", "the date is not after 1990-01-01, the earliest event time Klaviyo takes"),
+    (IN_THE_FUTURE, "the date is more than a year in the future, the latest event time Klaviyo takes"),
+    (None, "the date of the transaction is missing or could not be read"),
+    ("the day after tomorrow", "the date of the transaction is missing or could not be read"),
+])
+async def test_an_order_date_outside_klaviyos_window_or_unreadable_is_order_event_could_not_be_created(
+    simulator: KlaviyoSimulator, ctx: FlowContext, created: str | None, problem: str
+) -> None:
+    await linked(ctx, simulator)
+    with pytest.raises(CatalogError) as caught:
+        await send_order_events(order(created_datetime=created), ctx)
+    error = caught.value
+    assert error.message == ORDER_EVENT_COULD_NOT_BE_CREATED and error.flow is Flow.PLACED_ORDER_FROM_IPAAS
+    assert error.detail == f"field 'time' (path 'created_datetime'): {problem}"
+    assert simulator.received() == [] and events(simulator) == []  # nothing sent, nothing dated "now"
+
+
+async def test_the_edges_of_the_window_are_sent(simulator: KlaviyoSimulator, ctx: FlowContext) -> None:
+    await linked(ctx, simulator)
+    await send_order_events(order(created_datetime="1990-01-01T00:00:01Z"), ctx)
+    soon = (datetime.now(UTC) + timedelta(days=364)).replace(microsecond=0)
+    await send_order_events(order(id="T2", created_datetime=soon.isoformat()), ctx)
+    assert [e.time for e in events(simulator, "Placed Order")] == [datetime(1990, 1, 1, 0, 0, 1, tzinfo=UTC), soon]
+
+
+async def test_an_order_mapping_without_a_time_is_order_event_could_not_be_created(
+    simulator: KlaviyoSimulator, make_ctx: MakeContext
+) -> None:
+    mappings = dict(load_collections())
+    mappings["placed_order_from_ipaas"] = parse_collection(
+        "flow: placed_order_from_ipaas\nfields:\n  metric: {value: Placed Order}\n  unique_id: id\n"
+        "  profile.external_id: customer_id\n")
+    with pytest.raises(CatalogError) as caught:
+        await send_order_events(order(), make_ctx(mappings=mappings))
+    assert caught.value.message == ORDER_EVENT_COULD_NOT_BE_CREATED
+    assert caught.value.detail == "field 'time' is not mapped: the event needs the date of the transaction"
+    assert simulator.received() == []
+
+
+async def test_a_line_dated_outside_the_window_is_product_event_could_not_be_created(
+    simulator: KlaviyoSimulator, make_ctx: MakeContext
+) -> None:
+    mappings = dict(load_collections())
+    mappings["ordered_product_from_ipaas"] = parse_collection(
+        "flow: ordered_product_from_ipaas\nfields:\n  metric: {value: Ordered Product}\n"
+        "  unique_id: {paths: [transaction.id, sequence_number], transforms: [text, {join: ':'}]}\n"
+        "  profile.external_id: transaction.customer_id\n  time: {path: line_info.shipped, transforms: [date]}\n")
+    ctx = make_ctx(mappings=mappings)
+    await linked(ctx, simulator)
+    lines = [line(1, line_info={"shipped": "2025-03-05T00:00:00Z"}), line(2, line_info={"shipped": "1970-01-01"})]
+    with pytest.raises(CatalogError) as caught:
+        await send_order_events(order(lines=lines), ctx)
+    error = caught.value
+    assert error.message == PRODUCT_EVENT_COULD_NOT_BE_CREATED and error.flow is Flow.ORDERED_PRODUCT_FROM_IPAAS
+    assert error.detail == ("line 2 (sequence 2): field 'time' (path 'line_info.shipped'): the date is not after "
+                            "1990-01-01, the earliest event time Klaviyo takes")
+    assert sorted(str(e.unique_id) for e in events(simulator)) == ["T1", "T1:1"]
+
+
 async def test_transaction_without_an_id_reaching_the_mapping(
     simulator: KlaviyoSimulator, make_ctx: MakeContext
 ) -> None:
@@ -439,10 +505,11 @@ async def test_klaviyo_rejecting_the_events_is_error_calling_klaviyo(
     simulator: KlaviyoSimulator, ctx: FlowContext
 ) -> None:
     await linked(ctx, simulator)
+    simulator.state.store.earliest_event_year = 2000  # Klaviyo's docs table: stricter than the spec's 1990
     with pytest.raises(KlaviyoRejected) as caught:
-        await send_order_events(order(created_datetime="1980-01-01T00:00:00Z"), ctx)
+        await send_order_events(order(created_datetime="1995-01-01T00:00:00Z"), ctx)
     error = caught.value
-    assert error.message.startswith("Error calling Klaviyo (400 invalid: The event time must be after 1990")
+    assert error.message.startswith("Error calling Klaviyo (400 invalid: The event time must be after 2000")
     assert error.flow is Flow.PLACED_ORDER_FROM_IPAAS and not error.retryable
     assert events(simulator) == []
 
@@ -457,7 +524,8 @@ async def test_a_profile_reference_klaviyo_refuses_is_order_event_could_not_be_c
 ) -> None:
     mappings = dict(load_collections())
     mappings["placed_order_from_ipaas"] = parse_collection(
-        f"flow: placed_order_from_ipaas\nfields:\n  metric: {{value: Placed Order}}\n  unique_id: id\n{BY_PHONE}")
+        f"flow: placed_order_from_ipaas\nfields:\n  metric: {{value: Placed Order}}\n  unique_id: id\n{BY_PHONE}"
+        "  time: {path: created_datetime, transforms: [date]}\n")
     billing = {**transaction()["addresses"][0], "phone_number": "555-0100"}
     with pytest.raises(CatalogError) as caught:
         await send_order_events(order(customer_id=None, addresses=[billing], lines=[line(n) for n in range(lines)]),
@@ -479,7 +547,8 @@ async def test_a_line_klaviyo_refuses_is_product_event_could_not_be_created(
     mappings["ordered_product_from_ipaas"] = parse_collection(
         "flow: ordered_product_from_ipaas\nfields:\n  metric: {value: Ordered Product}\n"
         "  unique_id: {paths: [transaction.id, sequence_number], transforms: [text, {join: ':'}]}\n"
-        "  profile.email: {path: transaction.email_address}\n  profile.phone_number: {value: '555-0100'}\n")
+        "  profile.email: {path: transaction.email_address}\n  profile.phone_number: {value: '555-0100'}\n"
+        "  time: {path: transaction.created_datetime}\n")
     with pytest.raises(CatalogError) as caught:
         await send_order_events(order(customer_id=None, lines=[line(n + 1) for n in range(lines)]),
                                 make_ctx(mappings=mappings))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import orjson
@@ -25,6 +25,7 @@ from consumer.klaviyo.models import (
     ProfileUpsertQuery,
     bulk_job_body,
     bulk_job_layout,
+    event_time_problem,
 )
 
 
@@ -133,3 +134,20 @@ def test_a_bulk_job_writes_each_event_as_a_single_event_request_would() -> None:
             assert written == {"type": "event", "attributes": single}
     assert sum(e.size for e in encoded) + BULK_JOB_OVERHEAD >= len(bulk_job_body(encoded))
     assert 0 <= encoded[2].size + BULK_JOB_OVERHEAD - len(bulk_job_body(encoded[2:])) <= 2  # its commas
+
+
+NOW = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("moment", "accepted"), [
+    (datetime(1990, 1, 1, tzinfo=UTC), False),  # "after the year 1990" begins: not after it
+    (datetime(1990, 1, 1, 0, 0, 0, 999_999, tzinfo=UTC), False),  # truncated to the second first
+    (datetime(1990, 1, 1, 0, 0, 1, tzinfo=UTC), True),
+    (datetime(1990, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1))), False),  # 1989-12-31T23:30Z
+    (datetime(1990, 1, 1), False),  # naive: UTC
+    (NOW, True),
+    (NOW + timedelta(days=365), True),
+    (NOW + timedelta(days=365, seconds=1), False),
+])
+def test_klaviyos_event_time_window(moment: datetime, accepted: bool) -> None:
+    assert (event_time_problem(moment, NOW) is None) is accepted
