@@ -188,6 +188,27 @@ async def test_an_order_dated_outside_klaviyos_window_or_without_a_date_is_dead_
     assert klaviyo_sim.received() == []  # nothing sent, nothing dated "now" by Klaviyo
 
 
+async def test_a_transaction_without_an_id_is_order_event_could_not_be_created_with_its_original_bytes(
+    topic_space: TopicSpace, unique: str, klaviyo_sim: KlaviyoSimulator
+):
+    no_id = {name: value for name, value in _transaction("x", None, email_address="guest@example.com").items()
+             if name != "id"}
+    debezium = _debezium("c", no_id)
+    async with running_service(_settings(topic_space, unique, klaviyo_sim)) as svc:
+        await svc.send("transaction-changes", [(b"t-noid", debezium)])
+        await svc.wait_finished(1)
+        [letter] = await svc.dead_letters("transaction-changes", expected=1)
+        errors = await svc.error_log(expected=1)
+
+    assert letter.value == debezium and letter.key == b"t-noid"  # the record as it came
+    record = await _expect_failure(svc, "transaction-changes", [letter], errors, b"t-noid",
+                                   catalog.ORDER_EVENT_COULD_NOT_BE_CREATED, catalog.Flow.PLACED_ORDER_FROM_IPAAS)
+    assert record["message"] == catalog.ORDER_EVENT_COULD_NOT_BE_CREATED.message
+    assert record["detail"] == "field 'unique_id' path 'id': required value is missing or empty"
+    assert record["transfer"] == {"kind": "transaction", "id": "t-noid", "event_type": "transaction/created"}
+    assert klaviyo_sim.received() == []
+
+
 async def test_a_near_duplicate_profile_is_a_warning_and_the_transfer_goes_on(
     topic_space: TopicSpace, unique: str, klaviyo_sim: KlaviyoSimulator
 ):

@@ -19,6 +19,7 @@ from consumer.mapping import load_collections, parse_collection
 from consumer.transfers import TransferRef
 from simulators.klaviyo import Faults, KlaviyoSimulator
 from simulators.klaviyo.store import EventRecord
+from tests.support.changes import change_of
 
 from .conftest import MakeContext, Warnings, change, customer, line, transaction
 
@@ -448,6 +449,20 @@ async def test_a_line_dated_outside_the_window_is_product_event_could_not_be_cre
     assert error.detail == ("line 2 (sequence 2): field 'time' (path 'line_info.shipped'): the date is not after "
                             "1990-01-01, the earliest event time Klaviyo takes")
     assert sorted(str(e.unique_id) for e in events(simulator)) == ["T1", "T1:1"]
+
+
+@pytest.mark.parametrize("missing", [{}, {"id": None}, {"id": " "}])
+async def test_a_transaction_without_an_id_is_order_event_could_not_be_created(
+    simulator: KlaviyoSimulator, ctx: FlowContext, missing: dict[str, Any]
+) -> None:
+    body = {**{name: value for name, value in transaction().items() if name != "id"}, **missing}
+    (event,) = decode("transaction", None, orjson.dumps({"scope": "transaction/created", "data": body}), [])
+    with pytest.raises(CatalogError) as caught:
+        await send_order_events(change_of(event), ctx)
+    error = caught.value
+    assert error.message == ORDER_EVENT_COULD_NOT_BE_CREATED and error.flow is Flow.PLACED_ORDER_FROM_IPAAS
+    assert error.detail == "field 'unique_id' path 'id': required value is missing or empty"
+    assert not error.retryable and simulator.received() == []
 
 
 async def test_transaction_without_an_id_reaching_the_mapping(
