@@ -150,8 +150,9 @@ def _klaviyo(settings: Settings) -> Check:
 
 def _ipaas(settings: Settings) -> Check:
     if settings.ipaas.api_token is None:
-        return Check.warn("ipaas", f"no API token: the TO-iPaaS.com flows and hook notifications will fail; set "
-                                   f"ipaas.api_token ({env_name('ipaas.api_token')})")
+        return Check.warn("ipaas", f"no API token: the TO-iPaaS.com flows and hook notifications will fail, and an "
+                                   f"order's new customer is made from the transaction alone; set ipaas.api_token "
+                                   f"({env_name('ipaas.api_token')})")
     return Check.ok("ipaas", f"{settings.ipaas.base_url} with an API token")
 
 

@@ -18,12 +18,17 @@ Steps (1 and 2 send nothing, so bad input costs no call):
      and is dead-lettered; Klaviyo's de-duplication makes the resend after the fix a no-op for what arrived).
      A transaction without lines sends the Placed Order alone (with ``Items: []``).
   3. Make sure the customer exists in Klaviyo (only when the order names one by ``profile.external_id``): link
-     cache, then ``GET`` by external_id, else the Add Profile flow creates it from the transaction's email and
-     billing address. If that fails, the customer's own error is written to the error log (under the customer's
-     transfer) and "Customer Required for Order Could Not Be Created" fails the order; Klaviyo errors that are
-     retryable or concern the account (5xx, 429, connection, 401/403) are raised as they are, so the runtime
-     retries or pauses. A guest order (no customer id) names its profile by email/phone: Klaviyo creates or
-     matches that profile when it takes the event.
+     cache, then ``GET`` by external_id, else the Add Profile flow creates it from the platform Customer: read
+     from iPaaS.com (the Customer with its addresses; kept a while, so the orders of one customer cost one read:
+     ``consumer.flows.customers``) when iPaaS.com is configured and the reference is the transaction's customer
+     id; else (no iPaaS.com, or a reference that is not the customer id) from the transaction's email and billing
+     address. If that fails, the customer's own error (a Customer iPaaS.com does not have: "Error calling
+     iPaaS.com (... 404 ...)") is written to the error log (under the customer's transfer) and "Customer
+     Required for Order Could Not Be Created" fails the order; errors that are retryable or blame a destination
+     (Klaviyo or iPaaS.com 5xx, 429, connection, 401/403) are raised as they are, so the runtime retries or the
+     order waits for that destination (an iPaaS.com outage holds only the orders whose customer must be read).
+     A guest order (no customer id) names its profile by email/phone: Klaviyo creates or matches that profile
+     when it takes the event.
   4. Send: the events go to Klaviyo's event batcher (``ctx.events``), which sends them together with other
      records' events (single ``POST /api/events`` or bulk jobs of up to 1,000 events of many orders, whichever
      the quota favours; see ``consumer.klaviyo.batching``); the events name the profile by its id. The handler
@@ -44,6 +49,8 @@ up to ~250 orders of 3 lines; a trickle goes as single events):
   customer linked, not cached .............................. 1  (GET by external_id)
   customer absent .......................................... 2  (GET, POST profile; see profiles_from for
                                                                  a 409 link or a near-duplicate check)
+                                                                 + 2 iPaaS.com reads (Customer, addresses)
+                                                                 when configured, once per customer a while
   guest order (no customer id) ............................. 0
   "Generate Events" off .................................... 0 (and no events)
 """
@@ -52,7 +59,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -267,7 +274,8 @@ def build_events(ctx: FlowContext, transaction: Transaction) -> _Built:
 
 # --- the customer --------------------------------------------------------------------------------------------
 def customer_from(transaction: Transaction, external_id: str, email: str | None) -> Customer:
-    """The Customer an order implies: its reference, email and billing address (name, phone, company)."""
+    """The Customer an order implies when iPaaS.com cannot say: its reference, email and billing address (name,
+    phone, company)."""
     billing = transaction.billing_address
     fields: dict[str, Any] = {"id": external_id, "email_address": email}
     if billing is not None:
@@ -288,6 +296,30 @@ def _passes_through(exc: CatalogError) -> bool:
     return isinstance(exc, KlaviyoRejected) and exc.http_status in _ACCOUNT_STATUSES
 
 
+def _order_customer(ctx: FlowContext, transaction: Transaction, external_id: str,
+                    email: str | None) -> Callable[[], Awaitable[Customer]]:
+    """What reads the Customer the order's profile is made from: the platform Customer from iPaaS.com (kept a
+    while: ``ctx.customers``) when iPaaS.com is configured and the order names its customer by the transaction's
+    customer id; else the Customer the transaction implies (``customer_from``)."""
+    ipaas = ctx.ipaas
+    if ipaas is None or not transaction.customer_id or transaction.customer_id.strip() != external_id:
+        async def implied() -> Customer:
+            return customer_from(transaction, external_id, email)
+
+        return implied
+
+    async def fetch() -> Customer:
+        record = await ipaas.fetch_record("customer", external_id)
+        if not isinstance(record, Customer):
+            raise TypeError(f"iPaaS.com gave a {type(record).__name__} for a customer")
+        return record
+
+    async def platform() -> Customer:
+        return await ctx.customers.customer(external_id, fetch)
+
+    return platform
+
+
 async def _ensure_customer(ctx: FlowContext, transaction: Transaction, placed: _Draft) -> str | None:
     """The profile id the order's events name, or None for a guest order (named by its identifiers)."""
     external_id = placed.profile.get("external_id")
@@ -295,9 +327,9 @@ async def _ensure_customer(ctx: FlowContext, transaction: Transaction, placed: _
         return None
     external_id = str(external_id)
     transfer = TransferRef(kind="customer", id=external_id)
+    customer = _order_customer(ctx, transaction, external_id, placed.profile.get("email"))
     try:
-        return await ensure_profile(ctx, customer_from(transaction, external_id, placed.profile.get("email")),
-                                    transfer)
+        return await ensure_profile(ctx, customer, transfer, external_id)
     except CatalogError as exc:
         if _passes_through(exc):
             raise

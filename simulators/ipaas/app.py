@@ -338,7 +338,8 @@ class SimulatorApp(RecordingApp[ReceivedRequest]):
             if method == "POST":
                 addresses = payload.pop("addresses", []) if isinstance(payload, dict) else []
                 external_id = payload.pop("klaviyo_profile_id", None) if isinstance(payload, dict) else None
-                row = store.create_customer(payload)
+                customer_id = payload.pop("id", None) if isinstance(payload, dict) else None
+                row = store.create_customer(payload, customer_id=str(customer_id) if customer_id else None)
                 for address in addresses or []:
                     store.create_address(row.id, address)
                 if external_id:
