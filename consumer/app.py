@@ -55,9 +55,18 @@ from consumer.topics import TopicCatalog
 
 log = logging.getLogger("consumer.app")
 
+_REPORT_TIMEOUT_S = 15.0
+
 
 class ConfigurationError(RuntimeError):
-    """The settings do not allow the service to start; the message says which setting to fix."""
+    """The settings do not allow the service to start; the message says which setting to fix.
+
+    ``error`` is the catalog error behind it, when the catalog has one (Client ID / Client Secret Not Configured):
+    the service writes it to the error log as well."""
+
+    def __init__(self, message: str, *, error: CatalogError | None = None) -> None:
+        super().__init__(message)
+        self.error = error
 
 
 def klaviyo_auth(settings: Settings) -> Auth:
@@ -67,7 +76,7 @@ def klaviyo_auth(settings: Settings) -> Auth:
     try:
         auth = oauth_auth(settings)
     except CatalogError as error:
-        raise ConfigurationError(f"{error.message} ({error.detail})") from None
+        raise ConfigurationError(f"{error.message} ({error.detail})", error=error) from None
     if auth is not None:
         return auth
     raise ConfigurationError(
@@ -83,6 +92,17 @@ def ipaas_client(settings: Settings) -> Any:
     from consumer.ipaas import IpaasClient
 
     return IpaasClient(settings.ipaas)
+
+
+async def report_at_start(error_log: ErrorLog, error: CatalogError) -> None:
+    """Write a start-up error to the error log (at connection time: no transfer); a failure to write it is logged,
+    the error itself is the caller's to raise."""
+    try:
+        async with asyncio.timeout(_REPORT_TIMEOUT_S):
+            await error_log.report(error, None)
+    except Exception as exc:
+        log.warning("could not write the start-up error to the error log",
+                    extra={"code": error.code, "reason": type(exc).__name__})
 
 
 class Wiring(NamedTuple):
@@ -205,6 +225,15 @@ class Service:
         )
         return lambda: build_status(view.snapshot, self.catalog, source="service", service=state)
 
+    async def _credential(self, producer: AIOKafkaProducer) -> Auth:
+        """``klaviyo_auth``; a catalog error it raises (the OAuth app not configured) goes to the error log too."""
+        try:
+            return klaviyo_auth(self.settings)
+        except ConfigurationError as exc:
+            if exc.error is not None:
+                await report_at_start(ErrorLog(producer, self.catalog.name("error-log")), exc.error)
+            raise
+
     async def run(self, *, install_signal_handlers: bool = False) -> None:
         settings = self.settings
         metrics.initialize()
@@ -213,7 +242,7 @@ class Service:
             producer = reliable_producer(settings.kafka)
             await producer.start()
             stack.push_async_callback(producer.stop)
-            auth = self._auth or klaviyo_auth(settings)
+            auth = self._auth or await self._credential(producer)
             destinations = Destinations()
             stack.push_async_callback(destinations.aclose)
             dispatcher, table, failed_for_good, klaviyo = await build_dispatcher(

@@ -13,7 +13,7 @@ import asyncio
 import sys
 import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from consumer.settings import Settings, load_settings
@@ -60,10 +60,45 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             logging.getLogger("consumer.preflight").warning(check.text, extra={"check": check.name})
         elif check.status == "fail":
             print(f"ipaas-klaviyo: {check.text}", file=sys.stderr)
+    await _report_start_errors(settings, checks)
     if preflight.exit_code(checks):
         return preflight.exit_code(checks)
     await Service(settings).run(install_signal_handlers=True)
     return 0
+
+
+async def _report_start_errors(settings: Settings, checks: Sequence[Any]) -> None:
+    """The catalog errors that stop ``run`` (Client ID / Client Secret Not Configured) go to the error log too,
+    when the broker and the topics are there to take them."""
+    import logging
+
+    from consumer import preflight
+    from consumer.app import report_at_start
+
+    errors = [check.error for check in checks if check.status == "fail" and check.error is not None]
+    if not errors:
+        return
+    log = logging.getLogger("consumer.preflight")
+    if not preflight.error_log_ready(checks):
+        log.warning("the start-up error is not written to the error log: the broker or the topics are not there",
+                    extra={"codes": [error.code for error in errors]})
+        return
+    from consumer.failures.errorlog import ErrorLog
+    from consumer.kafka import reliable_producer
+    from consumer.topics import TopicCatalog
+
+    topic = TopicCatalog.load(settings.topics_file, settings.topic_prefix).name("error-log")
+    producer = reliable_producer(settings.kafka)
+    try:
+        async with asyncio.timeout(preflight.KAFKA_TIMEOUT_S):
+            await producer.start()
+        for error in errors:
+            await report_at_start(ErrorLog(producer, topic), error)
+    except Exception as exc:
+        log.warning("could not write the start-up error to the error log", extra={"reason": type(exc).__name__})
+    finally:
+        with suppress(Exception):
+            await producer.stop()
 
 
 async def _config(args: argparse.Namespace, settings: Settings) -> int:

@@ -14,12 +14,13 @@ import logging
 import os
 import socket
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from consumer.settings import Settings, env_name, settings_file
 
 if TYPE_CHECKING:
+    from consumer.catalog import CatalogError
     from consumer.settings import KafkaSettings
     from consumer.topics import TopicCatalog
 
@@ -30,12 +31,14 @@ Status = Literal["ok", "warn", "fail"]
 
 @dataclass(frozen=True)
 class Check:
-    """One check's outcome; a failed check carries its exit code (``CONFIGURATION`` or ``UNAVAILABLE``)."""
+    """One check's outcome; a failed check carries its exit code (``CONFIGURATION`` or ``UNAVAILABLE``), and the
+    catalog error behind it when the catalog has one (``run`` writes it to the error log)."""
 
     name: str
     status: Status
     text: str
     exit_code: int = 0
+    error: CatalogError | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def ok(cls, name: str, text: str) -> Check:
@@ -46,8 +49,8 @@ class Check:
         return cls(name, "warn", text)
 
     @classmethod
-    def fail(cls, name: str, text: str, exit_code: int = CONFIGURATION) -> Check:
-        return cls(name, "fail", text, exit_code)
+    def fail(cls, name: str, text: str, exit_code: int = CONFIGURATION, error: CatalogError | None = None) -> Check:
+        return cls(name, "fail", text, exit_code, error)
 
 
 class PreflightFailed(Exception):
@@ -75,7 +78,8 @@ async def run_checks(settings: Settings, *, for_run: bool = False) -> list[Check
     broker = await check_kafka(settings.kafka)
     checks.append(broker)
     if broker.status == "ok" and catalog is not None:
-        checks.append(await check_topics(catalog, settings.kafka))
+        retry_topics = len(settings.runtime.retry_topic_delays_s)
+        checks.append(await check_topics(catalog, settings.kafka, retry_topics=retry_topics))
     return checks
 
 
@@ -84,6 +88,13 @@ async def require_kafka(settings: Settings) -> None:
     for check in [*_kafka_security(settings), await check_kafka(settings.kafka)]:
         if check.status == "fail":
             raise PreflightFailed(check)
+
+
+def error_log_ready(checks: Sequence[Check]) -> bool:
+    """Whether the broker answered and the catalog's topics (the error log's among them) exist."""
+    passed = {check.name for check in checks if check.status == "ok"}
+    return {"kafka", "topics"} <= passed and not any(
+        check.status == "fail" for check in checks if check.name in ("kafka", "topics"))
 
 
 def format_report(checks: Sequence[Check]) -> str:
@@ -129,7 +140,9 @@ def _klaviyo(settings: Settings) -> Check:
         klaviyo_auth(settings)
         if settings.klaviyo.api_key is None:  # the tokens must also be readable with oauth.token_key
             TokenStore(settings.oauth.token_file, settings.oauth.token_key).load()
-    except (ConfigurationError, ValueError) as exc:
+    except ConfigurationError as exc:
+        return Check.fail("klaviyo", str(exc), error=exc.error)
+    except ValueError as exc:
         return Check.fail("klaviyo", str(exc))
     kind = "private API key" if settings.klaviyo.api_key is not None else f"OAuth tokens in {settings.oauth.token_file}"
     return Check.ok("klaviyo", f"{settings.klaviyo.base_url} with a {kind}")
@@ -137,8 +150,9 @@ def _klaviyo(settings: Settings) -> Check:
 
 def _ipaas(settings: Settings) -> Check:
     if settings.ipaas.api_token is None:
-        return Check.warn("ipaas", f"no API token: the TO-iPaaS.com flows and hook notifications will fail; set "
-                                   f"ipaas.api_token ({env_name('ipaas.api_token')})")
+        return Check.warn("ipaas", f"no API token: the TO-iPaaS.com flows and hook notifications will fail, and an "
+                                   f"order's new customer is made from the transaction alone; set ipaas.api_token "
+                                   f"({env_name('ipaas.api_token')})")
     return Check.ok("ipaas", f"{settings.ipaas.base_url} with an API token")
 
 
@@ -252,14 +266,26 @@ async def check_kafka(kafka: KafkaSettings, timeout_s: float = KAFKA_TIMEOUT_S) 
     return Check.ok("kafka", f"{kafka.bootstrap_servers} ({kafka.security_protocol}): {brokers} broker(s) answer")
 
 
-async def check_topics(catalog: TopicCatalog, kafka: KafkaSettings, timeout_s: float = KAFKA_TIMEOUT_S) -> Check:
-    """Do the catalog's topics exist? Missing ones are named, with the command that creates them."""
+def topics_in_use(catalog: TopicCatalog, retry_topics: int | None = None) -> list[str]:
+    """The logical ids of the catalog's topics the service uses: every one, but of each source's retry topics only
+    the first ``retry_topics`` (one per delay of ``runtime.retry_topic_delays_s``; None: all)."""
+    from consumer.topics import retry_topic_id
+
+    used = {retry_topic_id(source, index) for source, spec in catalog.sources().items()
+            for index in range(spec.retry_topics if retry_topics is None else min(retry_topics, spec.retry_topics))}
+    return [logical for logical, spec in catalog.topics.items() if spec.role != "retry" or logical in used]
+
+
+async def check_topics(catalog: TopicCatalog, kafka: KafkaSettings, timeout_s: float = KAFKA_TIMEOUT_S, *,
+                       retry_topics: int | None = None) -> Check:
+    """Do the topics the service uses exist (``topics_in_use``)? Missing ones are named, with the command that
+    creates them."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
     from consumer.kafka import connection_options
 
-    names = sorted(catalog.name(logical) for logical in catalog.topics)
+    names = sorted(catalog.name(logical) for logical in topics_in_use(catalog, retry_topics))
     with _quiet_kafka_client():
         admin = AIOKafkaAdminClient(**connection_options(kafka), request_timeout_ms=int(timeout_s * 1000))
         try:
@@ -276,7 +302,7 @@ async def check_topics(catalog: TopicCatalog, kafka: KafkaSettings, timeout_s: f
     missing = sorted(topic["topic"] for topic in described
                      if topic["error_code"] == UnknownTopicOrPartitionError.errno)
     if not missing:
-        return Check.ok("topics", f"all {len(names)} topics of the catalog exist")
+        return Check.ok("topics", f"all {len(names)} topics the service uses exist")
     if len(missing) == len(names) and catalog.prefix:
         return Check.fail("topics", f"none of the catalog's {len(names)} topics exists under topic_prefix "
                                     f"{catalog.prefix!r} ({env_name('topic_prefix')}; e.g. {missing[0]}): is the "

@@ -7,8 +7,9 @@ lost; a path-based mapping reads them from ``model_dump()`` like declared fields
 
 Leniency, decided once here so every envelope gets the same records:
 
-- ids and other text fields accept numbers (``123`` -> ``"123"``); ``Customer.id`` and ``Transaction.id`` are
-  required and must not be blank;
+- ids and other text fields accept numbers (``123`` -> ``"123"``); ``Customer.id`` is required and must not be
+  blank; a Transaction without an id (absent, null or blank: ``id`` is None) is still read, so that its order flow
+  reports the missing unique order id ("Order Event Could Not Be Created") instead of an unreadable record;
 - money and quantities are ``Decimal``; ``None`` and ``""`` mean "no value", anything non-numeric (``"abc"``,
   ``NaN``, ``true``) is a validation error;
 - datetimes become aware ``datetime`` objects (a naive value is taken as UTC): ISO 8601 / RFC 3339 text,
@@ -179,6 +180,7 @@ def _custom_fields(value: Any) -> Any:
 
 OptStr = str | None
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+OptId = Annotated[Id | None, BeforeValidator(_blank_to_none)]
 Money = Annotated[Decimal | None, BeforeValidator(_blank_to_none)]
 Timestamp = Annotated[datetime | None, BeforeValidator(_to_aware)]
 Flag = Annotated[bool, BeforeValidator(_bool_or_false)]
@@ -351,7 +353,7 @@ class Transaction(_Prepared):
 
     _datetime_fields = ("created_datetime", "updated_datetime")
 
-    id: Id
+    id: OptId = None
     system_id: OptStr = None
     transaction_parent_id: OptStr = None
     transaction_number: OptStr = None

@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -64,6 +73,15 @@ def _base_url(value: str) -> str:
 
 
 BaseUrl = Annotated[str, AfterValidator(_base_url)]
+
+
+def _blank_is_missing(value: Any) -> Any:
+    """An empty (or blank) credential is no credential: ``IPAAS_KLAVIYO_KLAVIYO__API_KEY=`` leaves it unset."""
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    return None if isinstance(text, str) and not text.strip() else value
+
+
+Credential = Annotated[SecretStr | None, BeforeValidator(_blank_is_missing)]
 
 
 class KafkaSettings(BaseModel):
@@ -137,7 +155,7 @@ class KlaviyoSettings(BaseModel):
 
     base_url: BaseUrl = "https://a.klaviyo.com"
     revision: str = "2026-07-15"
-    api_key: SecretStr | None = None
+    api_key: Credential = None
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
     total_timeout_s: float = 60.0
@@ -161,7 +179,7 @@ class IpaasSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base_url: BaseUrl = "https://api.ipaas.com"
-    api_token: SecretStr | None = None
+    api_token: Credential = None
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
     total_timeout_s: float = 60.0

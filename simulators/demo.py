@@ -39,6 +39,14 @@ def _debezium(op: str, after: dict[str, Any]) -> bytes:
                          "source": {"connector": "postgresql", "name": "platform", "ts_ms": int(time.time() * 1000)}})
 
 
+def platform_customers() -> list[dict[str, str]]:
+    """The Customers already on the platform (iPaaS.com), under the ids the sample changes name: Alan's order is
+    his first contact with Klaviyo, so his profile is made from his Customer there."""
+    return [{"id": customer_id, "first_name": first, "last_name": last, "email_address": f"{first.lower()}@example.com"}
+            for customer_id, first, last in (("c-1001", "Ada", "Lovelace"), ("c-1002", "Grace", "Hopper"),
+                                             ("c-1003", "Alan", "Turing"))]
+
+
 def sample_changes() -> list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]]:
     """(logical topic, key, value, headers) of the sample changes, in production order."""
     ada = {"id": "c-1001", "first_name": "Ada", "last_name": "Lovelace", "email_address": "ada@example.com",
@@ -155,8 +163,9 @@ async def run_demo(settings: Settings, *, keep_running: bool = False) -> int:
     run_id = uuid.uuid4().hex[:6]
     try:
         async with KlaviyoSimulator(SimulatorConfig()) as sim, IpaasSimulator() as ipaas:
-            for first, last in (("Ada", "Lovelace"), ("Grace", "Hopper")):  # already on the platform
-                ipaas.seed_customer(first_name=first, last_name=last, email_address=f"{first.lower()}@example.com")
+            for platform in platform_customers():
+                fields: dict[str, Any] = dict(platform)
+                ipaas.seed_customer(customer_id=fields.pop("id"), **fields)
             sim.state.store.create_profile({  # a subscriber who signed up in Klaviyo: goes to iPaaS.com
                 "email": "margaret@example.com", "first_name": "Margaret", "last_name": "Hamilton",
                 "location": {"address1": "1 Apollo Way", "city": "Cambridge", "region": "MA", "country": "US",

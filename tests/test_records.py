@@ -45,6 +45,13 @@ def test_customer_id_accepts_int_and_is_required() -> None:
         Customer.model_validate({"id": "  "})
 
 
+def test_a_transaction_id_may_be_missing_for_the_order_flow_to_report() -> None:
+    assert Transaction.model_validate({"id": 7}).id == "7"
+    assert Transaction.model_validate({"id": " T-1 "}).id == "T-1"
+    for missing in ({}, {"id": None}, {"id": ""}, {"id": "   "}):
+        assert Transaction.model_validate({**missing, "total": "5"}).id is None
+
+
 def test_primary_billing_address_prefers_flag_then_first() -> None:
     customer = Customer.model_validate(_customer())
     assert customer.primary_billing_address is not None

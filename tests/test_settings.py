@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from consumer.app import ConfigurationError, ipaas_client, klaviyo_auth
 from consumer.settings import (
     InvalidSettings,
     IpaasSettings,
@@ -60,6 +61,20 @@ def test_secrets_never_print(monkeypatch: pytest.MonkeyPatch):
         assert secret not in shown
     assert settings.klaviyo.api_key is not None
     assert settings.klaviyo.api_key.get_secret_value() == "pk_supersecret123456"
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_an_empty_api_key_or_token_counts_as_missing(clean_env: pytest.MonkeyPatch, tmp_path: Path, blank: str):
+    clean_env.setenv("IPAAS_KLAVIYO_KLAVIYO__API_KEY", blank)
+    clean_env.setenv("IPAAS_KLAVIYO_IPAAS__API_TOKEN", blank)
+    settings = load_settings()
+    assert settings.klaviyo.api_key is None and settings.ipaas.api_token is None
+    assert ipaas_client(settings) is None
+    (tmp_path / "ipaas-klaviyo.toml").write_text(f'[klaviyo]\napi_key = "{blank}"\n')
+    clean_env.delenv("IPAAS_KLAVIYO_KLAVIYO__API_KEY")
+    assert load_settings().klaviyo.api_key is None
+    with pytest.raises(ConfigurationError, match="No Klaviyo credential"):
+        klaviyo_auth(settings)
 
 
 # --- strict loading ------------------------------------------------------------------------------------------------

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 import orjson
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from consumer.errors import IntegrationError
 from consumer.records import Customer, KlaviyoProfile, Transaction
@@ -52,7 +52,9 @@ class ChangeEvent(BaseModel):
 
     kind: RecordKind
     action: Action
-    record_id: Annotated[str, StringConstraints(min_length=1)]
+    record_id: str
+    """The record's id, else the id its Kafka key (or envelope) names; empty only for a Transaction that names
+    none (``change_id``)."""
     record: Customer | Transaction | KlaviyoProfile | None
     """``None`` for a hook notification or a data-less CloudEvent (notify-then-fetch) and for most deletes."""
     format: EnvelopeFormat
@@ -69,6 +71,8 @@ class ChangeEvent(BaseModel):
     def _record_matches_kind(self) -> ChangeEvent:
         if self.record is not None and not isinstance(self.record, _MODELS[self.kind]):
             raise ValueError(f"a {self.kind} event cannot carry a {type(self.record).__name__}")
+        if not self.record_id and not _unidentified_transaction(self.record):
+            raise ValueError("a change event needs a record id")
         return self
 
 
@@ -254,6 +258,24 @@ def validate_lenient(kind: str, data: Any) -> Customer | Transaction | KlaviyoPr
         return validate(kind, data, "before")
     except PoisonPill:
         return None
+
+
+def _unidentified_transaction(record: Any) -> bool:
+    return isinstance(record, Transaction) and record.id is None
+
+
+def change_id(record: Customer | Transaction | KlaviyoProfile | None, *fallbacks: str | None, what: str) -> str:
+    """The id a change names: its record's, else the first of ``fallbacks`` (the Kafka key's id, a CloudEvent's
+    subject, an outbox aggregate id). A Transaction that names none at all is still read (id ``""``): its order
+    flow reports the missing unique order id. Anything else without an id is a poison pill."""
+    if record is not None and record.id:
+        return record.id
+    for fallback in fallbacks:
+        if fallback:
+            return fallback
+    if _unidentified_transaction(record):
+        return ""
+    return require_id(None, what)
 
 
 def require_id(record_id: str | None, what: str) -> str:

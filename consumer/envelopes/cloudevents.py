@@ -17,8 +17,8 @@ from consumer.envelopes.base import (
     EnvelopeFormat,
     PoisonPill,
     RecordKind,
+    change_id,
     load_json,
-    require_id,
     stringify_id,
     type_name,
     unstring,
@@ -63,12 +63,11 @@ def _from_cloudevent(
 
     action = parse_event_type(kind, event_type)
     record = None if data is None else validate(kind, data, "data")
-    record_id = record.id if record else key_id or stringify_id(attributes.get("subject"))
     return [
         ChangeEvent(
             kind=kind,
             action=action,
-            record_id=require_id(record_id, "CloudEvent"),
+            record_id=change_id(record, key_id, stringify_id(attributes.get("subject")), what="CloudEvent"),
             record=record,
             format=fmt,
             occurred_at=occurred_at,

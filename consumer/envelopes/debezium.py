@@ -22,6 +22,7 @@ from consumer.envelopes.base import (
     PoisonPill,
     RecordKind,
     SkipReason,
+    change_id,
     require_id,
     short,
     stringify_id,
@@ -174,10 +175,10 @@ def _row_change(kind: RecordKind, action: Action, row: Any, where: str, key_id: 
     record: Customer | Transaction | KlaviyoProfile | None
     if action is Action.DELETED:
         record = validate_lenient(kind, row)
-        record_id = require_id(record.id if record else _row_id(row) or key_id, "Debezium delete")
+        record_id = require_id((record.id if record else None) or _row_id(row) or key_id, "Debezium delete")
     else:
         record = validate(kind, row, where)
-        record_id = record.id
+        record_id = change_id(record, key_id, what=f"Debezium {where} image")
     return ChangeEvent(kind=kind, action=action, record_id=record_id, record=record,
                        format=EnvelopeFormat.DEBEZIUM, occurred_at=occurred_at,
                        event_id=_debezium_event_id(position, table, record_id, op))

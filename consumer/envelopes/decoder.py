@@ -87,5 +87,5 @@ def decode(
     if is_single_notification(doc):
         return from_hook(kind, {"notifications": [doc]})
     if was_string or "id" in header_map:  # an outbox event routed by the EventRouter
-        return from_routed(kind, doc, header_map)
-    return from_plain(kind, doc, header_map, outbox=False)
+        return from_routed(kind, doc, header_map, read_key_id(key))
+    return from_plain(kind, doc, header_map, outbox=False, key_id=read_key_id(key))

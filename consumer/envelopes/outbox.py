@@ -19,7 +19,7 @@ from consumer.envelopes.base import (
     EnvelopeFormat,
     PoisonPill,
     RecordKind,
-    require_id,
+    change_id,
     short,
     stringify_id,
     unstring,
@@ -29,9 +29,10 @@ from consumer.envelopes.event_types import entity_matches, parse_event_type
 from consumer.envelopes.plain_json import from_plain
 
 
-def from_routed(kind: RecordKind, doc: Mapping[str, Any], headers: Mapping[str, str]) -> list[ChangeEvent]:
+def from_routed(kind: RecordKind, doc: Mapping[str, Any], headers: Mapping[str, str],
+                key_id: str | None = None) -> list[ChangeEvent]:
     """An event routed by the EventRouter: read like plain JSON, the ``id`` header winning as the event id."""
-    return from_plain(kind, doc, headers, outbox=True)
+    return from_plain(kind, doc, headers, outbox=True, key_id=key_id)
 
 
 def is_outbox_row(row: Any) -> bool:
@@ -50,7 +51,7 @@ def from_outbox_row(kind: RecordKind, action: Action, row: Any, occurred_at: dat
     event_action = parse_event_type(kind, str(event_type)) if event_type else Action.UPDATED
     payload, _ = unstring(row.get("payload"), "outbox payload")
     record = validate(kind, payload, "payload") if payload is not None else None
-    record_id = require_id(record.id if record else stringify_id(row.get("aggregateid")), "outbox event")
+    record_id = change_id(record, stringify_id(row.get("aggregateid")), what="outbox event")
     return [
         ChangeEvent(
             kind=kind,

@@ -16,6 +16,7 @@ from consumer.envelopes.base import (
     EnvelopeFormat,
     PoisonPill,
     RecordKind,
+    change_id,
     stringify_id,
     unstring,
     validate,
@@ -57,6 +58,7 @@ def from_plain(
     headers: Mapping[str, str],
     *,
     outbox: bool,
+    key_id: str | None = None,
 ) -> list[ChangeEvent]:
     """``outbox``: an event routed by the outbox EventRouter (:mod:`consumer.envelopes.outbox`), not plain JSON."""
     body: Any = doc
@@ -87,7 +89,7 @@ def from_plain(
         ChangeEvent(
             kind=kind,
             action=action,
-            record_id=record.id,
+            record_id=change_id(record, key_id, what="value"),
             record=record,
             format=EnvelopeFormat.DEBEZIUM if outbox else EnvelopeFormat.PLAIN_JSON,
             occurred_at=occurred_at,

@@ -1,5 +1,6 @@
 """What a flow handler gets: the change it acts on (typed record, action, transfer) and its context (the
-ports to Klaviyo and iPaaS.com, the mapping collections, the error log's warning sink, the link cache)."""
+ports to Klaviyo and iPaaS.com, the mapping collections, the error log's warning sink, the link cache, the
+Customers read for orders)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from consumer.catalog import CatalogError
 from consumer.envelopes import Action
+from consumer.flows.customers import CustomerCache
 from consumer.flows.links import ProfileLinks
 from consumer.flows.marketing import MarketingState
 from consumer.flows.ports import EventSink, IpaasPort, KlaviyoPort
@@ -61,3 +63,5 @@ class FlowContext:
     """A Customer's external_id -> its Klaviyo profile id, shared by every flow of this context."""
     marketing: MarketingState = field(default_factory=MarketingState)
     """The consent list, list ids and what was applied (``consumer.flows.marketing``)."""
+    customers: CustomerCache = field(default_factory=CustomerCache)
+    """The platform Customers the order flow read from iPaaS.com (``consumer.flows.customers``)."""

@@ -5,22 +5,30 @@ Steps (1 and 2 send nothing, so bad input costs no call):
   1. Build the Placed Order with its mapping. It needs an event name (``metric``, at most 127 characters), a
      unique order id (``unique_id``, the transaction id) and a profile reference (``profile.external_id`` = the
      customer id, ``profile.email`` or ``profile.phone_number``; a guest's email must be well formed); ``value``
-     (the total) must be a number (negative for a refund or return). Else "Order Event Could Not Be Created".
+     (the total) must be a number (negative for a refund or return); ``time`` (the transaction's date) must be
+     mapped, readable and inside Klaviyo's window (after 1990-01-01, at most a year ahead: ``event_time_problem``).
+     Else "Order Event Could Not Be Created". An order is never sent without its date: Klaviyo would date it
+     "now" (``consumer.records`` keeps an unreadable date as ``None``, which is the missing case here).
      ``Items`` (one entry per line) is added unless the mapping fills it.
   2. Build one Ordered Product per line with its mapping: event name, profile reference and a ``unique_id`` that
      identifies the line (``<transaction id>:<sequence>:<sku>`` by default; it must differ from the order's and
-     from every other line's), value (the line total) a number (negative for a discount or return line). A line
-     that fails is left out
+     from every other line's), value (the line total) a number (negative for a discount or return line), and a
+     time as above (the transaction's date by default). A line that fails is left out
      and reported as "Product Event Could Not Be Created" after the other events are sent (the transfer fails
      and is dead-lettered; Klaviyo's de-duplication makes the resend after the fix a no-op for what arrived).
      A transaction without lines sends the Placed Order alone (with ``Items: []``).
   3. Make sure the customer exists in Klaviyo (only when the order names one by ``profile.external_id``): link
-     cache, then ``GET`` by external_id, else the Add Profile flow creates it from the transaction's email and
-     billing address. If that fails, the customer's own error is written to the error log (under the customer's
-     transfer) and "Customer Required for Order Could Not Be Created" fails the order; Klaviyo errors that are
-     retryable or concern the account (5xx, 429, connection, 401/403) are raised as they are, so the runtime
-     retries or pauses. A guest order (no customer id) names its profile by email/phone: Klaviyo creates or
-     matches that profile when it takes the event.
+     cache, then ``GET`` by external_id, else the Add Profile flow creates it from the platform Customer: read
+     from iPaaS.com (the Customer with its addresses; kept a while, so the orders of one customer cost one read:
+     ``consumer.flows.customers``) when iPaaS.com is configured and the reference is the transaction's customer
+     id; else (no iPaaS.com, or a reference that is not the customer id) from the transaction's email and billing
+     address. If that fails, the customer's own error (a Customer iPaaS.com does not have: "Error calling
+     iPaaS.com (... 404 ...)") is written to the error log (under the customer's transfer) and "Customer
+     Required for Order Could Not Be Created" fails the order; errors that are retryable or blame a destination
+     (Klaviyo or iPaaS.com 5xx, 429, connection, 401/403) are raised as they are, so the runtime retries or the
+     order waits for that destination (an iPaaS.com outage holds only the orders whose customer must be read).
+     A guest order (no customer id) names its profile by email/phone: Klaviyo creates or matches that profile
+     when it takes the event.
   4. Send: the events go to Klaviyo's event batcher (``ctx.events``), which sends them together with other
      records' events (single ``POST /api/events`` or bulk jobs of up to 1,000 events of many orders, whichever
      the quota favours; see ``consumer.klaviyo.batching``); the events name the profile by its id. The handler
@@ -28,8 +36,9 @@ Steps (1 and 2 send nothing, so bad input costs no call):
      Klaviyo) forgets the link, runs step 3 again and resends once. If Klaviyo refuses an event, the transaction
      fails: a refused event name, unique_id or profile reference is "Order Event Could Not Be Created" (the Placed
      Order) or "Product Event Could Not Be Created" (a line), with Klaviyo's detail; any other refused field (a
-     time before 1990, say) is "Error calling Klaviyo (...)". In a bulk job none of its events was taken; sent as
-     single events (a trickle), the others may have been, and the resend after the fix is a no-op for them.
+     time the spec allows but Klaviyo refuses, say) is "Error calling Klaviyo (...)". In a bulk job none of its
+     events was taken; sent as single events (a trickle), the others may have been, and the resend after the fix
+     is a no-op for them.
 
 Idempotent: Klaviyo keeps one event per (profile, metric, unique_id), so a redelivered or updated transaction
 creates nothing new. With ``ctx.generate_events`` off (the "Generate Events" setting) nothing is sent.
@@ -40,6 +49,8 @@ up to ~250 orders of 3 lines; a trickle goes as single events):
   customer linked, not cached .............................. 1  (GET by external_id)
   customer absent .......................................... 2  (GET, POST profile; see profiles_from for
                                                                  a 409 link or a near-duplicate check)
+                                                                 + 2 iPaaS.com reads (Customer, addresses)
+                                                                 when configured, once per customer a while
   guest order (no customer id) ............................. 0
   "Generate Events" off .................................... 0 (and no events)
 """
@@ -48,8 +59,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -68,7 +80,9 @@ from consumer.flows.ports import EventSink
 from consumer.flows.profiles_from import IDENTIFIERS, attribute, ensure_profile, is_valid_email
 from consumer.klaviyo import KlaviyoConnectionError, KlaviyoRejected, NewEvent, ProfileAttributes
 from consumer.klaviyo.errors import EventRejected
-from consumer.records import Customer, CustomerAddress, Transaction, TransactionLine
+from consumer.klaviyo.models import event_time_problem
+from consumer.mapping import MappingCollection
+from consumer.records import Customer, CustomerAddress, Transaction, TransactionLine, parse_datetime
 from consumer.transfers import TransferRef
 
 __all__ = ["send_order_events"]
@@ -95,7 +109,7 @@ class _Draft:
     profile: dict[str, Any]
     value: float | None = None
     value_currency: str | None = None
-    time: Any = None
+    time: datetime | None = None
     backfill: bool | None = None
 
     def event(self, profile_id: str | None) -> NewEvent:
@@ -143,7 +157,28 @@ def _number(value: Any, what: str, entry: CatalogEntry, flow: Flow) -> float | N
     return number  # negative totals are valid: refunds, discount lines, returns
 
 
-def _draft(target: Mapping[str, Any], entry: CatalogEntry, flow: Flow, what: str) -> _Draft:
+def _time(target: Mapping[str, Any], mapping: MappingCollection, entry: CatalogEntry, flow: Flow) -> datetime:
+    """The event's time: the mapped date of the transaction, inside Klaviyo's window (``event_time_problem``).
+
+    Missing or unreadable is the event's error, never "now": Klaviyo would date the order when it arrived."""
+    mapped = mapping.field("time")
+    where = f"field 'time' (path '{mapped.source_text}')" if mapped and mapped.source_text else "field 'time'"
+    if mapped is None:
+        raise _fail(entry, flow, "field 'time' is not mapped: the event needs the date of the transaction")
+    value = target.get("time")
+    if value is None:
+        raise _fail(entry, flow, f"{where}: the date of the transaction is missing or could not be read")
+    moment = parse_datetime(value)
+    if moment is None:
+        raise _fail(entry, flow, f"{where}: not a date")
+    problem = event_time_problem(moment)
+    if problem is not None:
+        raise _fail(entry, flow, f"{where}: {problem}")
+    return moment
+
+
+def _draft(target: Mapping[str, Any], mapping: MappingCollection, entry: CatalogEntry, flow: Flow,
+           what: str) -> _Draft:
     """Validate a mapped event target; raises ``entry`` naming the missing or bad field (never a value)."""
     metric = target.get("metric")
     if not isinstance(metric, str) or not metric.strip():
@@ -169,7 +204,7 @@ def _draft(target: Mapping[str, Any], entry: CatalogEntry, flow: Flow, what: str
         profile=dict(profile),
         value=_number(target.get("value"), what, entry, flow),
         value_currency=target.get("value_currency"),
-        time=target.get("time"),
+        time=_time(target, mapping, entry, flow),
         backfill=target.get("backfill"),
     )
     try:  # the event's own checks (time, currency ...), with a stand-in profile id
@@ -211,8 +246,8 @@ def build_events(ctx: FlowContext, transaction: Transaction) -> _Built:
     """Map and validate the Placed Order (raising its catalog error) and every line (collecting failures)."""
     source = transaction.model_dump(mode="json")
     order_flow, line_flow = Flow.PLACED_ORDER_FROM_IPAAS, Flow.ORDERED_PRODUCT_FROM_IPAAS
-    target = ctx.mappings[order_flow.slug].build(source)
-    placed = _draft(target, ORDER_EVENT_COULD_NOT_BE_CREATED, order_flow, "order total")
+    orders = ctx.mappings[order_flow.slug]
+    placed = _draft(orders.build(source), orders, ORDER_EVENT_COULD_NOT_BE_CREATED, order_flow, "order total")
     if "Items" not in placed.properties:
         placed.properties["Items"] = [_item(line) for line in transaction.lines]
     _capped(placed.properties, placed.unique_id)
@@ -222,7 +257,7 @@ def build_events(ctx: FlowContext, transaction: Transaction) -> _Built:
     for position, (line, line_source) in enumerate(zip(transaction.lines, source["lines"], strict=True)):
         where = f"line {position + 1}" + (f" (sequence {line.sequence_number})" if line.sequence_number else "")
         try:
-            draft = _draft(products.build({**line_source, "transaction": source}),
+            draft = _draft(products.build({**line_source, "transaction": source}), products,
                            PRODUCT_EVENT_COULD_NOT_BE_CREATED, line_flow, "line total")
             if draft.unique_id == placed.unique_id or draft.unique_id in seen:
                 other = "the order" if draft.unique_id == placed.unique_id else f"line {seen[draft.unique_id] + 1}"
@@ -239,7 +274,8 @@ def build_events(ctx: FlowContext, transaction: Transaction) -> _Built:
 
 # --- the customer --------------------------------------------------------------------------------------------
 def customer_from(transaction: Transaction, external_id: str, email: str | None) -> Customer:
-    """The Customer an order implies: its reference, email and billing address (name, phone, company)."""
+    """The Customer an order implies when iPaaS.com cannot say: its reference, email and billing address (name,
+    phone, company)."""
     billing = transaction.billing_address
     fields: dict[str, Any] = {"id": external_id, "email_address": email}
     if billing is not None:
@@ -260,6 +296,30 @@ def _passes_through(exc: CatalogError) -> bool:
     return isinstance(exc, KlaviyoRejected) and exc.http_status in _ACCOUNT_STATUSES
 
 
+def _order_customer(ctx: FlowContext, transaction: Transaction, external_id: str,
+                    email: str | None) -> Callable[[], Awaitable[Customer]]:
+    """What reads the Customer the order's profile is made from: the platform Customer from iPaaS.com (kept a
+    while: ``ctx.customers``) when iPaaS.com is configured and the order names its customer by the transaction's
+    customer id; else the Customer the transaction implies (``customer_from``)."""
+    ipaas = ctx.ipaas
+    if ipaas is None or not transaction.customer_id or transaction.customer_id.strip() != external_id:
+        async def implied() -> Customer:
+            return customer_from(transaction, external_id, email)
+
+        return implied
+
+    async def fetch() -> Customer:
+        record = await ipaas.fetch_record("customer", external_id)
+        if not isinstance(record, Customer):
+            raise TypeError(f"iPaaS.com gave a {type(record).__name__} for a customer")
+        return record
+
+    async def platform() -> Customer:
+        return await ctx.customers.customer(external_id, fetch)
+
+    return platform
+
+
 async def _ensure_customer(ctx: FlowContext, transaction: Transaction, placed: _Draft) -> str | None:
     """The profile id the order's events name, or None for a guest order (named by its identifiers)."""
     external_id = placed.profile.get("external_id")
@@ -267,9 +327,9 @@ async def _ensure_customer(ctx: FlowContext, transaction: Transaction, placed: _
         return None
     external_id = str(external_id)
     transfer = TransferRef(kind="customer", id=external_id)
+    customer = _order_customer(ctx, transaction, external_id, placed.profile.get("email"))
     try:
-        return await ensure_profile(ctx, customer_from(transaction, external_id, placed.profile.get("email")),
-                                    transfer)
+        return await ensure_profile(ctx, customer, transfer, external_id)
     except CatalogError as exc:
         if _passes_through(exc):
             raise

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,9 @@ MAX_CONFLICTS = 3
 """Identifier conflicts resolved per write before the 409 is given up on (there are three identifiers)."""
 MAX_EMAIL_LENGTH = 99
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+CustomerSource = Customer | Callable[[], Awaitable[Customer]]
+"""A Customer, or what reads it when it is needed (the order flow's platform Customer)."""
 
 _ENTRIES: dict[Flow, CatalogEntry] = {
     Flow.ADD_PROFILE_FROM_IPAAS: PROFILE_COULD_NOT_BE_CREATED,
@@ -148,20 +152,22 @@ class ProfileSync:
             return profile.id
         return await self.add(customer, use_cache=False)
 
-    async def ensure(self, customer: Customer) -> str:
-        """The customer's profile id (external_id = the customer id), created through the Add flow when absent.
+    async def ensure(self, customer_id: str, customer: CustomerSource) -> str:
+        """The profile id of the customer ``customer_id`` (its external_id), created through the Add flow when
+        absent from ``customer``: the Customer, or what reads it (called only then, so a linked customer costs no
+        read).
 
         Nothing is written when the profile exists: an order must not overwrite its customer's profile.
         """
-        cached = self.links.get(customer.id)
+        cached = self.links.get(customer_id)
         if cached is not None:
             return cached
         self.flow = Flow.ADD_PROFILE_FROM_IPAAS
-        found = await self.klaviyo.find_profile_by_external_id(customer.id)
+        found = await self.klaviyo.find_profile_by_external_id(customer_id)
         if found is not None:
-            self.links.remember(customer.id, found.id)
+            self.links.remember(customer_id, found.id)
             return found.id
-        attrs = self.attributes(customer)
+        attrs = self.attributes(customer if isinstance(customer, Customer) else await customer())
         return await self._create(attrs, write_existing=False)
 
     # --- mapping and validation --------------------------------------------------------------------------------
@@ -308,14 +314,20 @@ async def sync_profile(change: Change[Customer], ctx: FlowContext) -> None:
         raise
 
 
-async def ensure_profile(ctx: FlowContext, customer: Customer, transfer: TransferRef) -> str:
-    """The Klaviyo profile id of ``customer`` (looked up by external_id = its id), added when absent.
+async def ensure_profile(ctx: FlowContext, customer: CustomerSource, transfer: TransferRef,
+                         customer_id: str | None = None) -> str:
+    """The Klaviyo profile id of a customer (looked up by external_id = its id: ``customer_id``, else the
+    Customer's), added from ``customer`` (the Customer, or what reads it) when absent.
 
     Raises the Add flow's catalog errors, with Klaviyo API errors attributed to the Add flow.
     """
     sync = ProfileSync(ctx, transfer)
+    if customer_id is None:
+        if not isinstance(customer, Customer):
+            raise TypeError("ensure_profile needs customer_id when the Customer is read on demand")
+        customer_id = customer.id
     try:
-        return await sync.ensure(customer)
+        return await sync.ensure(customer_id, customer)
     except CatalogError as exc:
         attribute(exc, sync.flow)
         raise

@@ -1,5 +1,5 @@
-"""Making sense of response bodies: JSON error bodies, and bodies that are not what the API promised (HTML pages
-from proxies and CDNs)."""
+"""Making sense of response bodies: JSON error bodies, bodies that are not what the API promised (HTML pages
+from proxies and CDNs), and JSON answers that do not read as what the operation returns."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _H1 = re.compile(rb"<h1[^>]*>(.*?)</h1>", re.IGNORECASE | re.DOTALL)
@@ -62,3 +63,10 @@ def summarize_non_json(body: bytes, content_type: str | None, *, limit: int = 20
             if title:
                 return f"{media} page: {title}"
     return f"{media} body: {_clean(body[:4096], limit)}"
+
+
+def unreadable_parts(exc: ValidationError, *, limit: int = 5) -> str:
+    """Which parts of an answer could not be read as its model: ``"unreadable id, attributes.email"`` (locations
+    only, never values, so the text is safe in errors and logs)."""
+    names = sorted({".".join(str(part) for part in error["loc"]) for error in exc.errors()})
+    return "unreadable " + ", ".join(name or "body" for name in names[:limit])

@@ -7,7 +7,9 @@
 
 What comes back is decided here, the same way for both APIs, and told apart from the record's own failures:
 
-- a success is only a status the operation documents, with the body it documents (``Call.accepts``);
+- a success is only a status the operation documents, with a body that is the API's (``Call.accepts``; the
+  clients accept JSON or nothing here and then check that it holds what the operation returns: an answer without
+  it is the API's own failure, which the client words as the record's);
 - 429 and transport failures are retried (transport only where resending is harmless), 5xx on idempotent
   calls; when the retries run out the error blames the destination (``Outage.DOWN``);
 - a redirect, an HTML page or a foreign body, a route that doesn't exist (404 on a path without an id), 405,
@@ -54,12 +56,6 @@ def json_document(response: httpx.Response) -> Any:
         return None
 
 
-def is_jsonapi_document(response: httpx.Response) -> bool:
-    """A JSON:API document with primary data (an object or a list)."""
-    document = json_document(response)
-    return isinstance(document, dict) and isinstance(document.get("data"), dict | list)
-
-
 def is_empty_or_json(response: httpx.Response) -> bool:
     """An empty body, or JSON (a 202 from Klaviyo has an empty body)."""
     return not response.content.strip() or json_document(response) is not None
@@ -76,7 +72,7 @@ class Call:
     """The path template (``/api/profiles/{id}``): in logs and error details, never ids or values."""
     success: frozenset[int]
     accepts: Callable[[httpx.Response], bool] = is_empty_or_json
-    """Whether a success status came with the documented body; else the answer is not the API's."""
+    """Whether a success status came with a body of the API's; else the answer is not the API's (a page)."""
     params: Mapping[str, Any] | None = None
     body: bytes | None = None
     headers: Mapping[str, str] = field(default_factory=dict)

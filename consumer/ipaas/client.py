@@ -4,7 +4,9 @@ Same layers as the Klaviyo client: the shared ``consumer.http.sender.Sender`` (c
 timeouts inside a total deadline, ``RateLimit-*`` and ``Retry-After``, retries of 429, 5xx and transport failures
 with capped, jittered backoff up to ``settings.max_retries`` times), the token as an ``httpx.Auth`` flow, and
 ``IpaasDialect`` wording the failures. A 2xx answer that is not JSON (a proxy's page) and a 401/403 blame
-iPaaS.com (``outage``), never the record. Secrets (the API token) never appear in errors, logs or reprs.
+iPaaS.com (``outage``), never the record. A 2xx answer that is empty or JSON but lacks what the operation returns
+("iPaaS.com answered 201 to POST /customers/v2/Customer without the customer it should return") is iPaaS.com's own
+answer: the record's failure, retryable. Secrets (the API token) never appear in errors, logs or reprs.
 
 Non-idempotent operations (creating a Customer or a Customer Address) are retried only where the request cannot
 have been applied: a 429, or a failure to connect. After a 5xx, a timeout or a garbled success the client raises a
@@ -28,19 +30,19 @@ import asyncio
 import hashlib
 import logging
 import random
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
 import orjson
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from consumer.errors import Outage
 from consumer.http.backoff import Backoff
-from consumer.http.content import is_json_content_type
+from consumer.http.content import is_json_content_type, unreadable_parts
 from consumer.http.lanes import LaneTransport
 from consumer.http.ratelimit import LimiterRegistry, Sleep, SlidingWindowLimiter, Window
 from consumer.http.redact import Redactor
@@ -50,6 +52,7 @@ from consumer.ipaas.errors import (
     DESTINATION,
     IpaasConnectionError,
     IpaasRejected,
+    answered_without,
     ipaas_redactor,
     rejected_from_response,
 )
@@ -69,6 +72,8 @@ from consumer.records import Customer, CustomerAddress, Transaction
 from consumer.settings import IpaasSettings
 
 logger = logging.getLogger("consumer.ipaas")
+
+R = TypeVar("R", bound=BaseModel)
 
 JSON = "application/json"
 USER_AGENT = "ipaas-klaviyo/0.1"
@@ -196,8 +201,9 @@ class IpaasClient:
     # --- customers -----------------------------------------------------------------------------------------------
     async def get_customer(self, customer_id: str) -> Customer | None:
         """The Customer with this id, or None when iPaaS.com has none."""
-        document = await self._call("get_customer", {"id": customer_id}, allow_404=True)
-        return None if document is None else Customer.model_validate(self._object(document, "get_customer"))
+        customer: Customer | None = await self._call("get_customer", {"id": customer_id}, allow_404=True,
+                                                     read=_one(Customer), returns="the customer")
+        return customer
 
     async def find_customers_by_email(self, email: str, *, exact: bool = True) -> list[Customer]:
         """Customers whose email equals ``email`` (``action=equals``, as iPaaS.com compares: exactly).
@@ -206,20 +212,16 @@ class IpaasClient:
         to find Customers whose email differs only in case or formatting.
         """
         params = {"action": "equals" if exact else "contains", "EmailAddress": email}
-        document = await self._call("find_customers", {}, params=params, allow_404=True)
-        if document is None:
-            return []
-        if isinstance(document, dict) and isinstance(document.get("data"), list):  # a paged wrapper
-            document = document["data"]
-        if not isinstance(document, list):
-            raise self._unexpected("find_customers", "a JSON array of customers was expected")
-        return [Customer.model_validate(item) for item in document]
+        customers: list[Customer] | None = await self._call(
+            "find_customers", {}, params=params, allow_404=True, read=_many(Customer), returns="the list of customers")
+        return customers or []
 
     async def create_customer(self, fields: Mapping[str, Any] | CustomerWrite) -> Customer:
         """Create a Customer from its writable fields; returns it with its new id."""
         body = fields if isinstance(fields, CustomerWrite) else CustomerWrite.model_validate(dict(fields))
-        document = await self._call("create_customer", {}, body=body.to_json())
-        return Customer.model_validate(self._object(document, "create_customer"))
+        customer: Customer = await self._call("create_customer", {}, body=body.to_json(), read=_one(Customer),
+                                              returns="the customer")
+        return customer
 
     async def update_customer(
         self, customer_id: str, changes: Mapping[str, Any] | CustomerWrite, *, current: Customer | None = None
@@ -232,28 +234,27 @@ class IpaasClient:
         merged = _writable(current, CUSTOMER_WRITABLE) if current is not None else {}
         merged.update(change.to_dict())
         body = CustomerWrite.model_validate(merged)
-        document = await self._call("update_customer", {"id": customer_id}, body=body.to_json())
-        return Customer.model_validate(self._object(document, "update_customer"))
+        updated: Customer = await self._call("update_customer", {"id": customer_id}, body=body.to_json(),
+                                             read=_one(Customer), returns="the customer")
+        return updated
 
     # --- customer addresses --------------------------------------------------------------------------------------
     async def list_customer_addresses(self, customer_id: str) -> list[CustomerAddress]:
         """Every Customer Address of a Customer (empty when the Customer has none)."""
-        document = await self._call("list_customer_addresses", {"id": customer_id}, allow_404=True)
-        if document is None:
-            return []
-        if isinstance(document, dict) and isinstance(document.get("data"), list):
-            document = document["data"]
-        if not isinstance(document, list):
-            raise self._unexpected("list_customer_addresses", "a JSON array of addresses was expected")
-        return [CustomerAddress.model_validate(item) for item in document]
+        addresses: list[CustomerAddress] | None = await self._call(
+            "list_customer_addresses", {"id": customer_id}, allow_404=True, read=_many(CustomerAddress),
+            returns="the list of addresses")
+        return addresses or []
 
     async def create_customer_address(
         self, customer_id: str, fields: Mapping[str, Any] | AddressWrite
     ) -> CustomerAddress:
         """Create a Customer Address under a Customer."""
         body = fields if isinstance(fields, AddressWrite) else AddressWrite.model_validate(dict(fields))
-        document = await self._call("create_customer_address", {"id": customer_id}, body=body.to_json())
-        return CustomerAddress.model_validate(self._object(document, "create_customer_address"))
+        address: CustomerAddress = await self._call("create_customer_address", {"id": customer_id},
+                                                    body=body.to_json(), read=_one(CustomerAddress),
+                                                    returns="the address")
+        return address
 
     async def update_customer_address(
         self,
@@ -268,16 +269,17 @@ class IpaasClient:
         merged = _writable(current, ADDRESS_WRITABLE) if current is not None else {}
         merged.update(change.to_dict())
         body = AddressWrite.model_validate(merged)
-        document = await self._call(
-            "update_customer_address", {"id": customer_id, "address_id": address_id}, body=body.to_json()
-        )
-        return CustomerAddress.model_validate(self._object(document, "update_customer_address"))
+        address: CustomerAddress = await self._call(
+            "update_customer_address", {"id": customer_id, "address_id": address_id}, body=body.to_json(),
+            read=_one(CustomerAddress), returns="the address")
+        return address
 
     # --- transactions --------------------------------------------------------------------------------------------
     async def get_transaction(self, transaction_id: str) -> Transaction | None:
         """The Transaction (with its lines and addresses) with this id, or None."""
-        document = await self._call("get_transaction", {"id": transaction_id}, allow_404=True)
-        return None if document is None else Transaction.model_validate(self._object(document, "get_transaction"))
+        transaction: Transaction | None = await self._call("get_transaction", {"id": transaction_id}, allow_404=True,
+                                                           read=_one(Transaction), returns="the transaction")
+        return transaction
 
     async def fetch_record(self, kind: str, record_id: str) -> Customer | Transaction:
         """Notify-then-fetch: the record a hook notification names (a Customer comes with its addresses).
@@ -344,14 +346,12 @@ class IpaasClient:
     def _limiter(self) -> SlidingWindowLimiter:
         return self._limiters.get((self._account, "ipaas"), self._windows)
 
-    def _object(self, document: Any, op: str) -> dict[str, Any]:
-        if not isinstance(document, dict):
-            raise self._unexpected(op, "a JSON object was expected")
-        return document
-
-    def _unexpected(self, op: str, what: str) -> IpaasRejected:
-        return IpaasRejected(f"200 unexpected response: {what}", http_status=200, retryable=True,
-                             outage=Outage.MISCONFIGURED, operation=op)
+    @staticmethod
+    def _without(response: httpx.Response, op: Operation, what: str, problem: str | None = None) -> IpaasRejected:
+        error = answered_without(response.status_code, op.method, op.path, what, problem, operation=op.name)
+        logger.info("iPaaS.com answered without what the operation returns",
+                    extra={"endpoint": op.name, "status": response.status_code, "detail": error.detail})
+        return error
 
     def _path(self, op: Operation, values: Mapping[str, Any]) -> str:
         return op.path.format(**{name: _segment(value) for name, value in values.items()})
@@ -386,9 +386,12 @@ class IpaasClient:
         scalar: bool = False,
         expect: Literal["json", "any"] = "json",
         retries: int | None = None,
+        read: Callable[[Any], Any] | None = None,
+        returns: str = "the body it documents",
     ) -> Any:
         """Send one operation through the shared sender; returns the decoded JSON body (None for an empty body,
-        or for a 404 when ``allow_404``)."""
+        or for a 404 when ``allow_404``), or what ``read`` makes of it: then an empty body, or one ``read`` refuses,
+        is an answer without what the operation ``returns``."""
         op = OPERATIONS[name]
         if self._tracking_guid:
             params = {**(params or {}), "trackingGuid": self._tracking_guid}
@@ -414,7 +417,51 @@ class IpaasClient:
         ), retries=retries)
         if response.status_code == 404:
             return None
-        return self._decode(response, scalar=scalar or expect == "any")[1]
+        document = self._decode(response, scalar=scalar or expect == "any")[1]
+        if read is None:
+            return document
+        if document is None:
+            raise self._without(response, op, returns)
+        try:
+            return read(document)
+        except _Unreadable as exc:
+            raise self._without(response, op, returns, str(exc)) from None
+
+
+class _Unreadable(ValueError):
+    """A JSON answer that is not what the operation returns; the text says how (locations, never values)."""
+
+
+def _one(model: type[R]) -> Callable[[Any], R]:
+    """A reader of one record (a JSON object)."""
+
+    def read(document: Any) -> R:
+        if not isinstance(document, dict):
+            raise _Unreadable(f"a JSON {_json_kind(document)} instead of an object")
+        try:
+            return model.model_validate(document)
+        except ValidationError as exc:
+            raise _Unreadable(unreadable_parts(exc)) from None
+
+    return read
+
+
+def _many(model: type[R]) -> Callable[[Any], list[R]]:
+    """A reader of a list of records (a JSON array, or a paged wrapper's ``data``)."""
+    one = _one(model)
+
+    def read(document: Any) -> list[R]:
+        if isinstance(document, dict) and isinstance(document.get("data"), list):  # a paged wrapper
+            document = document["data"]
+        if not isinstance(document, list):
+            raise _Unreadable(f"a JSON {_json_kind(document)} instead of an array")
+        return [one(item) for item in document]
+
+    return read
+
+
+def _json_kind(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(type(value), "number")
 
 
 class IpaasDialect:

@@ -58,6 +58,17 @@ class IpaasRejected(CatalogError):
         self.errors = dict(errors) if errors else None
 
 
+def answered_without(
+    status: int, method: str, route: str, what: str, problem: str | None = None, *, operation: str | None = None
+) -> IpaasRejected:
+    """A success status whose body lacks ``what`` the operation returns ("the customer"): iPaaS.com's answer, so the
+    record's failure (no outage), and retryable (the flows re-resolve what a write made before writing again).
+    ``route`` is the path template: no ids or values."""
+    detail = f"answered {status} to {method} {route} without {what} it should return"
+    return IpaasRejected(f"{detail} ({problem})" if problem else detail, http_status=status, retryable=True,
+                         operation=operation)
+
+
 class IpaasConnectionError(CatalogError):
     """iPaaS.com could not be reached, or the exchange broke off (timeouts, resets, refused connections)."""
 

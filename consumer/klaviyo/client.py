@@ -4,7 +4,9 @@ Every request goes through the shared ``consumer.http.sender.Sender`` (quota, re
 with the credential as an ``httpx.Auth`` flow (``CredentialFlow``); only the status and body the spec documents
 for an operation count as its success. ``KlaviyoDialect`` words the failures: ``KlaviyoRejected`` for an answer,
 ``KlaviyoConnectionError`` when Klaviyo can't be reached, either with ``outage`` set when Klaviyo (its
-availability, the credential, the configuration) failed rather than the record.
+availability, the credential, the configuration) failed rather than the record. A success status whose JSON (or
+empty) body lacks what the operation returns ("Klaviyo answered 201 to POST /api/profiles without the profile it
+should return") is a ``KlaviyoRejected`` of the record, retryable: Klaviyo answered, so nothing says it is out.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import orjson
+from pydantic import BaseModel, ValidationError
 
 from consumer.errors import Outage
 from consumer.http.backoff import Backoff
+from consumer.http.content import unreadable_parts
 from consumer.http.lanes import LaneTransport
 from consumer.http.ratelimit import LimiterRegistry, Sleep, SlidingWindowLimiter
 from consumer.http.redact import Redactor
@@ -32,7 +36,6 @@ from consumer.http.sender import (
     RetryRules,
     Sender,
     is_empty_or_json,
-    is_jsonapi_document,
     json_document,
 )
 from consumer.http.transport import build_timeout
@@ -41,6 +44,7 @@ from consumer.klaviyo.errors import (
     DESTINATION,
     KlaviyoConnectionError,
     KlaviyoRejected,
+    answered_without,
     expected_available_s,
     klaviyo_redactor,
     parse_error_body,
@@ -77,6 +81,8 @@ from consumer.settings import KlaviyoSettings
 
 logger = logging.getLogger("consumer.klaviyo")
 
+M = TypeVar("M", bound=BaseModel)
+
 JSONAPI = "application/vnd.api+json"
 USER_AGENT = "ipaas-klaviyo/0.1"
 DEFAULT_BACKOFF = Backoff(base_s=0.5, cap_s=30.0)
@@ -92,6 +98,12 @@ def _filter_value(value: str) -> str:
 def _filter_time(value: datetime) -> str:
     moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     return moment.isoformat()
+
+
+def _next_cursor(response: httpx.Response) -> str | None:
+    document = json_document(response)
+    links = document.get("links") if isinstance(document, dict) else None
+    return _cursor_of(links.get("next")) if isinstance(links, dict) else None
 
 
 def _cursor_of(next_link: object) -> str | None:
@@ -190,13 +202,14 @@ class KlaviyoClient:
 
     async def probe(self) -> None:
         """One cheap read (a page of one profile), asked once: returns when Klaviyo answers as documented."""
-        await self._send("get_profiles", "/api/profiles", params={"page[size]": 1}, retries=0)
+        response = await self._send("get_profiles", "/api/profiles", params={"page[size]": 1}, retries=0)
+        self._listing(Profile, response, "get_profiles", "the list of profiles")
 
     # --- profiles ------------------------------------------------------------------------------------------------
     async def get_profile(self, profile_id: str) -> Profile:
         """The profile with this id; a missing one raises ``KlaviyoRejected`` with ``http_status == 404``."""
         response = await self._send("get_profile", f"/api/profiles/{quote(profile_id, safe='')}")
-        return Profile.model_validate(self._data(response, "get_profile"))
+        return self._resource(Profile, response, "get_profile", "the profile")
 
     async def find_profile_by_email(self, email: str) -> Profile | None:
         """The profile holding this email (exact match), or None."""
@@ -212,15 +225,13 @@ class KlaviyoClient:
 
     async def _find_one(self, expression: str) -> Profile | None:
         response = await self._send("get_profiles", "/api/profiles", params={"filter": expression, "page[size]": 1})
-        data = self._data(response, "get_profiles")
-        if not isinstance(data, list) or not data:
-            return None
-        return Profile.model_validate(data[0])
+        profiles = self._listing(Profile, response, "get_profiles", "the list of profiles")
+        return profiles[0] if profiles else None
 
     async def create_profile(self, attributes: ProfileAttributes) -> Profile:
         """Create a profile; an identifier another profile holds raises 409 with ``duplicate_profile_id``."""
         response = await self._send("create_profile", "/api/profiles", body=profile_body(attributes))
-        return Profile.model_validate(self._data(response, "create_profile"))
+        return self._resource(Profile, response, "create_profile", "the profile")
 
     async def update_profile(
         self, profile_id: str, attributes: ProfileAttributes, *, patch_properties: PatchProperties | None = None
@@ -228,7 +239,7 @@ class KlaviyoClient:
         """PATCH a profile: attributes set to None are cleared, attributes never set are kept."""
         body = profile_body(attributes, profile_id=profile_id, patch_properties=patch_properties)
         response = await self._send("update_profile", f"/api/profiles/{quote(profile_id, safe='')}", body=body)
-        return Profile.model_validate(self._data(response, "update_profile"))
+        return self._resource(Profile, response, "update_profile", "the profile")
 
     async def upsert_profile(
         self,
@@ -240,7 +251,7 @@ class KlaviyoClient:
         """Create or update by identifier (profile-import); ``created`` tells which one happened."""
         body = profile_body(attributes, profile_id=profile_id, patch_properties=patch_properties)
         response = await self._send("create_or_update_profile", "/api/profile-import", body=body)
-        profile = Profile.model_validate(self._data(response, "create_or_update_profile"))
+        profile = self._resource(Profile, response, "create_or_update_profile", "the profile")
         return UpsertResult(profile=profile, created=response.status_code == 201)
 
     async def list_profiles_updated_after(
@@ -258,13 +269,8 @@ class KlaviyoClient:
         if cursor:
             params["page[cursor]"] = cursor
         response = await self._send("get_profiles", "/api/profiles", params=params)
-        document = self._document(response, "get_profiles")
-        data = document.get("data") or []
-        links = document.get("links") if isinstance(document.get("links"), dict) else {}
-        return ProfilePage(
-            profiles=[Profile.model_validate(item) for item in data],
-            next_cursor=_cursor_of((links or {}).get("next")),
-        )
+        profiles = self._listing(Profile, response, "get_profiles", "the list of profiles")
+        return ProfilePage(profiles=profiles, next_cursor=_next_cursor(response))
 
     async def iter_profiles_updated_after(
         self, since: datetime, *, page_size: int = 100, cursor: str | None = None
@@ -297,7 +303,7 @@ class KlaviyoClient:
             "get_profile", f"/api/profiles/{quote(profile_id, safe='')}",
             params={"additional-fields[profile]": "subscriptions"},
         )
-        return Profile.model_validate(self._data(response, "get_profile"))
+        return self._resource(Profile, response, "get_profile", "the profile")
 
     async def subscribe_profiles(self, list_id: str, emails: Sequence[str]) -> None:
         """Email marketing consent SUBSCRIBED for these emails, and the list joined (a subscription job, 202)."""
@@ -315,8 +321,8 @@ class KlaviyoClient:
         """The id of the list named exactly ``name`` (the first by id when several share it), or None."""
         response = await self._send("get_lists", "/api/lists",
                                     params={"filter": f"equals(name,{_filter_value(name)})", "fields[list]": "name"})
-        data = self._data(response, "get_lists")
-        ids = sorted(str(item["id"]) for item in data or [] if isinstance(item, dict) and item.get("id"))
+        data = self._data(response, "get_lists", list, "the list of lists")
+        ids = sorted(str(item["id"]) for item in data if isinstance(item, dict) and item.get("id"))
         return ids[0] if ids else None
 
     async def add_profiles_to_list(self, list_id: str, profile_ids: Sequence[str]) -> None:
@@ -340,14 +346,14 @@ class KlaviyoClient:
         """Start a bulk profile import job (at most 10,000 profiles), optionally adding them to a list."""
         body = ProfileImportJobCreateQuery.build(profiles, list_id)
         response = await self._send("bulk_import_profiles", "/api/profile-bulk-import-jobs", body=body.to_json())
-        return BulkImportJob.model_validate(self._data(response, "bulk_import_profiles"))
+        return self._resource(BulkImportJob, response, "bulk_import_profiles", "the import job")
 
     async def get_bulk_import_job(self, job_id: str) -> BulkImportJob:
         """The status and counts of a bulk profile import job."""
         response = await self._send(
             "get_bulk_import_profiles_job", f"/api/profile-bulk-import-jobs/{quote(job_id, safe='')}"
         )
-        return BulkImportJob.model_validate(self._data(response, "get_bulk_import_profiles_job"))
+        return self._resource(BulkImportJob, response, "get_bulk_import_profiles_job", "the import job")
 
     async def get_bulk_import_errors(self, job_id: str) -> list[BulkImportError]:
         """Every failed row of a bulk profile import job."""
@@ -359,10 +365,9 @@ class KlaviyoClient:
             params: dict[str, Any] = {"page[size]": 100}
             if cursor:
                 params["page[cursor]"] = cursor
-            document = self._document(await self._send(op, path, params=params), op)
-            errors.extend(BulkImportError.model_validate(item) for item in document.get("data") or [])
-            links = document.get("links") if isinstance(document.get("links"), dict) else {}
-            cursor = _cursor_of((links or {}).get("next"))
+            response = await self._send(op, path, params=params)
+            errors.extend(self._listing(BulkImportError, response, op, "the list of import errors"))
+            cursor = _next_cursor(response)
             if cursor is None:
                 return errors
 
@@ -388,12 +393,34 @@ class KlaviyoClient:
         windows = self._limits[endpoint_class].windows() if self._settings.rate_limit else ()
         return self._limiters.get((self._auth.account_key, endpoint_class), windows)
 
-    def _document(self, response: httpx.Response, op: str) -> dict[str, Any]:
+    def _data(self, response: httpx.Response, op: str, shape: type[dict[str, Any]] | type[list[Any]],
+              what: str) -> Any:
+        """The primary ``data`` of a JSON:API answer, when it has the ``shape`` the operation returns (a resource
+        with an id, or a list); else the answer lacks ``what`` (an empty body, no ``data``, another shape)."""
         document = json_document(response)
-        return document if isinstance(document, dict) else {}
+        data = document.get("data") if isinstance(document, dict) else None
+        if not isinstance(data, shape) or (isinstance(data, dict) and not data.get("id")):
+            raise self._without(response, op, what)
+        return data
 
-    def _data(self, response: httpx.Response, op: str) -> Any:
-        return self._document(response, op).get("data")
+    def _resource(self, model: type[M], response: httpx.Response, op: str, what: str) -> M:
+        try:
+            return model.model_validate(self._data(response, op, dict, what))
+        except ValidationError as exc:
+            raise self._without(response, op, what, unreadable_parts(exc)) from None
+
+    def _listing(self, model: type[M], response: httpx.Response, op: str, what: str) -> list[M]:
+        try:
+            return [model.model_validate(item) for item in self._data(response, op, list, what)]
+        except ValidationError as exc:
+            raise self._without(response, op, what, unreadable_parts(exc)) from None
+
+    def _without(self, response: httpx.Response, op: str, what: str, problem: str | None = None) -> KlaviyoRejected:
+        endpoint = ENDPOINTS[op]
+        error = answered_without(response.status_code, endpoint.method, endpoint.path, what, problem, operation=op)
+        logger.info("Klaviyo answered without what the operation returns",
+                    extra={"endpoint": op, "status": response.status_code, "detail": error.detail})
+        return error
 
     async def _send(
         self,
@@ -407,14 +434,13 @@ class KlaviyoClient:
     ) -> httpx.Response:
         """Send one operation through the shared sender; returns the response of a documented success."""
         endpoint = ENDPOINTS[op]
-        expects_document = endpoint.success not in ((202,), (204,)) or op == "bulk_import_profiles"
         call = Call(
             operation=op,
             method=endpoint.method,
             path=path,
             route=endpoint.path,
             success=frozenset(endpoint.success),
-            accepts=is_jsonapi_document if expects_document else is_empty_or_json,
+            accepts=is_empty_or_json,  # a page or another foreign body is not Klaviyo's: the sender blames it
             params=params,
             body=body,
             headers={"content-type": JSONAPI} if body is not None else {},

@@ -96,6 +96,17 @@ class KlaviyoConnectionError(CatalogError):
         self.operation = operation
 
 
+def answered_without(
+    status: int, method: str, route: str, what: str, problem: str | None = None, *, operation: str | None = None
+) -> KlaviyoRejected:
+    """A success status whose body lacks ``what`` the operation returns ("the profile"): Klaviyo's answer, so the
+    record's failure (no outage), and retryable (asking again may get the whole answer; a create asked again finds
+    what the first one made). ``route`` is the path template: no ids or values."""
+    detail = f"Klaviyo answered {status} to {method} {route} without {what} it should return"
+    return KlaviyoRejected(f"{detail} ({problem})" if problem else detail, http_status=status, retryable=True,
+                           operation=operation)
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorBody:
     """The first entry of a JSON:API ``errors`` array (every part optional: real bodies vary)."""

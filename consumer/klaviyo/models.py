@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
 import orjson
@@ -120,6 +120,25 @@ class UpsertResult(BaseModel):
 
 
 # --- events -----------------------------------------------------------------------------------------------------
+EARLIEST_EVENT_TIME = datetime(1990, 1, 1, tzinfo=UTC)
+LATEST_EVENT_AHEAD = timedelta(days=365)
+
+
+def event_time_problem(moment: datetime, now: datetime | None = None) -> str | None:
+    """Why Klaviyo would refuse ``moment`` as an event's ``time``, else None.
+
+    The spec (``EventCreateQueryV2.time``): "The time is truncated to the second. The time must be after the year
+    1990 and can only be up to 1 year in the future." Read as: later than 1990-01-01T00:00:00Z, and at most 365
+    days after ``now`` (the stricter reading of a year), both to the second. Never quotes the time itself.
+    """
+    moment = (_utc(moment) or moment).astimezone(UTC).replace(microsecond=0)
+    if moment <= EARLIEST_EVENT_TIME:
+        return "the date is not after 1990-01-01, the earliest event time Klaviyo takes"
+    if moment > (now or datetime.now(UTC)) + LATEST_EVENT_AHEAD:
+        return "the date is more than a year in the future, the latest event time Klaviyo takes"
+    return None
+
+
 DedupeKey = tuple[str | None, str | None, str | None, str | None, str, str]
 
 

@@ -190,6 +190,10 @@ class SimulatorApp(RecordingApp[ReceivedRequest]):
             faults.garble_next -= 1
             received.fault = "garbled"
             return Reply(200, html_page(200, "Service Gateway"), "text/html; charset=utf-8")
+        if faults.hollow_next > 0 and 200 <= reply.status < 300 and operation_targeted(faults, operation):
+            faults.hollow_next -= 1
+            received.fault = "hollow"
+            reply.body, reply.content_type = b"", None
         reply.headers.extend(headers)
         return reply
 
@@ -334,7 +338,8 @@ class SimulatorApp(RecordingApp[ReceivedRequest]):
             if method == "POST":
                 addresses = payload.pop("addresses", []) if isinstance(payload, dict) else []
                 external_id = payload.pop("klaviyo_profile_id", None) if isinstance(payload, dict) else None
-                row = store.create_customer(payload)
+                customer_id = payload.pop("id", None) if isinstance(payload, dict) else None
+                row = store.create_customer(payload, customer_id=str(customer_id) if customer_id else None)
                 for address in addresses or []:
                     store.create_address(row.id, address)
                 if external_id:

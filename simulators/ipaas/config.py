@@ -37,7 +37,8 @@ class Faults(TimedFaults):
     answers with those HTTP statuses (a ProblemDetails body; an HTML page for 502/504 or with ``html_errors``);
     ``non_json_next`` answers ``200`` with an HTML page instead of running the operation (a proxy that swallowed
     the request); ``garble_next`` runs the operation and then answers that HTML page (the write happened, the
-    caller can't tell); ``unauthorized`` answers every request ``401`` whatever its token (the company's API token
+    caller can't tell); ``hollow_next`` runs it and answers its success status with an empty body (iPaaS.com's
+    own broken answer); ``unauthorized`` answers every request ``401`` whatever its token (the company's API token
     revoked or rotated). ``operations`` restricts faults (except latency) to those operation names.
     """
 
@@ -47,6 +48,7 @@ class Faults(TimedFaults):
     non_json_next: int = Field(0, ge=0)
     non_json_rate: float = Field(0.0, ge=0, le=1)
     garble_next: int = Field(0, ge=0)
+    hollow_next: int = Field(0, ge=0)
     drop_next: int = Field(0, ge=0)
     drop_rate: float = Field(0.0, ge=0, le=1)
     hang_next: int = Field(0, ge=0)

@@ -49,9 +49,11 @@ class IpaasSimulator(SimulatorServer):
     def reset(self) -> None:
         self.state.reset()
 
-    def seed_customer(self, addresses: list[dict[str, Any]] | None = None, **fields: Any) -> CustomerRow:
-        """Create a Customer (and its addresses) directly in the store; returns its row."""
-        row = self.store.create_customer(fields)
+    def seed_customer(self, addresses: list[dict[str, Any]] | None = None, *, customer_id: str | None = None,
+                      **fields: Any) -> CustomerRow:
+        """Create a Customer (and its addresses) directly in the store, under ``customer_id`` when given (a
+        platform's own id, as the samples' transactions name it); returns its row."""
+        row = self.store.create_customer(fields, customer_id=customer_id)
         for address in addresses or []:
             self.store.create_address(row.id, address)
         return row

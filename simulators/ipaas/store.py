@@ -74,6 +74,11 @@ def iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
+def _id_order(record_id: str) -> tuple[int, int, str]:
+    """Ids in creation order (the simulator's are numbers); a seeded platform id (``c-1001``) after them."""
+    return (0, int(record_id), "") if record_id.isdigit() else (1, 0, record_id)
+
+
 @dataclass(slots=True)
 class CustomerRow:
     id: str
@@ -169,19 +174,23 @@ class Store:
             raise not_found("Customer", customer_id)
         return row
 
-    def create_customer(self, body: Any) -> CustomerRow:
+    def create_customer(self, body: Any, *, customer_id: str | None = None) -> CustomerRow:
+        """A new Customer; ``customer_id`` seeds one under a platform's own id (the simulator numbers the others)."""
         values, custom = self._clean(body, CUSTOMER_FIELDS)
         if self.limits.require_email and not (values.get("email_address") or "").strip():
             raise validation_error({"EmailAddress": ["The EmailAddress field is required."]})
+        if customer_id is not None and customer_id in self.customers:
+            raise ValueError(f"customer {customer_id!r} exists")
         now = self.now()
         row = CustomerRow(
-            id=str(self._next_customer),
+            id=customer_id or str(self._next_customer),
             fields={name: values.get(name) for name in CUSTOMER_FIELDS},
             custom_fields=list(custom or []),
             created=now,
             updated=now,
         )
-        self._next_customer += 1
+        if customer_id is None:
+            self._next_customer += 1
         self.customers[row.id] = row
         self.writes += 1
         return row
@@ -235,7 +244,7 @@ class Store:
             return True
 
         rows = [row for row in self.customers.values() if not row.deleted and matches(row)]
-        return sorted(rows, key=lambda row: int(row.id))
+        return sorted(rows, key=lambda row: _id_order(row.id))
 
     # --- addresses -----------------------------------------------------------------------------------------------
     def list_addresses(self, customer_id: str) -> list[AddressRow]:
@@ -363,7 +372,7 @@ class Store:
     def snapshot(self) -> dict[str, Any]:
         """Everything, for ``/__admin/state``: customers (with addresses and versions), links, transactions."""
         customers = []
-        for row in sorted(self.customers.values(), key=lambda r: int(r.id)):
+        for row in sorted(self.customers.values(), key=lambda r: _id_order(r.id)):
             document = self.render_customer(row)
             document["version"] = row.version
             document["deleted"] = row.deleted

@@ -31,6 +31,7 @@ from simulators.klaviyo.oauth import OAuthServer
 from simulators.klaviyo.quota import FixedWindowQuota, Verdict
 from simulators.klaviyo.spec import Spec
 from simulators.klaviyo.store import (
+    TITLES,
     ApiError,
     EventRecord,
     ImportJob,
@@ -57,6 +58,20 @@ _REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?$")
 _SECRET_FORM_KEYS = frozenset({"code", "code_verifier", "refresh_token", "token", "client_secret", "access_token"})
 _PROFILE_INCLUDES = frozenset({"conversations", "lists", "push-tokens", "segments"})
 _HTML_STATUSES = frozenset({502, 504, 524})
+_INJECTED_ERRORS: dict[int, tuple[str, str]] = {
+    # the code Klaviyo's error reference gives the status (``invalid`` for a 400), with a detail that fits it
+    400: ("invalid", "The request is not valid."),
+    401: ("not_authenticated", "Authentication credentials were not provided."),
+    403: ("permission_denied", "You do not have permission to perform this action."),
+    404: ("not_found", "Not found."),
+    405: ("method_not_allowed", "Method not allowed."),
+    409: ("conflict", "The request conflicts with the current state of the resource."),
+    413: ("request_too_large", "Request entity too large."),
+    415: ("unsupported_media_type", "Unsupported media type."),
+    500: ("error", "A server error occurred."),
+    503: ("service_unavailable", "The service is temporarily unavailable. Please try again later."),
+}
+"""What an injected error status is answered with (a 4xx without an entry: ``invalid`` with its title)."""
 _PROFILE_ADDITIONAL_FIELDS = frozenset({"subscriptions", "predictive_analytics"})
 MAX_SUBSCRIPTION_PROFILES = 1000
 
@@ -272,6 +287,11 @@ class SimulatorApp(RecordingApp[ReceivedRequest]):
                 exc.pointer = exc.parameter = None
             return error_reply(exc, headers)
         reply.headers.extend(headers)
+        faults = self.state.faults
+        if faults.hollow_next > 0 and 200 <= reply.status < 300 and operation_targeted(faults, operation):
+            faults.hollow_next -= 1
+            received.fault = "hollow"
+            reply.body, reply.content_type = b"", None
         return reply
 
     def _route(self, request: Request) -> tuple[str, dict[str, str]]:
@@ -416,9 +436,8 @@ class SimulatorApp(RecordingApp[ReceivedRequest]):
             return Reply(status, _html_page(status, title), "text/html; charset=UTF-8", headers)
         if status == 429:
             return self._throttled(Verdict(False, retry_after_s=1))
-        code = {500: "error", 503: "service_unavailable"}.get(status, "error")
-        detail = {503: "The service is temporarily unavailable. Please try again later."}.get(
-            status, "A server error occurred.")
+        code, detail = _INJECTED_ERRORS.get(status) or (
+            ("error", "A server error occurred.") if status >= 500 else ("invalid", TITLES.get(status, "Error.")))
         return error_reply(ApiError(status, code, detail))
 
     @staticmethod

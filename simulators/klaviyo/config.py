@@ -85,6 +85,9 @@ class Faults(TimedFaults):
       proxy sending ``https`` to an ``http://`` URL), with a small HTML body, as web servers do;
     - ``unauthorized``: every API request is answered ``401 authentication_failed`` whatever its credential
       (the account's keys or the app's tokens all refused: a 401 storm); the OAuth endpoints are not affected.
+
+    And a broken answer of Klaviyo's own: ``hollow_next`` requests are carried out, then answered with their
+    success status and an empty body (a create made its profile, the caller never sees it).
     """
 
     latency: Latency = Field(default_factory=Latency)
@@ -100,6 +103,7 @@ class Faults(TimedFaults):
     captive_portal: bool = False
     redirect_to: str | None = None
     unauthorized: bool = False
+    hollow_next: int = Field(0, ge=0)
     omit_error_sources: bool = False
     """Answer the operation's own errors (validation, conflicts) without ``source``: no pointer into the request."""
     operations: list[str] | None = None

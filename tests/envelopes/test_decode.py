@@ -112,6 +112,36 @@ def test_transactions_with_lines_and_addresses(envelope: Envelope) -> None:
     assert record.shipping_address is not None and record.shipping_address.shipping_method == "UPS"
 
 
+_NO_ID = {name: value for name, value in TRANSACTION.items() if name != "id"}
+
+
+@pytest.mark.parametrize("body", [_NO_ID, {**_NO_ID, "id": None}, {**_NO_ID, "id": "  "}])
+@pytest.mark.parametrize("wrap", [
+    lambda body: (as_json({**debezium_event("c", body), "source": {"ts_ms": 1}}), []),
+    lambda body: (as_json(body), [("scope", b"transaction/created")]),
+    lambda body: (as_json(body), [("ce_specversion", b"1.0"), ("ce_id", b"1"), ("ce_source", b"s"),
+                                  ("ce_type", b"transaction.created")]),
+    lambda body: (as_json({"specversion": "1.0", "id": "1", "source": "s", "type": "transaction.created",
+                           "data": body}), []),
+], ids=["debezium", "plain", "cloudevent-binary", "cloudevent-structured"])
+@pytest.mark.parametrize("key", [b"T-9", None])
+def test_a_transaction_without_an_id_is_read_for_its_flow_to_report(body: dict[str, Any], wrap: Any,
+                                                                     key: bytes | None) -> None:
+    value, headers = wrap(body)
+    [event] = decode("transaction", key, value, headers)
+    assert isinstance(event.record, Transaction) and event.record.id is None
+    assert event.record.lines and event.action == Action.CREATED
+    assert event.record_id == ("T-9" if key else "")  # the error log's transfer: the key's id when it has one
+
+
+def test_a_customer_without_an_id_is_still_unreadable() -> None:
+    body = {name: value for name, value in CUSTOMER.items() if name != "id"}
+    pill = pill_of("customer", None, as_json(body), [("scope", b"customer/created")])
+    assert pill.reason == "schema_violation"
+    with pytest.raises(ValueError, match="needs a record id"):
+        ChangeEvent(kind="customer", action=Action.CREATED, record_id="", record=None, format="plain_json")
+
+
 # -------------------------------------------------------------------------------------- Klaviyo profiles
 
 

@@ -322,6 +322,21 @@ async def test_a_request_klaviyo_rejects_is_error_calling_klaviyo(
     assert len(simulator.received("create_profile")) == 1  # a 400 is not retried
 
 
+async def test_a_created_profile_klaviyo_does_not_return_is_error_calling_klaviyo_and_the_retry_links_it(
+    simulator: KlaviyoSimulator, make_ctx: MakeContext
+) -> None:
+    simulator.faults = Faults(hollow_next=1, operations=["create_profile"])
+    with pytest.raises(KlaviyoRejected) as caught:
+        await sync_profile(created(), make_ctx())
+    error = caught.value
+    assert error.message == ("Error calling Klaviyo (Klaviyo answered 201 to POST /api/profiles without the profile "
+                             "it should return)")
+    assert error.flow is Flow.ADD_PROFILE_FROM_IPAAS and error.retryable and error.outage is None
+    await sync_profile(created(), make_ctx())  # the next attempt: 409, and the profile the first one made is linked
+    assert [r.status for r in simulator.received("create_profile")] == [201, 409]
+    assert len(simulator.store.profiles) == 1
+
+
 async def test_server_errors_and_throttling_are_retried_before_they_fail(
     simulator: KlaviyoSimulator, ctx: FlowContext
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from consumer.http.ratelimit import Window
@@ -237,3 +238,44 @@ async def test_an_unreachable_server_is_a_connection_error(ipaas_sim: IpaasSimul
             await client.get_customer("1")
     assert "ConnectError" in caught.value.message and "after 2 attempts" in caught.value.message
     assert len(sleeps.delays) == 1 and 0 <= sleeps.delays[0] <= DEFAULT_BACKOFF.ceiling(0)
+
+
+# --- a success without what the operation returns ------------------------------------------------------------
+async def test_a_success_without_the_customer_is_an_ipaas_error_of_the_record(
+    make_ipaas: MakeIpaas, ipaas_sim: IpaasSimulator
+) -> None:
+    customer = ipaas_sim.seed_customer(email_address="hollow@shop.test")
+    ipaas_sim.faults = Faults(hollow_next=2, operations=["get_customer", "create_customer"])
+    client = make_ipaas()
+    with pytest.raises(IpaasRejected) as read:
+        await client.get_customer(customer.id)  # not "no such customer"
+    with pytest.raises(IpaasRejected) as created:
+        await client.create_customer({"email_address": "new@shop.test"})
+    assert read.value.message == ("Error calling iPaaS.com (iPaaS.com answered 200 to GET /customers/v2/Customer/{id} "
+                                  "without the customer it should return)")
+    assert created.value.message == ("Error calling iPaaS.com (iPaaS.com answered 201 to POST /customers/v2/Customer "
+                                     "without the customer it should return)")
+    for error in (read.value, created.value):
+        assert (error.retryable, error.outage) == (True, None)
+    assert len(ipaas_sim.received("create_customer")) == 1  # a create is not sent again
+
+
+@pytest.mark.parametrize(("body", "operation", "detail"), [
+    (b'{"first_name": "No id"}', "get_customer", "without the customer it should return (unreadable id)"),
+    (b"[]", "get_customer", "without the customer it should return (a JSON array instead of an object)"),
+    (b'{"total": 0}', "find_customers", "without the list of customers it should return (a JSON object instead "
+                                        "of an array)"),
+])
+async def test_a_json_answer_of_another_shape_is_an_ipaas_error_not_an_unexpected_one(
+    sleeps: RecordedSleeps, body: bytes, operation: str, detail: str
+) -> None:
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body,
+                                                                   headers={"content-type": "application/json"}))
+    settings = IpaasSettings(base_url="http://ipaas.test", api_token="token-value-1234", max_retries=0)
+    async with IpaasClient(settings, transport=transport, sleep=sleeps) as client:
+        with pytest.raises(IpaasRejected) as caught:
+            if operation == "get_customer":
+                await client.get_customer("42")
+            else:
+                await client.find_customers_by_email("x@shop.test")
+    assert caught.value.message.endswith(f"{detail})") and caught.value.outage is None

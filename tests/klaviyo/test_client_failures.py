@@ -259,3 +259,55 @@ async def test_a_success_status_with_a_non_json_body_blames_the_destination(slee
     assert caught.value.message == (
         "Error calling Klaviyo (200 unexpected response on GET /api/profiles/{id}: text/html page: Just a moment...)"
     )
+
+
+# --- a success without what the operation returns ------------------------------------------------------------
+async def test_a_201_without_the_profile_is_a_klaviyo_error_of_the_record(
+    make_client: MakeClient, simulator: KlaviyoSimulator
+) -> None:
+    simulator.faults = Faults(hollow_next=1, operations=["create_profile"])
+    with pytest.raises(KlaviyoRejected) as caught:
+        await make_client().create_profile(ProfileAttributes(email="hollow@shop.test"))
+    error = caught.value
+    assert error.message == ("Error calling Klaviyo (Klaviyo answered 201 to POST /api/profiles without the profile "
+                             "it should return)")
+    assert (error.entry, error.http_status, error.retryable, error.outage) == (KLAVIYO_REJECTED_REQUEST, 201, True,
+                                                                               None)
+    assert [r.fault for r in simulator.received("create_profile")] == ["hollow"]  # sent once: Klaviyo answered
+
+
+def _answering(status: int, body: bytes, content_type: str = "application/vnd.api+json") -> httpx.MockTransport:
+    return httpx.MockTransport(lambda request: httpx.Response(status, content=body,
+                                                              headers={"content-type": content_type}))
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    (b"", ""),
+    (b"{}", ""),
+    (b'{"errors": []}', ""),
+    (b'{"data": []}', ""),  # a list where the profile belongs
+    (b'{"data": {"type": "profile"}}', ""),  # no id
+    (b'{"data": {"type": "profile", "id": "01P", "attributes": {"email": 5}}}', " (unreadable attributes.email)"),
+])
+async def test_a_200_without_a_readable_profile_names_what_is_missing(
+    sleeps: RecordedSleeps, body: bytes, problem: str
+) -> None:
+    settings = KlaviyoSettings(api_key="pk_" + "m" * 34)
+    async with KlaviyoClient(settings, ApiKeyAuth("pk_" + "m" * 34), transport=_answering(200, body),
+                             sleep=sleeps) as client:
+        with pytest.raises(KlaviyoRejected) as caught:
+            await client.get_profile("01P")
+    error = caught.value
+    assert error.message == ("Error calling Klaviyo (Klaviyo answered 200 to GET /api/profiles/{id} without the "
+                             f"profile it should return{problem})")
+    assert (error.retryable, error.outage, error.http_status) == (True, None, 200)
+
+
+async def test_a_search_answered_without_its_list_is_not_taken_for_no_match(sleeps: RecordedSleeps) -> None:
+    settings = KlaviyoSettings(api_key="pk_" + "m" * 34)
+    async with KlaviyoClient(settings, ApiKeyAuth("pk_" + "m" * 34), transport=_answering(200, b'{"links": {}}'),
+                             sleep=sleeps) as client:
+        with pytest.raises(KlaviyoRejected, match="without the list of profiles it should return"):
+            await client.find_profile_by_email("someone@shop.test")  # None would make the flow create a duplicate
+        with pytest.raises(KlaviyoRejected, match="without the list of profiles"):
+            await client.probe()  # a probe does not bring Klaviyo back on such an answer

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import orjson
@@ -26,6 +26,7 @@ from consumer.klaviyo.models import (
     bulk_job_body,
     bulk_job_layout,
     event_body,
+    event_time_problem,
     profile_body,
 )
 
@@ -155,3 +156,20 @@ def test_the_fast_bodies_are_the_bytes_the_envelope_models_write() -> None:
                  backfill=False, value=float("inf")),
     ):
         assert event_body(event) == EventCreateQuery.build(event).to_json()
+
+
+NOW = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("moment", "accepted"), [
+    (datetime(1990, 1, 1, tzinfo=UTC), False),  # "after the year 1990" begins: not after it
+    (datetime(1990, 1, 1, 0, 0, 0, 999_999, tzinfo=UTC), False),  # truncated to the second first
+    (datetime(1990, 1, 1, 0, 0, 1, tzinfo=UTC), True),
+    (datetime(1990, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1))), False),  # 1989-12-31T23:30Z
+    (datetime(1990, 1, 1), False),  # naive: UTC
+    (NOW, True),
+    (NOW + timedelta(days=365), True),
+    (NOW + timedelta(days=365, seconds=1), False),
+])
+def test_klaviyos_event_time_window(moment: datetime, accepted: bool) -> None:
+    assert (event_time_problem(moment, NOW) is None) is accepted

@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from consumer import cli, topics
-from consumer.catalog import AUTHORIZATION_DATA_MISSING, CLIENT_ID_NOT_CONFIGURED
-from consumer.oauth import TokenStore
+from consumer.catalog import AUTHORIZATION_DATA_MISSING, CLIENT_ID_NOT_CONFIGURED, CLIENT_SECRET_NOT_CONFIGURED
+from consumer.oauth import TokenSet, TokenStore
 from consumer.settings import Settings
 from simulators.klaviyo import DEFAULT_OAUTH_CLIENT_ID, DEFAULT_OAUTH_CLIENT_SECRET, KlaviyoSimulator
 from tests.support.kafka import create_catalog_topics, read_all
@@ -115,3 +115,32 @@ async def test_an_authorize_error_is_written_to_the_error_log_at_connection_time
     assert entry["code"] == "AUTHORIZATION_DATA_MISSING" and entry["flow"] == "authorization"
     assert entry["message"] == AUTHORIZATION_DATA_MISSING.message and entry["transfer"] is None
     assert "access_denied" in entry["detail"] and not entry["dead_lettered"]
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize(("missing", "entry"), [("client_id", CLIENT_ID_NOT_CONFIGURED),
+                                                ("client_secret", CLIENT_SECRET_NOT_CONFIGURED)])
+async def test_run_without_the_oauth_app_says_so_in_one_line_and_in_the_error_log(
+    kafka_bootstrap: str, topic_space: TopicSpace, unique: str, simulator: KlaviyoSimulator, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], missing: str, entry: Any,
+) -> None:
+    oauth = {"client_id": DEFAULT_OAUTH_CLIENT_ID, "client_secret": DEFAULT_OAUTH_CLIENT_SECRET,
+             "token_file": tmp_path / "tokens.json", missing: None}
+    settings: Settings = service_settings(topic_space, unique, klaviyo={"base_url": simulator.base_url},
+                                          oauth=oauth, runtime={"retry_topic_delays_s": []})
+    TokenStore(settings.oauth.token_file).save(TokenSet("access-value-1234", "refresh-value-5678", None))
+    catalog = topics.TopicCatalog.load(settings.topics_file, settings.topic_prefix)
+    await create_catalog_topics(kafka_bootstrap, catalog, [name for name, spec in catalog.topics.items()
+                                                           if spec.role != "retry"])
+
+    assert await cli._run(_args("run"), settings) == 2  # the documented exit code of a configuration problem
+
+    _, err = capsys.readouterr()
+    # one line for the operator (the rest of stderr is the JSON log, when logging is configured)
+    said = [line for line in err.splitlines() if line.startswith("ipaas-klaviyo: ")]
+    assert said == [f"ipaas-klaviyo: {entry.message} (oauth.{missing} is not set)"]
+    [record] = await read_all(kafka_bootstrap, catalog.name("error-log"), expected=1)
+    logged = orjson.loads(record.value)
+    assert (logged["code"], logged["flow"], logged["message"]) == (entry.code, "authorization", entry.message)
+    assert logged["transfer"] is None and not logged["dead_lettered"]
+    assert_no_secrets([err, record.value.decode()], {DEFAULT_OAUTH_CLIENT_SECRET, "refresh-value-5678"})

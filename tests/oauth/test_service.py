@@ -15,8 +15,8 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from consumer.app import ConfigurationError, klaviyo_auth
-from consumer.catalog import DESTINATION_RECOVERED, TOKEN_EXCHANGE_FAILED
+from consumer.app import ConfigurationError, Service, klaviyo_auth
+from consumer.catalog import CLIENT_ID_NOT_CONFIGURED, DESTINATION_RECOVERED, TOKEN_EXCHANGE_FAILED
 from consumer.failures.deadletters import read_dead_letters
 from consumer.failures.errorlog import read_error_log
 from consumer.flows.context import Change, FlowContext
@@ -173,3 +173,16 @@ async def test_the_service_uses_the_token_file_when_no_api_key_is_set(
     assert str(caught.value).startswith(
         "The authorization could not be completed because the Client ID is not configured")
 
+
+
+async def test_a_service_started_without_the_client_id_writes_it_to_the_error_log(
+    topic_space: TopicSpace, unique: str, simulator: KlaviyoSimulator, tmp_path: Path
+) -> None:
+    settings = _settings(topic_space, unique, simulator, tmp_path, client_id=None)
+    TokenStore(settings.oauth.token_file).save(TokenSet("access-value-1234", "refresh-value-5678", None))
+    with pytest.raises(ConfigurationError, match="Client ID is not configured"):
+        async with running_service(settings):
+            pass
+    [entry] = [e.record for e in await read_error_log(settings.kafka, Service(settings).catalog.name("error-log"))]
+    assert (entry["code"], entry["flow"], entry["transfer"]) == (CLIENT_ID_NOT_CONFIGURED.code, "authorization", None)
+    assert entry["message"] == CLIENT_ID_NOT_CONFIGURED.message and entry["detail"] == "oauth.client_id is not set"

@@ -8,7 +8,8 @@ import pytest
 from consumer import topics
 from consumer.settings import Settings
 from simulators.demo import sample_changes
-from simulators.traffic import round_of_changes, run_traffic
+from simulators.ipaas import IpaasSimulator
+from simulators.traffic import round_of_changes, round_of_platform_customers, run_traffic
 from tests.support.kafka import kafka_settings, read_all
 
 
@@ -38,3 +39,20 @@ async def test_rounds_go_to_the_catalog_topics_under_the_prefix(kafka_bootstrap:
     customers = sum(1 for change in sample_changes() if change[0] == "customer-changes")
     records = await read_all(kafka_bootstrap, catalog.name("customer-changes"), expected=2 * customers)
     assert {record.key for record in records} >= {b"c-r1-1001", b"c-r2-1001"}
+
+
+def test_each_round_has_the_platform_customers_its_orders_name() -> None:
+    customers = {c["id"]: c for c in round_of_platform_customers(3)}
+    orders = [orjson.loads(value) for logical, _, value, _ in round_of_changes(3) if logical == "transaction-changes"]
+    named = {(order.get("after") or order)["customer_id"] for order in orders}
+    assert named <= set(customers) and customers["c-r3-1003"]["email_address"] == "alan+r3@example.com"
+
+
+async def test_rounds_seed_their_platform_customers_in_the_ipaas_simulator(kafka_bootstrap: str, unique: str) -> None:
+    settings = Settings(kafka=kafka_settings(kafka_bootstrap), topic_prefix=f"traffic-{unique}.",
+                        http={"port": 0})  # type: ignore[arg-type]
+    await topics.apply(topics.TopicCatalog.load(None, settings.topic_prefix), settings.kafka)
+    async with IpaasSimulator() as ipaas:
+        await run_traffic(settings, interval_s=0.01, rounds=2, ipaas_simulator=ipaas.base_url)
+        seeded = sorted(ipaas.store.customers)
+    assert seeded == sorted(c["id"] for n in (1, 2) for c in round_of_platform_customers(n))

@@ -65,6 +65,26 @@ async def test_injected_error_bodies(http: httpx.AsyncClient, simulator: Klaviyo
     assert (await http.get("/api/profiles")).headers["content-type"].startswith("text/html")
 
 
+async def test_an_injected_client_error_has_the_body_klaviyo_gives_its_status(
+    http: httpx.AsyncClient, simulator: KlaviyoSimulator
+) -> None:
+    simulator.faults = Faults(fail_next=[400, 404, 500])
+    bad, missing, broken = [(await http.get("/api/profiles")).json()["errors"][0] for _ in range(3)]
+    assert (bad["status"], bad["code"], bad["title"]) == (400, "invalid", "Invalid input.")
+    assert "server error" not in bad["detail"]
+    assert (missing["code"], broken["code"], broken["detail"]) == ("not_found", "error", "A server error occurred.")
+
+
+async def test_a_hollow_answer_is_carried_out_and_answered_without_its_body(
+    http: httpx.AsyncClient, simulator: KlaviyoSimulator
+) -> None:
+    simulator.faults = Faults(hollow_next=1)
+    created = await http.post("/api/profiles", content=profile_body(email="hollow@shop.test"))
+    assert (created.status_code, created.content) == (201, b"")
+    assert len(simulator.store.profiles) == 1 and simulator.received()[0].fault == "hollow"
+    assert (await http.get("/api/profiles")).json()["data"]
+
+
 async def test_error_rates_and_operation_filter(http: httpx.AsyncClient, simulator: KlaviyoSimulator) -> None:
     simulator.faults = Faults(error_rates={500: 1.0}, operations=["create_event"])
     assert (await http.get("/api/profiles")).status_code == 200
