@@ -88,6 +88,9 @@ DEFAULT_LINGER_S = 0.05
 LOOKUP_FIELDS = ("email", "phone_number", "external_id")
 STALE_CODES = frozenset({"duplicate_profile", "not_found", "conflict"})
 """Import errors that say the account changed since the lookup, not that the row is wrong."""
+BULK_RETRY_S = 600.0
+"""After Klaviyo refused the bulk endpoints to the credential (403: a scope missing), how long every record takes
+the per-record path before a job is tried again."""
 FIRST_POLL_S = 0.5
 MIN_POLL_S = 0.1
 MAX_POLL_S = 10.0
@@ -275,6 +278,7 @@ class ProfileImporter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
+        self._bulk_refused_until: float | None = None
         self.jobs = 0
         """Jobs posted so far (for benchmarks and tests)."""
 
@@ -403,7 +407,8 @@ class ProfileImporter:
             return None
         single_free = len(live) <= single.tokens(now) and self._api.admission_delay(SINGLE) <= 0
         trickle = self._arrivals.per_second(now) <= single.rate
-        alone = free if single_free and trickle else [record for record in free if not self._fits(record)]
+        refused = self._bulk_refused_until is not None and now < self._bulk_refused_until
+        alone = free if (single_free and trickle) or refused else [record for record in free if not self._fits(record)]
         if alone:
             self._hand_back(alone, now)
             return 0.0
@@ -518,6 +523,8 @@ class ProfileImporter:
         try:
             job = await self._api.send_import_job([member.encoded for member in members])
         except Exception as exc:
+            if self._bulk_refused(exc, members):
+                return
             if _is_rejection(exc):
                 assert isinstance(exc, KlaviyoRejected)
                 await self._refused(members, exc)
@@ -574,7 +581,8 @@ class ProfileImporter:
             try:
                 job = await self._api.get_bulk_import_job(job.id)
             except Exception as exc:
-                self._spread(members, exc)
+                if not self._bulk_refused(exc, members):
+                    self._spread(members, exc)
                 return
         self._learn(follow)
         if job.attributes.status != "complete":  # cancelled at Klaviyo: the records go again
@@ -593,7 +601,8 @@ class ProfileImporter:
             try:
                 errors = await self._api.get_bulk_import_errors(job.id)
             except Exception as exc:
-                self._spread(members, exc)
+                if not self._bulk_refused(exc, members):
+                    self._spread(members, exc)
                 return
         self._settle(members, errors, job.attributes.failed_count or 0)
 
@@ -652,6 +661,23 @@ class ProfileImporter:
         matches = [index for index, member in enumerate(members)
                    if keys <= {(name, getattr(member.row.attributes, name)) for name in LOOKUP_FIELDS}]
         return matches[0] if len(matches) == 1 else None
+
+    def _bulk_refused(self, error: BaseException, members: list[_Member]) -> bool:
+        """A 403 from a bulk endpoint: the credential lacks its scopes (``lists:write``/``lists:read`` besides the
+        profiles'), not Klaviyo's fault nor the records'. Hand the job's records back and take the per-record path
+        for a while; True when that is what ``error`` was."""
+        if not (isinstance(error, KlaviyoRejected) and error.http_status == 403
+                and error.operation in (JOBS, POLL, ERRORS)):
+            return False
+        if self._bulk_refused_until is None:
+            log.warning("Klaviyo refuses bulk profile imports to this credential (a missing scope: lists:read and "
+                        "lists:write are needed besides profiles:read and profiles:write); profiles go one by one",
+                        extra={"operation": error.operation, "retry_in_s": BULK_RETRY_S})
+        self._bulk_refused_until = self._clock() + BULK_RETRY_S
+        for member in members:
+            if member.record.live:
+                member.record.future.set_result(None)
+        return True
 
     # --- outcomes ----------------------------------------------------------------------------------------------
     def _requeue(self, records: list[_Record]) -> None:

@@ -259,6 +259,16 @@ async def test_an_outage_reaches_every_waiting_record(api: FakeKlaviyo, importer
     assert len({id(result) for result in results}) == 21  # each record its own copy
 
 
+async def test_a_credential_without_the_bulk_scopes_sends_profiles_one_by_one(
+    api: FakeKlaviyo, importer: ProfileImporter
+) -> None:
+    api.refusals.append(KlaviyoRejected("403 permission_denied", http_status=403, outage=Outage.UNAUTHORIZED,
+                                        retryable=True, operation="bulk_import_profiles"))
+    assert await backlog(importer, emails(30)) == [None] * 30  # handed back: the per-record path, not an outage
+    assert await backlog(importer, emails(30, start=30)) == [None] * 30  # and no job is tried for a while
+    assert api.jobs == []
+
+
 async def test_close_abandons_queued_records(api: FakeKlaviyo) -> None:
     importer = ProfileImporter(api, linger_s=60)
     waiting = [asyncio.ensure_future(outcome(importer, c)) for c in emails(5)]
