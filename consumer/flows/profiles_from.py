@@ -33,6 +33,11 @@ Klaviyo calls (the link cache knows ``external_id`` -> profile id for customers 
   each identifier conflict resolved ................................ +2  GET the holder, POST/PATCH again
 Rate limits, 5xx and connection errors are retried inside ``KlaviyoClient``; what still fails is raised as
 "Error calling Klaviyo (...)" / "An error occurred while contacting Klaviyo (...)" with this flow.
+
+In the service every customer goes through the profile importer (``FlowContext.profile_imports``): a trickle takes
+the path above; under a backlog a customer shares a bulk import job, with these linking rules kept where the
+import can keep them and this path taken where it cannot (``consumer.flows.profile_imports``). Its cost there: a
+share of 3 lookups per 100 customers, of one job for up to 10,000, and of the job's reads.
 """
 
 from __future__ import annotations
