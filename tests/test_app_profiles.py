@@ -96,3 +96,16 @@ async def test_a_backlog_of_customers_goes_in_bulk_and_each_refused_one_is_dead_
     # the redelivery: the same three refused again, the same profiles written again (updated by id)
     assert sum(outcome == "succeeded" for _, outcome in again[COUNT:]) == COUNT - len(BAD_PHONES)
     assert {r.attributes["external_id"]: r.id for r in store.profiles.values()} == first
+
+
+async def test_a_sparse_change_takes_the_per_record_path(
+    topic_space: TopicSpace, unique: str, klaviyo_sim: KlaviyoSimulator, tmp_path: Path
+) -> None:
+    async with running_service(_settings(topic_space, unique, klaviyo_sim, tmp_path)) as svc:
+        await svc.send("customer-changes", [_created(1)])
+        finished = await svc.wait_finished(1)
+
+    assert [outcome for _, outcome in finished] == ["succeeded"]
+    assert [r.operation for r in klaviyo_sim.received()] == ["create_profile"]  # one request, no job, no lookup
+    (profile,) = klaviyo_sim.state.store.profiles.values()
+    assert profile.attributes["external_id"] == "c-1"
