@@ -44,6 +44,7 @@ from consumer.kafka_view import KafkaView
 from consumer.klaviyo import ApiKeyAuth, Auth, KlaviyoClient
 from consumer.klaviyo.batching import DirectEvents, EventBatcher
 from consumer.klaviyo.errors import DESTINATION as KLAVIYO
+from consumer.klaviyo.importing import ProfileImporter
 from consumer.mapping import load_collections
 from consumer.oauth import bind_runtime, oauth_auth
 from consumer.observability import metrics
@@ -127,8 +128,8 @@ async def build_dispatcher(
     """The flows behind their dispatcher, the routing table, and the failure path (error log, then dead letter).
 
     What the service runs under its consumer, and what ``ipaas-klaviyo dlq replay --direct`` runs without one.
-    The API clients and Klaviyo's event batcher are entered on ``stack``; ``producer`` (started) writes the error
-    log and the dead letters.
+    The API clients, Klaviyo's event batcher and its profile importer are entered on ``stack``; ``producer``
+    (started) writes the error log and the dead letters.
     Each client's probe is registered on ``destinations``, which brings a destination back after an outage.
     """
     mappings = load_collections(settings.mapping_dir)
@@ -139,10 +140,15 @@ async def build_dispatcher(
 
     auth = auth or klaviyo_auth(settings)
     klaviyo = await stack.enter_async_context(KlaviyoClient(settings.klaviyo, auth))
-    # closed before the client: whatever is still queued then is abandoned, its records never complete
+    # the batcher and the importer are closed before the client: whatever is still queued then is abandoned, its
+    # records never complete
     events: EventSink = (
         await stack.enter_async_context(EventBatcher(klaviyo, linger_s=settings.klaviyo.event_linger_ms / 1000))
         if settings.klaviyo.batch_events else DirectEvents(klaviyo))
+    imports = (
+        await stack.enter_async_context(
+            ProfileImporter(klaviyo, linger_s=settings.klaviyo.profile_linger_ms / 1000))
+        if settings.klaviyo.bulk_profiles else None)
     if isinstance(auth, ApiKeyAuth):
         metrics.set_authorization_state("connected")
     ipaas = ipaas_client(settings)
@@ -155,7 +161,7 @@ async def build_dispatcher(
     if settings.klaviyo.consent_list_id is None:
         log.warning("klaviyo.consent_list_id is not set: SubscribeProfile marketing consent is not sent to Klaviyo")
     context = FlowContext(
-        klaviyo=klaviyo, ipaas=ipaas, events=events, mappings=mappings, warn=error_log.report,
+        klaviyo=klaviyo, ipaas=ipaas, events=events, profile_imports=imports, mappings=mappings, warn=error_log.report,
         generate_events=settings.klaviyo.generate_events,
         marketing=MarketingState(consent_list_id=settings.klaviyo.consent_list_id,
                                  list_ids=dict(settings.klaviyo.list_ids)),

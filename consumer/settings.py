@@ -171,6 +171,10 @@ class KlaviyoSettings(BaseModel):
                                                  "across records); off: each record's events in requests of their own")
     event_linger_ms: float = Field(50.0, ge=0, description="how long the oldest queued event waits for others "
                                                            "before a request leaves")
+    bulk_profiles: bool = Field(True, description="under a backlog, write customers' profiles in bulk import jobs "
+                                                  "(a trickle keeps one request per profile); off: always one by one")
+    profile_linger_ms: float = Field(50.0, ge=0, description="how long the oldest queued profile waits for others "
+                                                             "before its job (or the per-record path) is chosen")
 
 
 class IpaasSettings(BaseModel):

@@ -13,7 +13,7 @@ from consumer.envelopes import Action
 from consumer.flows.customers import CustomerCache
 from consumer.flows.links import ProfileLinks
 from consumer.flows.marketing import MarketingState
-from consumer.flows.ports import EventSink, IpaasPort, KlaviyoPort
+from consumer.flows.ports import EventSink, IpaasPort, KlaviyoPort, ProfileImports
 from consumer.mapping import MappingCollection
 from consumer.transfers import TransferRef
 
@@ -58,6 +58,9 @@ class FlowContext:
     """For the TO-iPaaS.com flows and notify-then-fetch hooks (None when no iPaaS.com token is configured)."""
     events: EventSink | None = None
     """Where the order flow sends its events (the service's ``EventBatcher``); the flows that send none need none."""
+    profile_imports: ProfileImports | None = None
+    """Where the profile flow writes under a backlog (the service's ``ProfileImporter``); None: each record's
+    profile through its own requests."""
     generate_events: bool = True
     links: ProfileLinks = field(default_factory=ProfileLinks)
     """A Customer's external_id -> its Klaviyo profile id, shared by every flow of this context."""

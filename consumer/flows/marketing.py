@@ -36,7 +36,7 @@ from consumer.flows.ports import KlaviyoPort
 from consumer.klaviyo.models import ProfileAttributes, email_consent
 from consumer.records import Customer
 
-__all__ = ["CONSENT_FIELD", "CONSENT_PROPERTY", "MarketingState", "apply_marketing", "list_changes"]
+__all__ = ["CONSENT_FIELD", "CONSENT_PROPERTY", "MarketingState", "apply_marketing", "list_changes", "needs_profile"]
 
 log = logging.getLogger("consumer.flows.marketing")
 
@@ -86,6 +86,14 @@ def list_changes(customer: Customer) -> tuple[list[str], list[str]]:
         elif name.startswith(JOIN_PREFIX) and name[len(JOIN_PREFIX):]:
             join.add(name[len(JOIN_PREFIX):])
     return sorted(join - leave), sorted(leave)
+
+
+def needs_profile(customer: Customer, state: MarketingState) -> bool:
+    """Whether applying the customer's consent or lists needs its profile's id (what a bulk import doesn't give)."""
+    if state.consent_list_id is not None and as_bool(customer.custom_field(CONSENT_FIELD)) is not None:
+        return True
+    join, leave = list_changes(customer)
+    return bool(join or leave)
 
 
 @dataclass

@@ -1,15 +1,18 @@
 """The ports the flows call: what a flow may ask of Klaviyo and of iPaaS.com, and nothing more.
 
-``consumer.klaviyo.KlaviyoClient``, ``consumer.klaviyo.batching.EventBatcher`` and ``consumer.ipaas.IpaasClient``
-implement them; the flows' tests pass the real clients (and a real batcher) pointed at the simulators.
+``consumer.klaviyo.KlaviyoClient``, ``consumer.klaviyo.batching.EventBatcher``,
+``consumer.klaviyo.importing.ProfileImporter`` and ``consumer.ipaas.IpaasClient`` implement them; the flows' tests
+pass the real clients (and a real batcher and importer) pointed at the simulators.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from consumer.ipaas.models import CUSTOMER_TABLE, AddressWrite, CustomerWrite
+from consumer.klaviyo.importing import Imported, ProfileChange
 from consumer.klaviyo.models import NewEvent, PatchProperties, Profile, ProfileAttributes, UpsertResult
 from consumer.records import Customer, CustomerAddress, Transaction
 
@@ -53,6 +56,16 @@ class EventSink(Protocol):
     async def submit(self, events: Sequence[NewEvent]) -> None:
         """Returns once Klaviyo accepted every one of ``events``; raises the record's failure otherwise (an
         ``EventRejected`` names the event and field Klaviyo refused)."""
+        ...
+
+
+class ProfileImports(Protocol):
+    """Klaviyo profile writes shared with every record in flight: bulk import jobs under a backlog, the per-record
+    path for a trickle (``consumer.klaviyo.importing.ProfileImporter``)."""
+
+    def submit(self, change: ProfileChange) -> AbstractAsyncContextManager[Imported | None]:
+        """The record's imported row once Klaviyo imported it, or None: run the per-record path inside the block.
+        Raises the record's failure (an ``ImportRejected`` names the field Klaviyo refused)."""
         ...
 
 

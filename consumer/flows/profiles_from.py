@@ -33,6 +33,11 @@ Klaviyo calls (the link cache knows ``external_id`` -> profile id for customers 
   each identifier conflict resolved ................................ +2  GET the holder, POST/PATCH again
 Rate limits, 5xx and connection errors are retried inside ``KlaviyoClient``; what still fails is raised as
 "Error calling Klaviyo (...)" / "An error occurred while contacting Klaviyo (...)" with this flow.
+
+In the service every customer goes through the profile importer (``FlowContext.profile_imports``): a trickle takes
+the path above; under a backlog a customer shares a bulk import job, with these linking rules kept where the
+import can keep them and this path taken where it cannot (``consumer.flows.profile_imports``). Its cost there: a
+share of 3 lookups per 100 customers, of one job for up to 10,000, and of the job's reads.
 """
 
 from __future__ import annotations
@@ -54,9 +59,11 @@ from consumer.catalog import (
 )
 from consumer.flows.context import Change, FlowContext
 from consumer.flows.links import ProfileLinks
-from consumer.flows.marketing import apply_marketing
-from consumer.flows.ports import KlaviyoPort
+from consumer.flows.marketing import apply_marketing, needs_profile
+from consumer.flows.ports import KlaviyoPort, ProfileImports
+from consumer.flows.profile_imports import BulkProfile
 from consumer.klaviyo import KlaviyoRejected, Profile, ProfileAttributes
+from consumer.klaviyo.importing import ImportRejected
 from consumer.records import Customer
 from consumer.transfers import TransferRef
 
@@ -169,6 +176,24 @@ class ProfileSync:
             return found.id
         attrs = self.attributes(customer if isinstance(customer, Customer) else await customer())
         return await self._create(attrs, write_existing=False)
+
+    def bulk(self, customer: Customer, *, created: bool) -> BulkProfile:
+        """The change as the importer takes it: the mapped attributes of the flow it starts in (raising that flow's
+        catalog error, as the per-record path would), and the Add mapping's for an update that finds no profile."""
+        if created:
+            self.flow = Flow.ADD_PROFILE_FROM_IPAAS
+            return BulkProfile.created(self.attributes(customer))
+        self.flow = Flow.UPDATE_PROFILE_FROM_IPAAS
+        attrs = self.attributes(customer)
+
+        def add() -> dict[str, Any]:
+            self.flow = Flow.ADD_PROFILE_FROM_IPAAS
+            try:
+                return self.attributes(customer)
+            finally:
+                self.flow = Flow.UPDATE_PROFILE_FROM_IPAAS
+
+        return BulkProfile.updated(attrs, add)
 
     # --- mapping and validation --------------------------------------------------------------------------------
     def attributes(self, customer: Customer) -> dict[str, Any]:
@@ -301,17 +326,46 @@ def attribute(exc: CatalogError, flow: Flow) -> None:
 
 async def sync_profile(change: Change[Customer], ctx: FlowContext) -> None:
     """Handler of ``customer/created`` (Add flow) and ``customer/updated`` (Update flow), then the customer's
-    consent and list membership (``consumer.flows.marketing``)."""
+    consent and list membership (``consumer.flows.marketing``).
+
+    With the service's importer (``ctx.profile_imports``) the profile goes through it: in a bulk import job under a
+    backlog, when the linking rules allow (``consumer.flows.profile_imports``), else by the per-record path below;
+    a customer whose consent or lists need the profile's id always takes the per-record path."""
     sync = ProfileSync(ctx, change.transfer)
     try:
-        if change.created:
-            profile_id = await sync.add(change.record)
-        else:
-            profile_id = await sync.update(change.record)
-        await apply_marketing(ctx.klaviyo, ctx.marketing, change.record, profile_id, sync.flow)
+        importer = ctx.profile_imports
+        if importer is not None and not needs_profile(change.record, ctx.marketing):
+            await _through(importer, sync, change)
+            return
+        await _per_record(sync, change)
     except CatalogError as exc:
         attribute(exc, sync.flow)
         raise
+
+
+async def _per_record(sync: ProfileSync, change: Change[Customer]) -> None:
+    ctx = sync.ctx
+    profile_id = await (sync.add(change.record) if change.created else sync.update(change.record))
+    await apply_marketing(ctx.klaviyo, ctx.marketing, change.record, profile_id, sync.flow)
+
+
+async def _through(importer: ProfileImports, sync: ProfileSync, change: Change[Customer]) -> None:
+    """The record's profile by the importer: imported in a job, or the per-record path when it hands it back."""
+    bulk = sync.bulk(change.record, created=change.created)
+    try:
+        async with importer.submit(bulk) as imported:
+            if imported is None:
+                await _per_record(sync, change)
+                return
+    except ImportRejected as exc:
+        sync.flow = bulk.flow
+        raise bulk.refused(exc) from exc
+    except CatalogError:
+        sync.flow = bulk.flow
+        raise
+    sync.flow = bulk.flow
+    if imported.profile_id is not None:
+        sync.links.remember(imported.attributes.external_id, imported.profile_id)
 
 
 async def ensure_profile(ctx: FlowContext, customer: CustomerSource, transfer: TransferRef,

@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import re
 import time
 from collections import deque
@@ -46,7 +45,6 @@ from typing import Any, Protocol, Self
 
 from consumer import admission
 from consumer.errors import IntegrationError
-from consumer.klaviyo.client import LIMITER_MARGIN_S
 from consumer.klaviyo.errors import ErrorBody, EventRejected, KlaviyoRejected, describe_response
 from consumer.klaviyo.models import (
     BULK_JOB_OVERHEAD,
@@ -57,6 +55,7 @@ from consumer.klaviyo.models import (
     NewEvent,
     bulk_job_layout,
 )
+from consumer.klaviyo.pacing import Pace, Rate
 from consumer.klaviyo.ratelimits import EndpointLimit
 
 __all__ = ["DEFAULT_LINGER_S", "DirectEvents", "EventBatcher", "EventsApi"]
@@ -85,58 +84,6 @@ class EventsApi(Protocol):
     async def create_event(self, event: NewEvent) -> None: ...
 
     async def send_event_job(self, events: Sequence[EncodedEvent]) -> None: ...
-
-
-class _Pace:
-    """A token bucket at an endpoint's steady rate, as deep as its burst: how fast the batcher spends a quota.
-    Unpaced (client-side limits off) it always holds the burst."""
-
-    def __init__(self, limit: EndpointLimit, *, paced: bool, now: float) -> None:
-        self.capacity, self.rate = self._of(limit)
-        self.paced = paced
-        self._tokens = self.capacity
-        self._at = now
-
-    @staticmethod
-    def _of(limit: EndpointLimit) -> tuple[float, float]:
-        return float(limit.burst), limit.steady / (limit.steady_window_s + LIMITER_MARGIN_S)
-
-    def retune(self, limit: EndpointLimit, now: float) -> None:
-        """Follow the quota this instance may spend (its share of the account's changes with rebalances)."""
-        capacity, rate = self._of(limit)
-        if (capacity, rate) != (self.capacity, self.rate):
-            self._tokens = min(self.tokens(now), capacity)
-            self.capacity, self.rate = capacity, rate
-
-    def tokens(self, now: float) -> float:
-        if self.paced:
-            self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
-            self._at = now
-        return self._tokens
-
-    def spend(self, count: float, now: float) -> None:
-        if self.paced:
-            self._tokens = self.tokens(now) - count
-
-    def wait_for(self, count: float, now: float) -> float:
-        """Seconds until ``count`` tokens are there."""
-        return max(0.0, (count - self.tokens(now)) / self.rate) if self.paced else 0.0
-
-
-class _Rate:
-    """Events per second lately: a count that decays with time constant ``tau_s``."""
-
-    def __init__(self, now: float, tau_s: float = 1.0) -> None:
-        self._tau = tau_s
-        self._value = 0.0
-        self._at = now
-
-    def add(self, count: int, now: float) -> None:
-        self._value = self.per_second(now) + count / self._tau
-        self._at = now
-
-    def per_second(self, now: float) -> float:
-        return self._value * math.exp(-(now - self._at) / self._tau)
 
 
 @dataclass(eq=False, slots=True)
@@ -253,8 +200,8 @@ class EventBatcher:
         self._max_bytes = max_bytes - BULK_JOB_OVERHEAD  # what the events of one job may take
         self._clock = clock
         now = clock()
-        self._pace = {name: _Pace(api.endpoint_limit(name), paced=api.rate_limited, now=now) for name in (SINGLE, BULK)}
-        self._arrivals = _Rate(now)
+        self._pace = {name: Pace(api.endpoint_limit(name), paced=api.rate_limited, now=now) for name in (SINGLE, BULK)}
+        self._arrivals = Rate(now)
         self._queue: deque[_Queued] = deque()
         self._queued_bytes = 0
         self._records: set[_Record] = set()

@@ -56,6 +56,7 @@ from consumer.klaviyo.models import (
     BulkImportError,
     BulkImportJob,
     EncodedEvent,
+    ImportRow,
     NewEvent,
     PatchProperties,
     Profile,
@@ -65,6 +66,7 @@ from consumer.klaviyo.models import (
     UpsertResult,
     bulk_job_body,
     event_body,
+    import_job_body,
     list_members,
     profile_body,
     subscription_job,
@@ -88,6 +90,8 @@ USER_AGENT = "ipaas-klaviyo/0.1"
 DEFAULT_BACKOFF = Backoff(base_s=0.5, cap_s=30.0)
 RETRY_AFTER_CAP_S = 60.0
 LIMITER_MARGIN_S = 0.1  # tolerates ~100 ms of jitter between our clock and Klaviyo's window counters
+LOOKUP_VALUES = 100
+"""Values per ``any(...)`` profile lookup: a page (at most 100 profiles) holds every match of an identifier's."""
 
 
 def _filter_value(value: str) -> str:
@@ -223,6 +227,25 @@ class KlaviyoClient:
         """The profile holding this E.164 phone number, or None."""
         return await self._find_one(f"equals(phone_number,{_filter_value(phone_number)})")
 
+    async def find_profiles(self, field: str, values: Sequence[str]) -> list[Profile]:
+        """The profiles holding any of ``values`` of one identifier (``email``, ``phone_number``, ``external_id``
+        or ``id``; exact matches): one ``any(...)`` lookup per 100 values, every page of each."""
+        if field not in ("email", "phone_number", "external_id", "id"):
+            raise ValueError(f"profiles cannot be looked up by {field!r}")
+        found: list[Profile] = []
+        unique = list(dict.fromkeys(values))
+        for start in range(0, len(unique), LOOKUP_VALUES):
+            chunk = ",".join(_filter_value(value) for value in unique[start : start + LOOKUP_VALUES])
+            params: dict[str, Any] = {"filter": f"any({field},[{chunk}])", "page[size]": 100}
+            while True:
+                response = await self._send("get_profiles", "/api/profiles", params=params)
+                found.extend(self._listing(Profile, response, "get_profiles", "the list of profiles"))
+                cursor = _next_cursor(response)
+                if cursor is None:
+                    break
+                params = {**params, "page[cursor]": cursor}
+        return found
+
     async def _find_one(self, expression: str) -> Profile | None:
         response = await self._send("get_profiles", "/api/profiles", params={"filter": expression, "page[size]": 1})
         profiles = self._listing(Profile, response, "get_profiles", "the list of profiles")
@@ -348,6 +371,11 @@ class KlaviyoClient:
         response = await self._send("bulk_import_profiles", "/api/profile-bulk-import-jobs", body=body.to_json())
         return self._resource(BulkImportJob, response, "bulk_import_profiles", "the import job")
 
+    async def send_import_job(self, rows: Sequence[ImportRow]) -> BulkImportJob:
+        """Start a bulk profile import job of at most 10,000 serialized rows (``import_job_body``)."""
+        response = await self._send("bulk_import_profiles", "/api/profile-bulk-import-jobs", body=import_job_body(rows))
+        return self._resource(BulkImportJob, response, "bulk_import_profiles", "the import job")
+
     async def get_bulk_import_job(self, job_id: str) -> BulkImportJob:
         """The status and counts of a bulk profile import job."""
         response = await self._send(
@@ -356,7 +384,7 @@ class KlaviyoClient:
         return self._resource(BulkImportJob, response, "get_bulk_import_profiles_job", "the import job")
 
     async def get_bulk_import_errors(self, job_id: str) -> list[BulkImportError]:
-        """Every failed row of a bulk profile import job."""
+        """Every failed row of a bulk profile import job (titles and details scrubbed of anything key-shaped)."""
         op = "get_errors_for_bulk_import_profiles_job"
         path = f"/api/profile-bulk-import-jobs/{quote(job_id, safe='')}/import-errors"
         errors: list[BulkImportError] = []
@@ -366,10 +394,17 @@ class KlaviyoClient:
             if cursor:
                 params["page[cursor]"] = cursor
             response = await self._send(op, path, params=params)
-            errors.extend(self._listing(BulkImportError, response, op, "the list of import errors"))
+            errors.extend(self._scrubbed(error)
+                          for error in self._listing(BulkImportError, response, op, "the list of import errors"))
             cursor = _next_cursor(response)
             if cursor is None:
                 return errors
+
+    def _scrubbed(self, error: BulkImportError) -> BulkImportError:
+        attributes = error.attributes
+        attributes.title = self._redactor.scrub(attributes.title) if attributes.title else attributes.title
+        attributes.detail = self._redactor.scrub(attributes.detail) if attributes.detail else attributes.detail
+        return error
 
     # --- quota -------------------------------------------------------------------------------------------------
     @property

@@ -276,6 +276,9 @@ class SimulatorApp(RecordingApp[ReceivedRequest]):
             if operation == "bulk_create_events" and len(request.body) > config.max_bulk_event_bytes:
                 raise ApiError(413, "request_too_large",
                                f"A bulk event job's payload may be at most {config.max_bulk_event_bytes} bytes.")
+            if operation == "bulk_import_profiles" and len(request.body) > config.max_bulk_import_bytes:
+                raise ApiError(413, "request_too_large", "A bulk profile import job's payload may be at most "
+                                                         f"{config.max_bulk_import_bytes} bytes.")
             body = self._body(request, operation)
             try:
                 reply = self._operation(operation, params, request, body)
@@ -448,6 +451,9 @@ class SimulatorApp(RecordingApp[ReceivedRequest]):
     def _operation(self, operation: str, params: dict[str, str], request: Request, body: Any) -> Reply:
         store = self.state.store
         base = f"http://{request.headers.get('host', '127.0.0.1')}"
+        pace = self.state.config.import_pace
+        if pace is not None:
+            store.run_jobs(pace)  # profiles imported by now are there for every request, not only the job's reads
         if operation == "get_profiles":
             size = _page_size(request, 20, 100)
             records, cursor = store.list_profiles(
@@ -512,7 +518,7 @@ class SimulatorApp(RecordingApp[ReceivedRequest]):
             )
             return _json_reply(202, _single(job_resource(job, base)))
         if operation == "get_bulk_import_profiles_job":
-            job = store.advance_job(params["id"])
+            job = store.get_job(params["id"]) if pace is not None else store.advance_job(params["id"])
             return _json_reply(200, _single(job_resource(job, base)))
         if operation == "get_errors_for_bulk_import_profiles_job":
             job = store.get_job(params["id"])

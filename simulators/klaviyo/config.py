@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field
 
 from consumer.klaviyo.ratelimits import EndpointLimit, resolve_limits
+from simulators.klaviyo.store import ImportPace
 from simulators.scaffold import Latency, TimedFaults
 
 DEFAULT_ACCOUNT = "sim-account"
@@ -58,6 +59,11 @@ class SimulatorConfig:
     max_bulk_event_bytes: int = 5_000_000
     """Klaviyo's cap on a bulk event job's payload ("5MB"; read as decimal megabytes, the stricter reading)."""
     max_profile_bytes: int = 100 * 1024
+    max_bulk_import_bytes: int = 5_000_000
+    """Klaviyo's cap on a bulk profile import job's payload ("5MB", read as decimal megabytes like the events')."""
+    import_pace: ImportPace | None = None
+    """How bulk profile import jobs move: None, one step each time the job is read (queued -> processing ->
+    complete: every state seen, whatever the timing); else with time, at this pace, read or not."""
     max_recorded_requests: int = 10_000
     seed: int | None = None
 

@@ -20,7 +20,14 @@ from typing import Any
 
 import orjson
 
-from simulators.klaviyo.filters import FieldRule, FilterError, compile_filter, parse_datetime
+from simulators.klaviyo.filters import (
+    Condition,
+    FieldRule,
+    FilterError,
+    compile_filter,
+    parse_datetime,
+    parse_filter,
+)
 
 PROFILE_FIELDS = (
     "email", "phone_number", "external_id", "first_name", "last_name", "organization", "locale", "title", "image",
@@ -183,12 +190,23 @@ class ListRecord:
         return {"id": self.id, "name": self.name, "created": self.created, "updated": self.updated}.get(name)
 
 
+@dataclass(frozen=True, slots=True)
+class ImportPace:
+    """How fast bulk profile import jobs run when time moves them: queued for ``queued_s``, then
+    ``profiles_per_s`` rows a second (0: every row at once)."""
+
+    queued_s: float = 0.0
+    profiles_per_s: float = 0.0
+
+
 @dataclass(slots=True)
 class ImportJob:
     id: str
     items: list[dict[str, Any]]
     list_ids: list[str]
     created_at: datetime
+    accepted: datetime
+    """When the job was accepted, to the microsecond (``created_at`` is shown to the second)."""
     status: str = "queued"
     started_at: datetime | None = None
     completed_at: datetime | None = None
@@ -197,6 +215,8 @@ class ImportJob:
     failed_count: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
     profile_ids: list[str] = field(default_factory=list)
+    applied: int = 0
+    """Rows processed so far (imported or failed), in request order."""
 
 
 LIST_FILTERS = {
@@ -291,6 +311,7 @@ class Store:
         self.events: list[EventRecord] = []
         self._event_keys: set[tuple[str, str, str]] = set()
         self.jobs: dict[str, ImportJob] = {}
+        self._running_jobs: list[ImportJob] = []
         self.lists: dict[str, ListRecord] = {}
         self.earliest_event_year = 1990
         """Event times must be later than this year's first second: the spec says 1990; Klaviyo's docs table says
@@ -445,7 +466,10 @@ class Store:
         self, filter_text: str | None, sort: str | None, size: int, cursor: str | None
     ) -> tuple[list[ProfileRecord], str | None]:
         records: Iterable[ProfileRecord] = self.profiles.values()
-        if filter_text:
+        indexed = self._by_identifier(filter_text) if filter_text else None
+        if indexed is not None:
+            records = indexed
+        elif filter_text:
             try:
                 predicate = compile_filter(filter_text, PROFILE_FILTERS, "profile")
             except FilterError as exc:
@@ -453,6 +477,30 @@ class Store:
             records = [r for r in records if predicate(r.get)]
         sort_field, descending = _sort(sort, PROFILE_SORTS, "id")
         return paginate(records, sort_field, descending, size, cursor)
+
+    def _by_identifier(self, filter_text: str) -> list[ProfileRecord] | None:
+        """The profiles a filter of one ``equals``/``any`` on an identifier or ``id`` selects, read from the index
+        (what a lookup of many identifiers costs Klaviyo, not a scan); None for any other filter."""
+        try:
+            nodes = parse_filter(filter_text)
+        except FilterError:
+            return None
+        if len(nodes) != 1 or not isinstance(nodes[0], Condition):
+            return None
+        node = nodes[0]
+        if node.field not in (*IDENTIFIERS, "id"):
+            return None
+        if node.op == "any" and isinstance(node.value, list):
+            values = node.value
+        elif node.op == "equals" and isinstance(node.value, str):
+            values = [node.value]
+        else:
+            return None
+        if not all(isinstance(value, str) for value in values):
+            return None
+        ids = (self.profiles.get(str(v)) for v in values) if node.field == "id" else (
+            self.profiles.get(self._index[node.field].get(str(v), "")) for v in values)
+        return list({record.id: record for record in ids if record is not None}.values())
 
     # --- lists and consent ------------------------------------------------------------------------------------------
     def create_list(self, name: str) -> ListRecord:
@@ -689,7 +737,7 @@ class Store:
 
     # --- bulk profile import -------------------------------------------------------------------------------------
     def create_import_job(self, items: list[dict[str, Any]], list_ids: list[str], max_profile_bytes: int) -> ImportJob:
-        pointer = "/data/attributes/profiles/data"
+        pointer = IMPORT_ROWS
         if not items:
             raise invalid("At least one profile is required.", pointer=pointer)
         if len(items) > MAX_BULK_PROFILES:
@@ -698,8 +746,10 @@ class Store:
         for i, item in enumerate(items):
             if len(orjson.dumps(item)) > max_profile_bytes:
                 raise invalid(f"Each profile may be at most {max_profile_bytes // 1024} KB.", pointer=f"{pointer}/{i}")
-        job = ImportJob(id=self._ulid(), items=items, list_ids=list_ids, created_at=self.now())
+        job = ImportJob(id=self._ulid(), items=items, list_ids=list_ids, created_at=self.now(),
+                        accepted=self._clock())
         self.jobs[job.id] = job
+        self._running_jobs.append(job)
         return job
 
     def get_job(self, job_id: str) -> ImportJob:
@@ -712,29 +762,80 @@ class Store:
         """Each read moves a job one step: queued -> processing -> complete (rows are applied on completion)."""
         job = self.get_job(job_id)
         if job.status == "queued":
-            job.status = "processing"
-            job.started_at = self.now()
+            self._start(job)
         elif job.status == "processing":
-            for i, item in enumerate(job.items):
-                try:
-                    record, _ = self.upsert_profile(
-                        item.get("id"), dict(item.get("attributes") or {}), item.get("meta"), pointer=f"/data/{i}"
-                    )
-                except ApiError as exc:
-                    job.failed_count += 1
-                    job.errors.append({
-                        "type": "import-error",
-                        "id": str(uuid.uuid4()),
-                        "attributes": {"code": exc.code, "title": exc.title, "detail": exc.detail,
-                                       "source": {"pointer": exc.pointer or f"/data/{i}"}, "original_payload": item},
-                    })
-                else:
-                    job.completed_count += 1
-                    job.profile_ids.append(record.id)
+            self._process(job, len(job.items))
+        return job
+
+    def run_jobs(self, pace: ImportPace) -> None:
+        """Move every unfinished job as far as time has taken it (``pace``): the rows due are applied, in order,
+        whether anyone reads the job or not."""
+        now = self._clock()
+        for job in list(self._running_jobs):
+            elapsed = (now - job.accepted).total_seconds() - pace.queued_s
+            if elapsed < 0:
+                continue
+            if job.status == "queued":
+                self._start(job)
+            rows = len(job.items)
+            self._process(job, rows if pace.profiles_per_s <= 0 else min(rows, int(elapsed * pace.profiles_per_s)))
+
+    def _start(self, job: ImportJob) -> None:
+        job.status = "processing"
+        job.started_at = self.now()
+
+    def _process(self, job: ImportJob, upto: int) -> None:
+        """Apply rows up to ``upto``; the job is complete when every row is."""
+        for i in range(job.applied, upto):
+            self._import_row(job, i)
+        job.applied = max(job.applied, upto)
+        if job.applied >= len(job.items) and job.status != "complete":
             job.status = "complete"
             job.completed_at = self.now()
             job.expires_at = job.completed_at + timedelta(days=7)
-        return job
+            self._running_jobs.remove(job)
+
+    def _import_row(self, job: ImportJob, i: int) -> None:
+        """One row, as the bulk import applies it: an upsert (by id, else by identifier) that never clears a field
+        (a null is ignored), joining the job's lists (those the account has); a failure is the row's import error,
+        pointing at the row in the request."""
+        item = job.items[i]
+        pointer = f"{IMPORT_ROWS}/{i}"
+        try:
+            record, _ = self.upsert_profile(item.get("id"), _without_nulls(item.get("attributes") or {}),
+                                            item.get("meta"), pointer=pointer)
+        except ApiError as exc:
+            job.failed_count += 1
+            within = exc.pointer is not None and exc.pointer.startswith(pointer)
+            job.errors.append({
+                "type": "import-error",
+                "id": str(uuid.uuid4()),
+                "attributes": {"code": exc.code, "title": exc.title, "detail": exc.detail,
+                               "source": {"pointer": exc.pointer if within else pointer}, "original_payload": item},
+            })
+            return
+        job.completed_count += 1
+        job.profile_ids.append(record.id)
+        for list_id in job.list_ids:
+            if list_id in self.lists:
+                self.lists[list_id].members.add(record.id)
+
+
+IMPORT_ROWS = "/data/attributes/profiles/data"
+"""Where a bulk import job's profiles are in its request: import errors point into it (``.../data/<row>/...``)."""
+
+
+def _without_nulls(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Attributes without null values (at the top, in ``location`` and in ``properties``): the bulk import API
+    updates only the fields given a value; it never clears one."""
+    kept: dict[str, Any] = {}
+    for name, value in attrs.items():
+        if value is None:
+            continue
+        if name in ("location", "properties") and isinstance(value, dict):
+            value = {key: inner for key, inner in value.items() if inner is not None}
+        kept[name] = value
+    return kept
 
 
 def _sort(sort: str | None, allowed: frozenset[str], default: str) -> tuple[str, bool]:

@@ -146,7 +146,8 @@ async def test_bulk_profile_import_job_lifecycle(client: KlaviyoClient) -> None:
     assert seen == ["processing", "complete"]
     assert (job.attributes.completed_count, job.attributes.failed_count) == (4, 1)
     errors = await client.get_bulk_import_errors(job.id)
-    assert len(errors) == 1 and errors[0].attributes.source == {"pointer": "/data/4/attributes/phone_number"}
+    assert len(errors) == 1 and errors[0].attributes.source == {
+        "pointer": "/data/attributes/profiles/data/4/attributes/phone_number"}
     assert await client.find_profile_by_email("bulk3@shop.test") is not None
 
 
