@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, Self
 
+from consumer import admission
 from consumer.errors import IntegrationError
 from consumer.klaviyo.errors import KlaviyoRejected
 from consumer.klaviyo.models import (
@@ -176,6 +177,8 @@ class _Record:
     arrived: float
     claims: frozenset[Identifier] = frozenset()
     """Identifiers this record holds (from when it is taken until its ``submit`` block ends)."""
+    slot: admission.Slot | None = None
+    """The handler call's hold on its runtime worker: told when the record's row goes into a job."""
 
     @property
     def live(self) -> bool:
@@ -302,7 +305,7 @@ class ProfileImporter:
         if self._closed:
             raise RuntimeError("the profile importer is closed")
         loop = asyncio.get_running_loop()
-        record = _Record(loop.create_future(), change, self._clock())
+        record = _Record(loop.create_future(), change, self._clock(), slot=admission.current())
         self._arrivals.add(1, record.arrived)
         self._queue.append(record)
         self._queued_bytes += change.size
@@ -312,7 +315,8 @@ class ProfileImporter:
             self._runner = loop.create_task(self._run(), name="klaviyo-profile-importer")
         self._wake.set()
         try:
-            outcome = await record.future
+            with admission.waiting(record.slot):  # waiting for its job: the worker takes other records meanwhile
+                outcome = await record.future
             yield outcome
         finally:
             self._release(record)
@@ -516,6 +520,9 @@ class ProfileImporter:
         return holders
 
     async def _send(self, members: list[_Member]) -> None:
+        for member in members:
+            if member.record.slot is not None:
+                member.record.slot.sending()
         members = [member for member in members if member.record.live]
         if not members:
             return
