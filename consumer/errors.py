@@ -114,3 +114,16 @@ def fqcn(exc: BaseException) -> str:
 def as_integration_error(exc: BaseException) -> IntegrationError:
     """``exc`` itself when it is typed, else wrapped as ``UnexpectedError``."""
     return exc if isinstance(exc, IntegrationError) else UnexpectedError(exc)
+
+
+def own_copy(error: BaseException) -> BaseException:
+    """A copy of ``error`` for one record of several that one request carried: the dispatcher writes each record's
+    transfer onto what it raises, so they must not share one exception object."""
+    try:
+        clone = type(error).__new__(type(error))
+        clone.__dict__.update(error.__dict__)
+    except (TypeError, AttributeError):
+        return error
+    clone.args = error.args
+    clone.__cause__ = error.__cause__
+    return clone

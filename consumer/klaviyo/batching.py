@@ -44,7 +44,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from consumer import admission
-from consumer.errors import IntegrationError
+from consumer.errors import IntegrationError, own_copy
 from consumer.klaviyo.errors import ErrorBody, EventRejected, KlaviyoRejected, describe_response
 from consumer.klaviyo.models import (
     BULK_JOB_OVERHEAD,
@@ -115,18 +115,6 @@ def _sending(items: Sequence[_Queued]) -> None:
     for item in items:
         if item.record.slot is not None:
             item.record.slot.sending()
-
-
-def _own(error: BaseException) -> BaseException:
-    """A copy of ``error`` for one record: the dispatcher writes each record's transfer onto what it raises."""
-    try:
-        clone = type(error).__new__(type(error))
-        clone.__dict__.update(error.__dict__)
-    except (TypeError, AttributeError):
-        return error
-    clone.args = error.args
-    clone.__cause__ = error.__cause__
-    return clone
 
 
 def _is_rejection(error: BaseException) -> bool:
@@ -476,7 +464,7 @@ class EventBatcher:
     @staticmethod
     def _fail(record: _Record, error: BaseException) -> None:
         if not record.future.done():
-            record.future.set_exception(_own(error))
+            record.future.set_exception(own_copy(error))
 
     def _spread(self, items: list[_Queued], error: BaseException) -> None:
         """A failure of the request itself reaches its records; an outage reaches every record still queued."""

@@ -50,6 +50,7 @@ from consumer.klaviyo.errors import (
     parse_error_body,
     rejected_from_response,
 )
+from consumer.klaviyo.lookups import CoalescedLookups
 from consumer.klaviyo.models import (
     MAX_BULK_EVENTS,
     MAX_SUBSCRIPTION_PROFILES,
@@ -147,6 +148,9 @@ class KlaviyoClient:
         self._limits = resolve_limits(rate_limits)
         self._limiters = limiters if limiters is not None else LimiterRegistry(margin_s=limiter_margin_s)
         self._redactor = klaviyo_redactor(auth.secrets)
+        self._by_external_id = CoalescedLookups(
+            "external_id", self._find_by_external_id, lambda values: self.find_profiles("external_id", values),
+            batch=LOOKUP_VALUES)
         self._http = httpx.AsyncClient(
             base_url=settings.base_url.rstrip("/"),
             timeout=build_timeout(settings.connect_timeout_s, settings.read_timeout_s),
@@ -192,6 +196,7 @@ class KlaviyoClient:
 
     async def aclose(self) -> None:
         """Close the connection pool."""
+        await self._by_external_id.aclose()
         await self._http.aclose()
 
     def __repr__(self) -> str:
@@ -220,7 +225,11 @@ class KlaviyoClient:
         return await self._find_one(f"equals(email,{_filter_value(email)})")
 
     async def find_profile_by_external_id(self, external_id: str) -> Profile | None:
-        """The profile holding this external_id, or None."""
+        """The profile holding this external_id, or None: concurrent lookups share requests
+        (``consumer.klaviyo.lookups``)."""
+        return await self._by_external_id.find(external_id)
+
+    async def _find_by_external_id(self, external_id: str) -> Profile | None:
         return await self._find_one(f"equals(external_id,{_filter_value(external_id)})")
 
     async def find_profile_by_phone_number(self, phone_number: str) -> Profile | None:

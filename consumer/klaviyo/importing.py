@@ -51,7 +51,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from consumer import admission
-from consumer.errors import IntegrationError
+from consumer.errors import IntegrationError, own_copy
 from consumer.klaviyo.errors import KlaviyoRejected
 from consumer.klaviyo.models import (
     IMPORT_JOB_OVERHEAD,
@@ -82,6 +82,9 @@ log = logging.getLogger("consumer.klaviyo.importing")
 
 SINGLE = "create_profile"
 JOBS = "bulk_import_profiles"
+MAX_OPEN_JOBS = 3
+"""Jobs open at once. Each job is read until it completes, on a quota (150/min) no larger than the posting one's:
+more jobs open at once would only wait longer for their reads, while fewer, fuller jobs finish sooner."""
 POLL = "get_bulk_import_profiles_job"
 ERRORS = "get_errors_for_bulk_import_profiles_job"
 LOOKUP = "get_profiles"
@@ -220,18 +223,6 @@ def _blames_destination(error: BaseException) -> bool:
     return isinstance(error, IntegrationError) and error.outage is not None
 
 
-def _own(error: BaseException) -> BaseException:
-    """A copy of ``error`` for one record: the dispatcher writes each record's transfer onto what it raises."""
-    try:
-        clone = type(error).__new__(type(error))
-        clone.__dict__.update(error.__dict__)
-    except (TypeError, AttributeError):
-        return error
-    clone.args = error.args
-    clone.__cause__ = error.__cause__
-    return clone
-
-
 def row_of(pointer: object) -> tuple[int, str] | None:
     """(row, field) a pointer into an import job names (``/data/attributes/profiles/data/3/attributes/email``)."""
     match = _ROW_POINTER.match(pointer) if isinstance(pointer, str) else None
@@ -283,6 +274,8 @@ class ProfileImporter:
         self._closed = False
         self._bulk_refused_until: float | None = None
         self.jobs = 0
+        self._open_jobs = 0
+        """Jobs taken and not yet settled (looked up, posted, followed to their outcome)."""
         """Jobs posted so far (for benchmarks and tests)."""
 
     async def __aenter__(self) -> Self:
@@ -416,11 +409,14 @@ class ProfileImporter:
         if alone:
             self._hand_back(alone, now)
             return 0.0
+        if self._open_jobs >= MAX_OPEN_JOBS:
+            return None  # the next job fills meanwhile; a job's end wakes the loop
         if jobs.tokens(now) >= 1 and self._api.admission_delay(JOBS) <= 0:
             batch = self._take()
             if not batch:
                 return None
             jobs.spend(1, now)
+            self._open_jobs += 1
             self._spawn(self._job(batch))
             return 0.0
         return max(jobs.wait_for(1, now), self._api.admission_delay(JOBS), 0.001)
@@ -481,6 +477,13 @@ class ProfileImporter:
 
     async def _job(self, batch: list[_Record]) -> None:
         """Look the batch's identifiers up, resolve each record's row, and import the rows."""
+        try:
+            await self._import(batch)
+        finally:
+            self._open_jobs -= 1
+            self._wake.set()
+
+    async def _import(self, batch: list[_Record]) -> None:
         eligible = [record for record in batch if record.live]
         try:
             holders = await self._lookup(eligible)
@@ -695,7 +698,7 @@ class ProfileImporter:
     @staticmethod
     def _fail(record: _Record, error: BaseException) -> None:
         if record.live:
-            record.future.set_exception(_own(error))
+            record.future.set_exception(own_copy(error))
 
     def _spread(self, items: Sequence[_Record | _Member], error: BaseException) -> None:
         """A failure of a request reaches its records; an outage reaches every record still queued as well."""
