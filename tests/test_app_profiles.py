@@ -7,6 +7,7 @@ others are imported once (a redelivery writes the same profiles); an existing pr
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ import pytest
 
 from consumer import catalog
 from consumer.failures import headers as dl
+from consumer.klaviyo.ratelimits import EndpointLimit
 from simulators.klaviyo import DEFAULT_API_KEY, KlaviyoSimulator, SimulatorConfig, Spec
+from tests.support.kafka import group_offsets
 from tests.support.service import running_service, service_settings
 from tests.support.topic_space import TopicSpace
 
@@ -109,3 +112,29 @@ async def test_a_sparse_change_takes_the_per_record_path(
     assert [r.operation for r in klaviyo_sim.received()] == ["create_profile"]  # one request, no job, no lookup
     (profile,) = klaviyo_sim.state.store.profiles.values()
     assert profile.attributes["external_id"] == "c-1"
+
+
+async def test_a_stop_while_customers_wait_for_klaviyos_quota_is_prompt_and_commits_only_what_was_sent(
+    topic_space: TopicSpace, unique: str, klaviyo_sim: KlaviyoSimulator, tmp_path: Path
+):
+    klaviyo_sim.state.config.with_limits({"create_profile": EndpointLimit(2, 2)})  # 2 a minute: the quota binds
+    settings = service_settings(
+        topic_space, unique, runtime={"drain_timeout_s": 3600},  # only abandoning unsent work makes the stop prompt
+        klaviyo={"base_url": klaviyo_sim.base_url, "api_key": DEFAULT_API_KEY, "bulk_profiles": False,
+                 "max_retries": 10})
+    async with running_service(settings) as svc:
+        await svc.send("customer-changes", [_created(n) for n in range(100, 112)])
+        await svc.wait_finished(2)
+        async with asyncio.timeout(30):  # Klaviyo said to wait (429, Retry-After): the rest wait in the limiter
+            # the simulator notifies nothing: a condition polled under a deadline
+            while not any(r.status == 429 for r in klaviyo_sim.received("create_profile")):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    # leaving the block stopped the service within running_service's 60 s guard: not the 3600 s drain deadline
+
+    assert len(svc.finished) == 2 and {outcome for _, outcome in svc.finished} == {"succeeded"}
+    assert len(klaviyo_sim.state.store.profiles) == 2  # the waiting ones were never sent
+    committed = await group_offsets(settings.kafka.bootstrap_servers, settings.kafka.group_id)
+    finished = {(m.partition, m.offset) for m, _ in svc.finished}
+    for tp, position in committed.items():
+        # a commit covers finished records only: everything below the position of each partition finished
+        assert all((tp.partition, offset) in finished for offset in range(position))
