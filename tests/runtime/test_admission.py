@@ -4,26 +4,14 @@ source's buffer, and unsent waiting work is abandoned at once on a stop (not com
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from aiokafka.structs import TopicPartition
 
 from consumer import admission
 from consumer.runtime import Handled, InboundMessage, StreamRuntime
-from tests.support.kafka import group_offsets, kafka_settings, produce, runtime_limits
+from tests.support.kafka import group_offsets, kafka_settings, produce, running, runtime_limits
 from tests.support.recording import CollectingSink, RecordingProcessor
 from tests.support.topic_space import TopicSpace
-
-
-@asynccontextmanager
-async def running(runtime: StreamRuntime) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(runtime.run())
-    try:
-        yield task
-    finally:
-        runtime.stop()
-        await asyncio.wait_for(task, 60)
 
 
 class QuotaWaiters:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from aiokafka.structs import TopicPartition
 
@@ -22,20 +20,11 @@ from tests.support.kafka import (
     kafka_settings,
     produce,
     read_all,
+    running,
     runtime_limits,
 )
 from tests.support.recording import CollectingSink, RecordingProcessor
 from tests.support.topic_space import TopicSpace
-
-
-@asynccontextmanager
-async def running(runtime: StreamRuntime) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(runtime.run())
-    try:
-        yield task
-    finally:
-        runtime.stop()
-        await asyncio.wait_for(task, 60)
 
 
 async def test_each_keys_events_are_handled_in_offset_order_under_concurrency(

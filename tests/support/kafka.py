@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -11,6 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from consumer.runtime import StreamRuntime
 from consumer.settings import KafkaSettings, RuntimeSettings
 from consumer.topics import TopicCatalog
 
@@ -139,3 +141,14 @@ async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[Topic
         return dict(await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)]))
     finally:
         await consumer.stop()
+
+
+@asynccontextmanager
+async def running(runtime: StreamRuntime) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``runtime`` for the block; stop it (drained) afterwards."""
+    task = asyncio.create_task(runtime.run())
+    try:
+        yield task
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(task, 60)
