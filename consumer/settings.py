@@ -212,8 +212,9 @@ class OAuthSettings(BaseModel):
     client_secret: SecretStr | None = None
     redirect_url: str | None = None
     scopes: list[str] = Field(
-        default_factory=lambda: ["profiles:read", "profiles:write", "events:read", "events:write"]
-    )
+        default_factory=lambda: ["profiles:read", "profiles:write", "events:read", "events:write", "lists:read",
+                                 "lists:write", "subscriptions:write"],
+        description="what the service's Klaviyo operations need (bulk profile imports, lists and consent too)")
     token_file: Path = Path(".run/klaviyo-tokens.json")
     token_key: SecretStr | None = None
 

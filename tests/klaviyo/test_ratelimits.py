@@ -31,3 +31,10 @@ def test_overrides_and_scaling() -> None:
     assert EndpointLimit(75, 750).scaled(0.1) == EndpointLimit(8, 75)
     assert EndpointLimit(1, 15).scaled(0.01) == EndpointLimit(1, 1)
     assert set(uniform_limits(small).values()) == {small}
+
+
+def test_the_default_oauth_scopes_cover_every_operation_the_service_calls() -> None:
+    from consumer.settings import OAuthSettings
+
+    needed = {scope for endpoint in ENDPOINTS.values() for scope in endpoint.scopes}
+    assert needed <= set(OAuthSettings().scopes)

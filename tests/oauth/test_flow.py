@@ -203,7 +203,7 @@ async def test_authorize_serves_the_loopback_redirect_exchanges_the_code_and_sto
     assert stat.S_IMODE(settings.oauth.token_file.parent.stat().st_mode) == 0o700
     grant = simulator.state.oauth.grant_for(tokens.access_token)
     assert grant is not None and grant.refresh_token == tokens.refresh_token
-    assert tokens.scope == ("profiles:read", "profiles:write", "events:read", "events:write")
+    assert tokens.scope == tuple(settings.oauth.scopes)
     assert tokens.expires_at is not None and tokens.expires_at > tokens.obtained_at + 3000
 
     [exchange] = simulator.received("oauth_token")
