@@ -122,7 +122,8 @@ def test_the_authorization_url_carries_an_s256_challenge_and_a_random_state(
     assert first.url.startswith(f"{simulator.base_url}/oauth/authorize?")
     assert query == {
         "response_type": "code", "client_id": DEFAULT_OAUTH_CLIENT_ID, "redirect_uri": "http://127.0.0.1:9/cb",
-        "scope": "profiles:read profiles:write events:read events:write", "state": first.state,
+        "scope": "profiles:read profiles:write events:read events:write lists:read lists:write subscriptions:write",
+        "state": first.state,
         "code_challenge_method": "S256", "code_challenge": query["code_challenge"],
     }
     digest = hashlib.sha256(first.code_verifier.encode()).digest()
