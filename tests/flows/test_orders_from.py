@@ -519,7 +519,7 @@ IN_THE_FUTURE = (datetime.now(UTC) + timedelta(days=366)).isoformat()
     (IN_THE_FUTURE, "the date is more than a year in the future, the latest event time Klaviyo takes"),
     (None, "the date of the transaction is missing or could not be read"),
     ("the day after tomorrow", "the date of the transaction is missing or could not be read"),
-], ids=["before-1990", "1990-01-01-to-the-second", "over-a-year-ahead", "missing", "unreadable"])  # ids stable for xdist
+], ids=["before-1990", "1990-01-01-to-the-second", "over-a-year-ahead", "missing", "unreadable"])
 async def test_an_order_date_outside_klaviyos_window_or_unreadable_is_order_event_could_not_be_created(
     simulator: KlaviyoSimulator, ctx: FlowContext, created: str | None, problem: str
 ) -> None:
