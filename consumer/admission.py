@@ -1,7 +1,8 @@
 """Admission: a handler call that waits for a destination's quota holds no worker.
 
-The runtime runs at most ``max_in_flight`` handler calls at once, but a call that only waits (in a rate
-limiter, in a batch queue for its turn in a bulk request, in a retry's backoff) uses no CPU and no connection.
+The runtime runs at most ``max_in_flight`` handler calls at once, but a call that only waits for quota (in a
+rate limiter, in a batch queue for its turn in a bulk request) uses no CPU and no connection. (A backoff after a
+failed request is not such a wait: that call keeps its worker, so a failing destination meets no more calls.)
 The runtime gives each handler call a ``Slot`` (in a context variable); code that waits before it sends wraps
 the wait in ``waiting()``, and while it waits the call does not count against ``max_in_flight``: other records
 (other keys, other flows, other destinations) get the worker.
@@ -17,8 +18,8 @@ Outside the runtime (a replay, a test) there is no slot and ``waiting()`` does n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -28,7 +29,7 @@ class Slot:
 
     __slots__ = ("_on_park", "_on_unpark", "abandonable", "parked")
 
-    def __init__(self, on_park: Callable[[], None], on_unpark: Callable[[], None]) -> None:
+    def __init__(self, on_park: Callable[[], None], on_unpark: Callable[[], Awaitable[None]]) -> None:
         self._on_park = on_park
         self._on_unpark = on_unpark
         self.parked = False
@@ -41,11 +42,12 @@ class Slot:
             self.abandonable = abandonable
             self._on_park()
 
-    def unpark(self) -> None:
+    async def unpark(self) -> None:
+        """Take a worker again: waits while ``max_in_flight`` calls work (the runtime re-admits in turn)."""
         if self.parked:
             self.parked = False
             self.abandonable = False
-            self._on_unpark()
+            await self._on_unpark()
 
     def sending(self) -> None:
         """A batch took the call's work into a request: it may no longer be abandoned (it still holds no worker)."""
@@ -76,9 +78,10 @@ def leave(token: object) -> None:
     _current.reset(token)  # type: ignore[arg-type]
 
 
-@contextmanager
-def waiting(slot: Slot | None = None, *, abandonable: bool = True) -> Iterator[Slot | None]:
-    """Wrap a wait for quota or backoff: the call holds no worker meanwhile (a no-op without a slot, or nested)."""
+@asynccontextmanager
+async def waiting(slot: Slot | None = None, *, abandonable: bool = True) -> AsyncIterator[Slot | None]:
+    """Wrap a wait for quota: the call holds no worker meanwhile, and takes one again when it ends (waiting its
+    turn while ``max_in_flight`` others work). A no-op without a slot, or nested."""
     slot = slot if slot is not None else current()
     if slot is None or slot.parked:
         yield slot
@@ -87,4 +90,4 @@ def waiting(slot: Slot | None = None, *, abandonable: bool = True) -> Iterator[S
     try:
         yield slot
     finally:
-        slot.unpark()
+        await slot.unpark()

@@ -220,7 +220,7 @@ class Sender:
                 if attempt < max_retries:
                     self._log_retry(call, status, attempt, wait, "throttled")
                     if not call.limiters:
-                        with admission.waiting():
+                        async with admission.waiting():
                             await self._sleep(wait)
                     attempt += 1
                     continue
@@ -253,7 +253,7 @@ class Sender:
             if not limiter.would_wait():
                 waited = await limiter.acquire()
             else:
-                with admission.waiting():  # holds no worker while it waits for the quota
+                async with admission.waiting():  # holds no worker while it waits for the quota
                     waited = await limiter.acquire()
             if waited > 0 and self._metrics.limiter_waits is not None:
                 self._metrics.limiter_waits.labels(endpoint_class).inc()
@@ -307,8 +307,8 @@ class Sender:
 
     async def _retry_later(self, call: Call, status: int | None, attempt: int, delay: float, reason: str) -> None:
         self._log_retry(call, status, attempt, delay, reason)
-        with admission.waiting():
-            await self._sleep(delay)
+        # not a wait for quota: the call keeps its worker, so a failing destination meets no more calls at once
+        await self._sleep(delay)
 
     def _log_retry(self, call: Call, status: int | None, attempt: int, delay: float, reason: str) -> None:
         self._log.info("retrying %s request", self._dialect.destination,

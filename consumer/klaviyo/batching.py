@@ -240,7 +240,7 @@ class EventBatcher:
             self._runner = loop.create_task(self._run(), name="klaviyo-event-batcher")
         if was_empty or self._full():
             self._wake.set()
-        with admission.waiting(record.slot):  # queued for a request: the worker takes other records meanwhile
+        async with admission.waiting(record.slot):  # queued for a request: the worker takes other records meanwhile
             await record.future
 
     async def aclose(self) -> None:

@@ -308,7 +308,7 @@ class ProfileImporter:
             self._runner = loop.create_task(self._run(), name="klaviyo-profile-importer")
         self._wake.set()
         try:
-            with admission.waiting(record.slot):  # waiting for its job: the worker takes other records meanwhile
+            async with admission.waiting(record.slot):  # waiting for its job: the worker takes other records meanwhile
                 outcome = await record.future
             yield outcome
         finally:

@@ -40,7 +40,7 @@ class CoalescedLookups:
         future: asyncio.Future[Profile | None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(value, []).append(future)
         self._dispatch()
-        with admission.waiting():
+        async with admission.waiting():
             return await future
 
     def _dispatch(self) -> None:

@@ -76,7 +76,7 @@ REGISTRY.register(HANDLING)
 IN_FLIGHT = Gauge("in_flight", "Handlers running now", namespace=NAMESPACE)
 WAITING_FOR_QUOTA = Gauge(
     "handlers_waiting_for_quota",
-    "Handler calls waiting for a destination's quota, a batch or a retry's backoff (they hold no worker)",
+    "Handler calls waiting for a destination's quota or their turn in a bulk request (they hold no worker)",
     namespace=NAMESPACE,
 )
 BUFFERED = Gauge("buffered_records", "Records fetched and not yet finished", namespace=NAMESPACE)

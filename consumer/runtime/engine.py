@@ -13,7 +13,7 @@
   the records of those topics already fetched wait the same way without being tried: only probes reach it.
 - A record that is not due yet (``due_at``: a retry topic's backoff timestamp) is parked on a timer, holding no
   worker, and its partition pauses until every such record of it is due; it is committed only once handled.
-- A handler call that waits for quota, a batch or a backoff (``consumer.admission``) holds no worker: only
+- A handler call that waits for quota or its turn in a bulk request (``consumer.admission``) holds no worker: only
   working calls count against ``max_in_flight``. With the buffer full, topics holding less than their share of
   it are still read (``getmany`` of their partitions only: nothing fetched for the others is dropped).
 - On revoke (aiokafka awaits the listener before re-joining; its #929) lanes of the lost partitions stop
@@ -216,7 +216,9 @@ class StreamRuntime:
         self._group_id = group_id or kafka.group_id
         self._running = 0
         self._parked = 0
-        """Running handler calls that wait for quota or a backoff (``consumer.admission``): they hold no worker."""
+        """Running handler calls that wait for quota (``consumer.admission``): they hold no worker."""
+        self._readmit: deque[asyncio.Future[None]] = deque()
+        """Parked calls whose wait ended, waiting for a worker again (served before new lanes start)."""
         self._ready = _ReadyLanes()
         self._idle_workers: list[asyncio.Future[None]] = []
         self._workers: set[asyncio.Task[None]] = set()
@@ -478,7 +480,7 @@ class StreamRuntime:
         burst of fast records is run by the first worker alone, and slow ones spread over up to
         ``max_in_flight`` workers within a few loop iterations.
         """
-        if not self._ready or self._waking:
+        if not self._ready or self._waking or self._readmit:
             return
         if self._idle_workers:
             self._idle_workers.pop().set_result(None)
@@ -576,18 +578,43 @@ class StreamRuntime:
         finally:
             admission.leave(slot_token)
             self._running -= 1
+            if self._readmit:
+                self._admit_next()
             state.running -= 1
             if state.running == 0 and state.drained is not None:
                 state.drained.set()
 
     def _park(self) -> None:
-        """A running handler call waits for quota: its worker may take other lanes (another worker starts)."""
+        """A running handler call waits for quota: its worker may take other work (another worker starts)."""
         self._parked += 1
-        if self._ready and not self._waking:
-            self._wake_worker()
+        self._admit_next()
 
-    def _unpark(self) -> None:
-        self._parked -= 1
+    async def _unpark(self) -> None:
+        """A parked call's wait ended: it works again once fewer than ``max_in_flight`` calls work."""
+        if not self._readmit and self._running - self._parked < self._limits.max_in_flight:
+            self._parked -= 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._readmit.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.cancelled():  # never re-admitted: it leaves as a parked call
+                self._parked -= 1
+            else:
+                self._admit_next()  # re-admitted, then cancelled: the turn goes to the next
+            raise
+
+    def _admit_next(self) -> None:
+        """A working call finished or parked: a parked call waiting for its turn goes first, else a new lane."""
+        readmit, limit = self._readmit, self._limits.max_in_flight
+        while readmit and self._running - self._parked < limit:
+            turn = readmit.popleft()
+            if not turn.done():
+                self._parked -= 1
+                turn.set_result(None)
+        if not readmit and self._ready and not self._waking:
+            self._wake_worker()
 
     def _retire(self, lane: _Lane) -> None:
         """The lane has no work (or its partition is gone); an idle lane stays for reuse until the next prune."""

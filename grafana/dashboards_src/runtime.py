@@ -75,9 +75,13 @@ def runtime() -> Json:
         ),
         row("Consumer runtime"),
         timeseries(
-            "Handlers in flight",
-            targets((f"sum by (instance) (ipaas_klaviyo_in_flight{{{INSTANCE}}})", "{{instance}}")),
-            description="Handlers running now (ipaas_klaviyo_in_flight), bounded by runtime.max_in_flight.",
+            "Handlers in flight, and waiting for quota",
+            targets((f"sum by (instance) (ipaas_klaviyo_in_flight{{{INSTANCE}}})", "working {{instance}}"),
+                    (f"sum by (instance) (ipaas_klaviyo_handlers_waiting_for_quota{{{INSTANCE}}})",
+                     "waiting {{instance}}")),
+            description="Handlers working now (ipaas_klaviyo_in_flight, bounded by runtime.max_in_flight) and "
+            "handlers waiting for a Klaviyo or iPaaS.com quota or their turn in a bulk request "
+            "(ipaas_klaviyo_handlers_waiting_for_quota: they hold no worker).",
             width=8,
         ),
         timeseries(

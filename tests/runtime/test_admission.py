@@ -31,7 +31,7 @@ class QuotaWaiters:
             self.waiting += 1
             self.changed.set()
             try:
-                with admission.waiting():
+                async with admission.waiting():
                     await self.quota.wait()
             except asyncio.CancelledError:
                 self.cancelled += 1
@@ -130,7 +130,7 @@ async def test_a_stop_lets_a_record_whose_work_was_sent_finish(
     done = RecordingProcessor()
 
     async def in_a_batch(message: InboundMessage) -> Handled:
-        with admission.waiting() as slot:
+        async with admission.waiting() as slot:
             assert slot is not None
             slot.sending()  # a batch took the work into its request: no longer abandonable
             in_request.set()
@@ -152,23 +152,27 @@ async def test_a_stop_lets_a_record_whose_work_was_sent_finish(
     assert await group_offsets(kafka_bootstrap, group) == {TopicPartition(topic, 0): 1}
 
 
-def test_waiting_outside_a_handler_call_is_a_no_op() -> None:
-    with admission.waiting() as slot:
+async def test_waiting_outside_a_handler_call_is_a_no_op() -> None:
+    async with admission.waiting() as slot:
         assert slot is None
 
 
 async def test_a_task_started_by_a_handler_does_not_park_the_handlers_slot() -> None:
     parked: list[str] = []
-    slot = admission.Slot(lambda: parked.append("park"), lambda: parked.append("unpark"))
+
+    async def unpark() -> None:
+        parked.append("unpark")
+
+    slot = admission.Slot(lambda: parked.append("park"), unpark)
 
     async def handler() -> None:
         token = admission.enter(slot)
         try:
             async def background() -> admission.Slot | None:
-                with admission.waiting() as seen:
+                async with admission.waiting() as seen:
                     return seen
             assert await asyncio.create_task(background()) is None
-            with admission.waiting():
+            async with admission.waiting():
                 assert slot.parked and slot.abandonable
         finally:
             admission.leave(token)
