@@ -19,6 +19,7 @@ Records wait in one queue, first in first out. When the oldest has waited ``ling
   identifier conflict, a profile linked to another customer, a field to clear: the import never clears one).
   The job is posted, followed (``GET .../{id}``, paced on its own quota, first after the time recent jobs took)
   until complete, and its import errors (``GET .../{id}/import-errors``) come back to their records.
+  At most ``MAX_OPEN_JOBS`` jobs are open at once: the next job fills while they finish.
 
 Each quota is spent evenly (a token bucket at the steady rate, as deep as the burst), and the client's own limiter
 is consulted as well. Two records sharing an identifier value are never in flight together (a job, or the
