@@ -5,7 +5,8 @@ rate limiter, in a batch queue for its turn in a bulk request) uses no CPU and n
 failed request is not such a wait: that call keeps its worker, so a failing destination meets no more calls.)
 The runtime gives each handler call a ``Slot`` (in a context variable); code that waits before it sends wraps
 the wait in ``waiting()``, and while it waits the call does not count against ``max_in_flight``: other records
-(other keys, other flows, other destinations) get the worker.
+(other keys, other flows, other destinations) get the worker. When its wait ends it takes a worker again, in turn
+with the other calls whose wait ended, before any new record starts: never more than ``max_in_flight`` work.
 
 A wait that is *abandonable* is one where nothing of the call's current request was sent yet: on a revoke or
 a stop the runtime cancels those calls at once instead of waiting out its drain deadline (their records are not
