@@ -275,9 +275,9 @@ class ProfileImporter:
         self._closed = False
         self._bulk_refused_until: float | None = None
         self.jobs = 0
+        """Jobs posted so far (for benchmarks and tests)."""
         self._open_jobs = 0
         """Jobs taken and not yet settled (looked up, posted, followed to their outcome)."""
-        """Jobs posted so far (for benchmarks and tests)."""
 
     async def __aenter__(self) -> Self:
         return self
