@@ -167,17 +167,20 @@ class SlidingWindowLimiter:
                 wait = max(wait, log[-window.limit] + window.seconds + self._margin - now)
         return max(wait, 0.0)
 
-    def would_wait(self) -> bool:
-        """Whether ``acquire()`` would wait now (others wait already, or a window is full)."""
-        return self._lock.locked() or self._delay(self._clock()) > 0
+    def try_acquire(self) -> bool:
+        """Take room now if every window has it and nobody waits for it; False (nothing taken) otherwise."""
+        now = self._clock()
+        if self._lock.locked() or self._delay(now) > 0:
+            return False
+        if self._windows:
+            self._log.append(now)
+        return True
 
     async def acquire(self) -> float:
         """Wait for room in every window, take it, and return the seconds waited."""
-        start = self._clock()
-        if not self._lock.locked() and self._delay(start) <= 0:
-            if self._windows:
-                self._log.append(start)
+        if self.try_acquire():
             return 0.0
+        start = self._clock()
         async with self._lock:
             while True:
                 now = self._clock()

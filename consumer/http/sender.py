@@ -250,11 +250,10 @@ class Sender:
 
     async def _admit(self, call: Call) -> None:
         for endpoint_class, limiter in call.limiters:
-            if not limiter.would_wait():
+            if limiter.try_acquire():
+                continue
+            async with admission.waiting():  # holds no worker while it waits for the quota
                 waited = await limiter.acquire()
-            else:
-                async with admission.waiting():  # holds no worker while it waits for the quota
-                    waited = await limiter.acquire()
             if waited > 0 and self._metrics.limiter_waits is not None:
                 self._metrics.limiter_waits.labels(endpoint_class).inc()
                 self._metrics.limiter_wait_seconds.labels(endpoint_class).inc(waited)
