@@ -38,7 +38,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 import e2e_orders as orders  # noqa: E402
 
 from consumer import topics  # noqa: E402
-from consumer.app import Service  # noqa: E402
 from consumer.runtime import InboundMessage  # noqa: E402
 from consumer.settings import Settings  # noqa: E402
 from simulators import localkafka  # noqa: E402
@@ -75,23 +74,10 @@ class Finished:
 async def services(settings: Settings, catalog: topics.TopicCatalog, instances: int) -> Any:
     """``instances`` services of one consumer group, each reporting to one ``Finished``."""
     finished = Finished()
-    started: list[tuple[Service, asyncio.Task[None]]] = []
-    try:
-        for _ in range(instances):
-            service = Service(settings, catalog=catalog)
-            task = asyncio.create_task(service.run())
-            await asyncio.wait({task, asyncio.create_task(service.started.wait())},
-                               return_when=asyncio.FIRST_COMPLETED)
-            if task.done():
-                task.result()
-            assert service.runtime is not None
-            service.runtime.on_finished(finished)
-            started.append((service, task))
-        yield finished, [service for service, _ in started]
-    finally:
-        for service, _ in started:
-            service.stop()
-        await asyncio.gather(*(asyncio.wait_for(task, 60) for _, task in started), return_exceptions=True)
+    async with contextlib.AsyncExitStack() as stack:
+        running = [await stack.enter_async_context(orders.service_running(settings, catalog, finished))
+                   for _ in range(instances)]
+        yield finished, running
 
 
 def quantile(values: list[float], q: float) -> float:

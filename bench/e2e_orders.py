@@ -33,6 +33,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,20 +159,28 @@ class Counter:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, catalog: topics.TopicCatalog) -> Any:
+async def service_running(settings: Settings, catalog: topics.TopicCatalog,
+                          on_finished: Callable[[InboundMessage, str], None]) -> Any:
+    """A started service (its runtime reporting each finished record to ``on_finished``); stopped afterwards."""
     service = Service(settings, catalog=catalog)
     task = asyncio.create_task(service.run())
     await asyncio.wait({task, asyncio.create_task(service.started.wait())}, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
         task.result()
     assert service.runtime is not None
-    counter = Counter()
-    service.runtime.on_finished(counter)
+    service.runtime.on_finished(on_finished)
     try:
-        yield counter
+        yield service
     finally:
         service.stop()
         await asyncio.wait_for(task, 60)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, catalog: topics.TopicCatalog) -> Any:
+    counter = Counter()
+    async with service_running(settings, catalog, counter):
+        yield counter
 
 
 def client_requests() -> dict[tuple[str, str], float]:

@@ -28,9 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.e2e_customers import Simulator, customer  # noqa: E402
-from bench.e2e_orders import LINES, client_requests, cpu_seconds, load_average  # noqa: E402
+from bench.e2e_orders import LINES, client_requests, cpu_seconds, load_average, service_running  # noqa: E402
 from consumer import topics  # noqa: E402
-from consumer.app import Service  # noqa: E402
 from consumer.runtime import InboundMessage  # noqa: E402
 from consumer.settings import Settings  # noqa: E402
 from simulators import localkafka  # noqa: E402
@@ -114,17 +113,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         })
         catalog = topics.TopicCatalog.load(None, prefix)
         await topics.apply(catalog, settings.kafka)
-        service = Service(settings, catalog=catalog)
-        task = asyncio.create_task(service.run())
-        await asyncio.wait({task, asyncio.create_task(service.started.wait())}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()
-        assert service.runtime is not None
         finished = Finished()
-        service.runtime.on_finished(finished)
-        await asyncio.wait_for(service.runtime.assigned.wait(), 60)
-        started = time.monotonic()
-        try:
+        async with service_running(settings, catalog, finished) as service:
+            await asyncio.wait_for(service.runtime.assigned.wait(), 60)
+            started = time.monotonic()
             results["snapshot"] = await phase(
                 "snapshot", bootstrap, catalog.name("customer-changes"),
                 ((f"c-{n}".encode(), customer(n)) for n in range(args.customers)), args.customers, finished)
@@ -132,9 +124,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "orders", bootstrap, catalog.name("transaction-changes"),
                 ((f"t-{n}".encode(), transaction(n, args.customers)) for n in range(args.orders)), args.orders,
                 finished)
-        finally:
-            service.stop()
-            await asyncio.wait_for(task, 60)
         results["total_wall_s"] = round(time.monotonic() - started, 1)
         results["failed"] = finished.failed
     results["load_average_end"] = load_average()
