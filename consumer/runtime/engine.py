@@ -461,11 +461,12 @@ class StreamRuntime:
         if state is None or state.revoked:
             return  # fetched just before a revoke: the partition's next owner reads them again
         lanes, ready, add_offset = state.lanes, self._ready, state.offsets.add
+        park, unpark = self._park, self._unpark
         for record in records:
             add_offset(record.offset)
             lane = lanes.get(record.key)
             if lane is None:
-                lane = lanes[record.key] = _Lane(state, record.key, admission.Slot(self._park, self._unpark))
+                lane = lanes[record.key] = _Lane(state, record.key, admission.Slot(park, unpark))
             lane.queue.append(record)
             if not lane.scheduled:
                 lane.scheduled = True
